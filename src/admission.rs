@@ -1,0 +1,427 @@
+//! AdmissionReview v1 in and out: decode, ask the engine, shape the answer.
+//!
+//! The request side is read into borrowed types that keep the object as raw JSON:
+//! building a `serde_json::Value` tree of a pod review costs more than the rest of the
+//! request together (kube's `AdmissionReview<DynamicObject>` does exactly that). The
+//! response mirrors `kube::core::admission::AdmissionResponse` field for field; tests
+//! decode every answer with kube's own types to keep the two in step.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::policy::{
+    Decision, Engine, Mode, MutationKind, RuleId, Scope, SkipReason, Subject, Webhook, WorkloadKind,
+    decode_object,
+};
+
+/// The only review version kube-apiserver is configured to send us.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+/// The review kind.
+pub const KIND: &str = "AdmissionReview";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: GroupVersionKind<'a>,
+    #[serde(borrow, default)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    operation: Operation,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    old_object: Option<&'a RawValue>,
+}
+
+/// Enough of a review to answer an error with the request's uid.
+#[derive(Deserialize)]
+struct UidOnly<'a> {
+    #[serde(borrow)]
+    request: UidRequest<'a>,
+}
+
+#[derive(Deserialize)]
+struct UidRequest<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+}
+
+/// The admission operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    /// CREATE
+    Create,
+    /// UPDATE
+    Update,
+    /// DELETE
+    Delete,
+    /// CONNECT
+    Connect,
+}
+
+impl Operation {
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: &'a BTreeMap<String, String>,
+}
+
+/// A `metav1.Status`.
+#[derive(Serialize)]
+struct StatusOut {
+    status: &'static str,
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+/// How a request ended, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Admitted (possibly with a patch or warnings).
+    Allowed,
+    /// Rejected by policy.
+    Denied,
+    /// The request could not be read.
+    Error,
+}
+
+impl Outcome {
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// The answer to one HTTP request, with what metrics need to know about it.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status: 200 for every AdmissionReview answer, 4xx when none could be built.
+    pub status: u16,
+    /// The JSON body (an AdmissionReview, or a `metav1.Status` for 4xx).
+    pub body: Vec<u8>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The object kind, when known.
+    pub kind: Option<WorkloadKind>,
+    /// The operation, when known.
+    pub operation: Option<Operation>,
+    /// Violations found (denied in enforce mode, reported in audit mode).
+    pub violations: Vec<RuleId>,
+    /// Mutations applied.
+    pub mutations: Vec<MutationKind>,
+    /// Rewrites skipped.
+    pub skipped: Vec<SkipReason>,
+}
+
+/// Handles one AdmissionReview body for `webhook` in `mode`.
+pub fn handle(engine: &Engine, webhook: Webhook, mode: Mode, body: &[u8]) -> Answer {
+    let review: ReviewIn<'_> = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        Err(err) => {
+            // The body is not a review we can read; answer with its uid if one is there.
+            let message = format!("request body is not a valid AdmissionReview: {err}");
+            return match serde_json::from_slice::<UidOnly<'_>>(body) {
+                Ok(partial) => review_error(&partial.request.uid, message),
+                Err(_) => http_error(400, message),
+            };
+        }
+    };
+    match (review.api_version.as_deref(), review.kind.as_deref()) {
+        (Some(API_VERSION), Some(KIND)) => {}
+        (version, kind) => {
+            return http_error(
+                400,
+                format!(
+                    "expected apiVersion {API_VERSION} and kind {KIND}, got {} {}; \
+                     set admissionReviewVersions: [v1] in the webhook configuration",
+                    version.unwrap_or("(none)"),
+                    kind.unwrap_or("(none)"),
+                ),
+            );
+        }
+    }
+    let Some(request) = review.request else {
+        return http_error(400, "AdmissionReview has no request".to_owned());
+    };
+    answer_request(engine, webhook, mode, &request)
+}
+
+fn answer_request(engine: &Engine, webhook: Webhook, mode: Mode, req: &RequestIn<'_>) -> Answer {
+    let uid = req.uid.as_ref();
+    let operation = req.operation;
+    let namespace = req.namespace.as_deref().unwrap_or("");
+    let name = req.name.as_deref().unwrap_or("");
+    let Some(kind) = WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind) else {
+        let message = format!(
+            "dhi-admission does not review {}/{}: remove it from the webhook rules",
+            if req.kind.group.is_empty() { "core" } else { &req.kind.group },
+            req.kind.kind
+        );
+        let mut answer = review_error(uid, message);
+        answer.operation = Some(operation);
+        return answer;
+    };
+    let allow = |kind, operation| Answer {
+        operation: Some(operation),
+        kind: Some(kind),
+        ..respond(uid, &Decision::allowed_untouched(), kind, name)
+    };
+    // Deletes and exec/attach carry no new pod spec; exempt namespaces are not ours.
+    if matches!(operation, Operation::Delete | Operation::Connect) || engine.is_exempt_namespace(namespace) {
+        return allow(kind, operation);
+    }
+    let scope = match req.sub_resource.as_deref() {
+        None | Some("") => Scope::All,
+        Some("ephemeralcontainers") if webhook == Webhook::Validate => Scope::EphemeralOnly,
+        // status, binding, eviction, resize...: no containers to judge.
+        Some(_) => return allow(kind, operation),
+    };
+    // The mutating webhook patches objects as they are created; an UPDATE of a pod
+    // cannot change what we would patch (securityContext is immutable).
+    if webhook == Webhook::Mutate && operation == Operation::Update && kind == WorkloadKind::Pod {
+        return allow(kind, operation);
+    }
+    let Some(raw) = req.object else {
+        let mut answer = review_error(uid, format!("{operation:?} request for {kind} {name} has no object"));
+        answer.kind = Some(kind);
+        answer.operation = Some(operation);
+        return answer;
+    };
+    let decoded = decode_object(raw.get()).and_then(|object| {
+        let old = match (operation, req.old_object) {
+            (Operation::Update, Some(old)) => Some(decode_object(old.get())?),
+            _ => None,
+        };
+        Ok((object, old))
+    });
+    let (object, old) = match decoded {
+        Ok(pair) => pair,
+        Err(err) => {
+            let mut answer = review_error(uid, format!("cannot read {kind} {name}: {err}"));
+            answer.kind = Some(kind);
+            answer.operation = Some(operation);
+            return answer;
+        }
+    };
+    let subject = Subject {
+        kind,
+        object: &object,
+        old_object: old.as_ref(),
+        scope,
+    };
+    let decision = engine.review(&subject, webhook, mode);
+    log_decision(uid, namespace, name, kind, operation, webhook, mode, &decision);
+    Answer {
+        kind: Some(kind),
+        operation: Some(operation),
+        ..respond(uid, &decision, kind, name)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_decision(
+    uid: &str,
+    namespace: &str,
+    name: &str,
+    kind: WorkloadKind,
+    operation: Operation,
+    webhook: Webhook,
+    mode: Mode,
+    d: &Decision,
+) {
+    let op = operation.as_str();
+    let hook = webhook.as_str();
+    if !d.allowed {
+        let rules: Vec<&str> = d.violations.iter().map(|v| v.rule.as_str()).collect();
+        tracing::info!(%uid, %namespace, %name, %kind, operation = op, webhook = hook, mode = mode.as_str(),
+            rules = ?rules, decision = "denied", "denied");
+    } else if !d.warnings.is_empty() {
+        tracing::info!(%uid, %namespace, %name, %kind, operation = op, webhook = hook, mode = mode.as_str(),
+            warnings = d.warnings.len(), patched = !d.patch.is_empty(), decision = "allowed", "allowed with warnings");
+    } else {
+        tracing::debug!(%uid, %namespace, %name, %kind, operation = op, webhook = hook, mode = mode.as_str(),
+            patched = !d.patch.is_empty(), decision = "allowed", "allowed");
+    }
+}
+
+fn respond(uid: &str, d: &Decision, kind: WorkloadKind, name: &str) -> Answer {
+    let patch = (!d.patch.is_empty()).then(|| {
+        // Serialising a Vec of operations cannot fail: every key is a string.
+        let json = serde_json::to_vec(&d.patch).unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(json)
+    });
+    let status = (!d.allowed).then(|| StatusOut {
+        status: "Failure",
+        code: 403,
+        reason: "Forbidden",
+        message: d.denial_message(kind, display_name(name)),
+    });
+    let out = ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: ResponseOut {
+            uid,
+            allowed: d.allowed,
+            status,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: &d.warnings,
+            audit_annotations: &d.audit_annotations,
+        },
+    };
+    Answer {
+        status: 200,
+        body: to_json(&out),
+        outcome: if d.allowed { Outcome::Allowed } else { Outcome::Denied },
+        kind: None,
+        operation: None,
+        violations: d.violations.iter().map(|v| v.rule).collect(),
+        mutations: d.mutations.clone(),
+        skipped: d.skipped.clone(),
+    }
+}
+
+/// Pods created by controllers have no name yet at admission.
+fn display_name(name: &str) -> &str {
+    if name.is_empty() { "(generated name)" } else { name }
+}
+
+/// An AdmissionReview that refuses a request we could not read but whose uid we know:
+/// kube-apiserver shows the message to the client instead of a bare webhook failure.
+fn review_error(uid: &str, message: String) -> Answer {
+    tracing::warn!(%uid, error = %message, "bad admission request");
+    let out = ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: ResponseOut {
+            uid,
+            allowed: false,
+            status: Some(StatusOut {
+                status: "Failure",
+                code: 400,
+                reason: "BadRequest",
+                message,
+            }),
+            patch_type: None,
+            patch: None,
+            warnings: &[],
+            audit_annotations: &BTreeMap::new(),
+        },
+    };
+    error_answer(200, to_json(&out))
+}
+
+/// A plain HTTP error with a `metav1.Status` body, for bodies that are not reviews.
+pub fn http_error(code: u16, message: String) -> Answer {
+    tracing::warn!(status = code, error = %message, "rejected request");
+    let reason = match code {
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        413 => "RequestEntityTooLarge",
+        415 => "UnsupportedMediaType",
+        _ => "BadRequest",
+    };
+    let status = StatusOut {
+        status: "Failure",
+        code,
+        reason,
+        message,
+    };
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct StatusDoc {
+        api_version: &'static str,
+        kind: &'static str,
+        #[serde(flatten)]
+        status: StatusOut,
+    }
+    let doc = StatusDoc {
+        api_version: "v1",
+        kind: "Status",
+        status,
+    };
+    error_answer(code, to_json(&doc))
+}
+
+fn error_answer(status: u16, body: Vec<u8>) -> Answer {
+    Answer {
+        status,
+        body,
+        outcome: Outcome::Error,
+        kind: None,
+        operation: None,
+        violations: Vec::new(),
+        mutations: Vec::new(),
+        skipped: Vec::new(),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our response types hold only strings, numbers and string maps: infallible.
+    serde_json::to_vec(value).unwrap_or_default()
+}

@@ -1,0 +1,17 @@
+//! dhi-admission: a Kubernetes admission webhook that makes workloads run on Docker
+//! Hardened Images, rejecting what cannot and patching what can.
+//!
+//! The binary is a thin shell over this library: [`policy`] is the one engine that
+//! the server ([`server`]), the `check` command ([`check`]) and the tests share.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod policy;
+pub mod admission;
+pub mod config;
+pub mod metrics;
+pub mod tls;
+pub mod certs;
+pub mod check;
+pub mod server;

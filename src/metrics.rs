@@ -1,0 +1,156 @@
+//! Prometheus metrics: typed families registered into a registry passed in (no globals).
+//!
+//! Label values are bounded by construction: they come from enums (webhook, kind,
+//! operation, mode, decision, rule, mutation, skip reason), never from request data.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::admission::Answer;
+use crate::policy::{Mode, Webhook};
+
+/// Latency buckets in seconds. Answers take tens of microseconds, so the low end is
+/// fine-grained enough to see sub-millisecond shifts; the top catches stalls up to the
+/// webhook timeout's order of magnitude.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    1.0, 2.5,
+];
+
+/// Every metric the server exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    violations: IntCounterVec,
+    mutations: IntCounterVec,
+    skipped: IntCounterVec,
+    reloads: IntCounterVec,
+    cert_expiry: Gauge,
+}
+
+/// What was reloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The serving certificate and key.
+    Certificate,
+    /// The policy file.
+    Config,
+}
+
+impl Metrics {
+    /// Registers the families into `registry`.
+    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new("dhi_admission_requests_total", "Admission requests answered."),
+            &["webhook", "kind", "operation", "mode", "decision"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dhi_admission_request_duration_seconds",
+                "Time from request head to response, body read included.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["webhook"],
+        )?;
+        let violations = IntCounterVec::new(
+            Opts::new("dhi_admission_violations_total", "Policy violations found."),
+            &["rule", "mode"],
+        )?;
+        let mutations = IntCounterVec::new(
+            Opts::new("dhi_admission_mutations_total", "Changes made by patches returned."),
+            &["type"],
+        )?;
+        let skipped = IntCounterVec::new(
+            Opts::new(
+                "dhi_admission_rewrites_skipped_total",
+                "Upstream images left alone because the rewrite would not be admitted.",
+            ),
+            &["reason"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new("dhi_admission_reloads_total", "Certificate and policy reloads."),
+            &["what", "result"],
+        )?;
+        let cert_expiry = Gauge::new(
+            "dhi_admission_tls_cert_expiry_timestamp_seconds",
+            "Expiry (notAfter) of the serving certificate, as a Unix timestamp.",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("dhi_admission_build_info", "Build information; always 1."),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(violations.clone()))?;
+        registry.register(Box::new(mutations.clone()))?;
+        registry.register(Box::new(skipped.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(cert_expiry.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Self {
+            registry,
+            requests,
+            duration,
+            violations,
+            mutations,
+            skipped,
+            reloads,
+            cert_expiry,
+        })
+    }
+
+    /// Records one answered request.
+    pub fn observe(&self, webhook: Webhook, mode: Mode, answer: &Answer, seconds: f64) {
+        let kind = answer.kind.map_or("unknown", |k| k.as_str());
+        let operation = answer.operation.map_or("unknown", |o| o.as_str());
+        self.requests
+            .with_label_values(&[webhook.as_str(), kind, operation, mode.as_str(), answer.outcome.as_str()])
+            .inc();
+        self.duration.with_label_values(&[webhook.as_str()]).observe(seconds);
+        for rule in &answer.violations {
+            self.violations.with_label_values(&[rule.as_str(), mode.as_str()]).inc();
+        }
+        for m in &answer.mutations {
+            self.mutations.with_label_values(&[m.as_str()]).inc();
+        }
+        for reason in &answer.skipped {
+            self.skipped.with_label_values(&[reason.as_str()]).inc();
+        }
+    }
+
+    /// Records a reload attempt.
+    pub fn reload(&self, what: Reloaded, ok: bool) {
+        let what = match what {
+            Reloaded::Certificate => "certificate",
+            Reloaded::Config => "config",
+        };
+        self.reloads
+            .with_label_values(&[what, if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// Sets the serving certificate's expiry.
+    pub fn set_cert_expiry(&self, unix_seconds: i64) {
+        self.cert_expiry.set(unix_seconds as f64);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which we never build.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+

@@ -1,0 +1,236 @@
+//! Container image references: parsing, normalisation, and what makes one "hardened".
+//!
+//! Parsing follows the Docker reference grammar through `oci-spec`'s distribution
+//! reference (the same grammar containerd and the registries use), so that what we
+//! judge is exactly what the kubelet would pull. On top of it we keep what `oci-spec`
+//! forgets (whether the tag was written or defaulted to `latest`) and lower-case the
+//! registry host, which DNS treats case-insensitively (`DHI.IO/python` pulls from `dhi.io`).
+
+use std::fmt;
+
+use oci_spec::distribution::{ParseError, Reference};
+
+/// The registry that serves Docker Hardened Images.
+pub const DHI_REGISTRY: &str = "dhi.io";
+/// Mirrored hardened repositories keep their name behind this prefix.
+pub const MIRROR_PREFIX: &str = "dhi-";
+/// Istio's sidecar injector fills `image: auto` in later; it is not a reference.
+pub const ISTIO_AUTO: &str = "auto";
+
+/// A parsed, normalised image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Registry host (and port), lower-cased: `docker.io`, `dhi.io`, `localhost:5000`.
+    pub registry: String,
+    /// Repository path inside the registry: `library/nginx`, `istio/proxyv2`.
+    pub repository: String,
+    /// The tag as written; `None` when the reference relied on the implicit `latest`.
+    pub tag: Option<String>,
+    /// `algorithm:hex` when the reference is pinned by digest.
+    pub digest: Option<String>,
+}
+
+/// The outcome of reading an `image` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageField {
+    /// A placeholder a later mutating webhook replaces (Istio's `auto`).
+    Placeholder,
+    /// A well-formed reference.
+    Ref(ImageRef),
+}
+
+/// Why an image string is not a valid reference.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRefError {
+    /// The string is empty or only whitespace.
+    #[error("image reference is empty")]
+    Empty,
+    /// A repository path component contains upper-case letters.
+    #[error("repository name must be lowercase")]
+    Uppercase,
+    /// The reference does not follow the Docker grammar.
+    #[error("{0}")]
+    Grammar(#[source] ParseError),
+}
+
+impl ImageField {
+    /// Parses the `image` field of a container.
+    pub fn parse(raw: &str) -> Result<Self, ImageRefError> {
+        if raw == ISTIO_AUTO {
+            return Ok(Self::Placeholder);
+        }
+        ImageRef::parse(raw).map(Self::Ref)
+    }
+}
+
+impl ImageRef {
+    /// Parses and normalises a reference (`nginx` is `docker.io/library/nginx`, implicit tag).
+    pub fn parse(raw: &str) -> Result<Self, ImageRefError> {
+        if raw.trim().is_empty() {
+            return Err(ImageRefError::Empty);
+        }
+        let parsed = Reference::try_from(raw).map_err(|err| {
+            // The grammar lets upper case only into the host; say so rather than "invalid format".
+            let path = raw.split_once('/').map_or(raw, |(_, rest)| rest);
+            let name = path.split(['@', ':']).next().unwrap_or(path);
+            if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                ImageRefError::Uppercase
+            } else {
+                ImageRefError::Grammar(err)
+            }
+        })?;
+        let digest = parsed.digest().map(str::to_owned);
+        let name_and_tag = raw.split_once('@').map_or(raw, |(name, _)| name);
+        // oci-spec fills in `latest`; keep it only if the user wrote it.
+        let tag = parsed
+            .tag()
+            .filter(|tag| {
+                name_and_tag
+                    .strip_suffix(tag)
+                    .is_some_and(|rest| rest.ends_with(':'))
+            })
+            .map(str::to_owned);
+        let mut registry = parsed.registry().to_owned();
+        registry.make_ascii_lowercase();
+        Ok(Self {
+            registry,
+            repository: parsed.repository().to_owned(),
+            tag,
+            digest,
+        })
+    }
+
+    /// The last path component: `proxyv2` for `docker.io/istio/proxyv2`.
+    pub fn name(&self) -> &str {
+        self.repository
+            .rsplit_once('/')
+            .map_or(self.repository.as_str(), |(_, name)| name)
+    }
+
+    /// `registry/repository`, without tag or digest: the key for upstream mappings.
+    pub fn location(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+
+    /// The DHI repository this reference names, if it is a hardened image:
+    /// `dhi.io/<repo>` or a mirror `<registry>/<path>/dhi-<repo>`.
+    pub fn hardened_repo(&self) -> Option<&str> {
+        if self.registry == DHI_REGISTRY {
+            return Some(&self.repository);
+        }
+        self.name()
+            .strip_prefix(MIRROR_PREFIX)
+            .filter(|repo| !repo.is_empty())
+    }
+
+    /// The tag to look up in the catalog (`latest` when none was written).
+    pub fn tag_or_latest(&self) -> &str {
+        self.tag.as_deref().unwrap_or("latest")
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> ImageRef {
+        ImageRef::parse(raw).unwrap_or_else(|err| panic!("{raw}: {err}"))
+    }
+
+    #[test]
+    fn bare_name_is_docker_hub_library_with_implicit_tag() {
+        let r = parse("nginx");
+        assert_eq!(r.registry, "docker.io");
+        assert_eq!(r.repository, "library/nginx");
+        assert_eq!(r.tag, None);
+        assert_eq!(r.tag_or_latest(), "latest");
+        assert_eq!(r.to_string(), "docker.io/library/nginx");
+    }
+
+    #[test]
+    fn explicit_latest_is_kept() {
+        assert_eq!(parse("nginx:latest").tag.as_deref(), Some("latest"));
+    }
+
+    #[test]
+    fn docker_hub_forms_are_equal() {
+        let a = parse("nginx:1.27");
+        assert_eq!(a, parse("docker.io/library/nginx:1.27"));
+        assert_eq!(a, parse("index.docker.io/library/nginx:1.27"));
+        assert_eq!(a, parse("library/nginx:1.27"));
+    }
+
+    #[test]
+    fn localhost_with_port_is_a_registry() {
+        let r = parse("localhost:5000/istio/proxyv2:1.30.3");
+        assert_eq!(r.registry, "localhost:5000");
+        assert_eq!(r.repository, "istio/proxyv2");
+        assert_eq!(r.tag.as_deref(), Some("1.30.3"));
+    }
+
+    #[test]
+    fn tag_and_digest_both_kept() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let r = parse(&format!("dhi.io/python:3.13@{digest}"));
+        assert_eq!(r.tag.as_deref(), Some("3.13"));
+        assert_eq!(r.digest.as_deref(), Some(digest.as_str()));
+        let r = parse(&format!("dhi.io/python@{digest}"));
+        assert_eq!(r.tag, None);
+    }
+
+    #[test]
+    fn registry_host_is_lowercased() {
+        let r = parse("DHI.IO/python:3.13");
+        assert_eq!(r.registry, "dhi.io");
+        assert_eq!(r.hardened_repo(), Some("python"));
+    }
+
+    #[test]
+    fn hardened_forms() {
+        assert_eq!(parse("dhi.io/istio-proxyv2:1.30").hardened_repo(), Some("istio-proxyv2"));
+        assert_eq!(
+            parse("registry.example.com/platform/dhi-istio-proxyv2:1.30").hardened_repo(),
+            Some("istio-proxyv2")
+        );
+        assert_eq!(parse("dhi-nginx").hardened_repo(), Some("nginx"));
+        assert_eq!(parse("docker.io/istio/proxyv2:1.30").hardened_repo(), None);
+        assert_eq!(parse("example.com/dhi-").hardened_repo(), None);
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_reason() {
+        assert_eq!(ImageRef::parse(""), Err(ImageRefError::Empty));
+        assert_eq!(ImageRef::parse("  "), Err(ImageRefError::Empty));
+        assert_eq!(ImageRef::parse("dhi.io/Python:3"), Err(ImageRefError::Uppercase));
+        assert_eq!(ImageRef::parse("Nginx"), Err(ImageRefError::Uppercase));
+        assert!(matches!(ImageRef::parse("nginx:"), Err(ImageRefError::Grammar(_))));
+        assert!(matches!(ImageRef::parse("a b"), Err(ImageRefError::Grammar(_))));
+        assert!(matches!(
+            ImageRef::parse("dhi.io/python@sha256:abc"),
+            Err(ImageRefError::Grammar(_))
+        ));
+        assert!(matches!(
+            ImageRef::parse(&format!("dhi.io/python:3@sha256:{}", "a".repeat(63))),
+            Err(ImageRefError::Grammar(_))
+        ));
+    }
+
+    #[test]
+    fn istio_auto_is_a_placeholder() {
+        assert_eq!(ImageField::parse("auto"), Ok(ImageField::Placeholder));
+        assert!(matches!(ImageField::parse("auto:1"), Ok(ImageField::Ref(_))));
+    }
+}

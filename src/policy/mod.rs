@@ -1,0 +1,290 @@
+//! The one policy engine: for any object carrying a pod spec, the JSON Patch that makes
+//! it run on Docker Hardened Images and whether it must be rejected.
+//!
+//! No HTTP here. The admission server, the `check` command and the tests all call
+//! [`Engine::review`]; everything they decide comes from it.
+
+pub mod catalog;
+pub mod image_ref;
+pub mod patch;
+pub mod rules;
+pub mod settings;
+pub mod spec;
+pub mod workload;
+
+use std::collections::{BTreeMap, HashMap};
+
+use json_patch::PatchOperation;
+
+pub use catalog::Catalog;
+pub use rules::{Evaluation, MutationKind, RuleId, SkipReason, Violation, Warning};
+pub use settings::{Action, Mode, Settings};
+pub use spec::ObjectView;
+pub use workload::WorkloadKind;
+
+/// kube-apiserver truncates longer warnings; we shorten them ourselves, on a char boundary.
+pub const MAX_WARNING_LEN: usize = 255;
+
+/// Which webhook is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Webhook {
+    /// Return the patch.
+    Mutate,
+    /// Return the verdict.
+    Validate,
+}
+
+impl Webhook {
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutate => "mutate",
+            Self::Validate => "validate",
+        }
+    }
+}
+
+/// Which containers a request may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// The whole pod spec.
+    #[default]
+    All,
+    /// Only ephemeral containers (the `pods/ephemeralcontainers` subresource, `kubectl debug`).
+    EphemeralOnly,
+}
+
+/// One object to review.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'o, 'a> {
+    /// Its kind, which says where the pod spec is.
+    pub kind: WorkloadKind,
+    /// The object as submitted.
+    pub object: &'o ObjectView<'a>,
+    /// The object before an UPDATE.
+    pub old_object: Option<&'o ObjectView<'a>>,
+    /// Which containers to consider.
+    pub scope: Scope,
+}
+
+/// The engine's answer for one object and one webhook.
+#[derive(Debug, Default)]
+pub struct Decision {
+    /// Admit the object.
+    pub allowed: bool,
+    /// Operations to apply (empty in audit mode and for unmutated kinds).
+    pub patch: Vec<PatchOperation>,
+    /// What the patch changes.
+    pub mutations: Vec<MutationKind>,
+    /// Every `deny` rule that matched (reported as warnings in audit mode).
+    pub violations: Vec<Violation>,
+    /// Why rewrites were skipped, for metrics.
+    pub skipped: Vec<SkipReason>,
+    /// Messages for `kubectl`, each at most [`MAX_WARNING_LEN`] bytes.
+    pub warnings: Vec<String>,
+    /// Audit-log annotations (audit mode).
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
+/// Why an object could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DecodeError {
+    /// Where in the object (`spec.containers[0].securityContext.runAsUser`), or `.`.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+/// Decodes the fields the rules read. Errors name the offending field.
+pub fn decode_object(json: &str) -> Result<ObjectView<'_>, DecodeError> {
+    serde_json::from_str(json).map_err(|_| {
+        // Only on failure: a second pass that tracks the path, for a useful message.
+        let mut de = serde_json::Deserializer::from_str(json);
+        match serde_path_to_error::deserialize::<_, ObjectView<'_>>(&mut de) {
+            Err(err) => DecodeError {
+                path: err.path().to_string(),
+                message: err.inner().to_string(),
+            },
+            Ok(_) => DecodeError {
+                path: ".".to_owned(),
+                message: "trailing characters after the object".to_owned(),
+            },
+        }
+    })
+}
+
+/// The policy engine: settings, catalog and the mappings derived from them.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    settings: Settings,
+    catalog: Catalog,
+    mappings: HashMap<String, settings::Mapping>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new(Settings::default())
+    }
+}
+
+impl Engine {
+    /// Builds the engine for a policy.
+    pub fn new(settings: Settings) -> Self {
+        let catalog = Catalog::new(settings.catalog.clone());
+        let mappings = settings.mappings();
+        Self {
+            settings,
+            catalog,
+            mappings,
+        }
+    }
+
+    /// The policy in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The catalog in force.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Requests in these namespaces are allowed untouched.
+    pub fn is_exempt_namespace(&self, namespace: &str) -> bool {
+        self.settings.exempt.namespaces.iter().any(|ns| ns == namespace)
+    }
+
+    /// Plans and judges an object without applying mode or webhook: the raw findings.
+    pub fn evaluate(&self, subject: &Subject<'_, '_>) -> Evaluation {
+        match subject.kind.pod_spec(subject.object) {
+            Some(spec) => self.evaluate_spec(spec, subject.kind.spec_path(), subject.scope),
+            None => Evaluation::default(),
+        }
+    }
+
+    /// The answer for one webhook in one mode.
+    pub fn review(&self, subject: &Subject<'_, '_>, webhook: Webhook, mode: Mode) -> Decision {
+        if let Some(old) = subject.old_object {
+            // Like Pod Security Admission: an UPDATE that leaves the pod spec as it was
+            // (labels, scale, annotations) is not judged again, so an object admitted
+            // under an older or audit policy can still be managed.
+            let kind = subject.kind;
+            if kind.pod_spec(old) == kind.pod_spec(subject.object) {
+                return Decision::allowed_untouched();
+            }
+        }
+        let eval = self.evaluate(subject);
+        match webhook {
+            Webhook::Mutate => self.mutate_decision(subject.kind, eval, mode),
+            Webhook::Validate => validate_decision(eval, mode),
+        }
+    }
+
+    fn mutate_decision(&self, kind: WorkloadKind, eval: Evaluation, mode: Mode) -> Decision {
+        let mutates = !kind.is_template() || self.settings.templates.mutate;
+        let mut decision = Decision {
+            allowed: true,
+            ..Decision::default()
+        };
+        for w in &eval.warnings {
+            if let Warning::RewriteSkipped { reason, .. } = w {
+                decision.skipped.push(*reason);
+                decision.warnings.push(shorten(w.to_string()));
+            }
+        }
+        if !mutates || eval.patch.is_empty() {
+            return decision;
+        }
+        match mode {
+            Mode::Enforce => {
+                decision.patch = eval.patch;
+                decision.mutations = eval.mutations;
+            }
+            Mode::Audit => {
+                let planned = summarize(&eval.mutations);
+                decision
+                    .warnings
+                    .push(shorten(format!("audit: dhi-admission would patch this object: {planned}")));
+                decision
+                    .audit_annotations
+                    .insert("planned-mutations".to_owned(), planned);
+            }
+        }
+        decision
+    }
+}
+
+fn validate_decision(eval: Evaluation, mode: Mode) -> Decision {
+    let mut decision = Decision {
+        allowed: mode == Mode::Audit || eval.violations.is_empty(),
+        ..Decision::default()
+    };
+    if mode == Mode::Audit {
+        for v in &eval.violations {
+            decision.warnings.push(shorten(format!("audit: {v}")));
+            let key = format!("violation.{}", v.rule);
+            let entry = decision.audit_annotations.entry(key).or_default();
+            if !entry.is_empty() {
+                entry.push_str("; ");
+            }
+            entry.push_str(&format!("{} ({})", v.container, v.image));
+        }
+    }
+    for w in &eval.warnings {
+        if !matches!(w, Warning::RewriteSkipped { .. }) {
+            decision.warnings.push(shorten(w.to_string()));
+        }
+    }
+    decision.violations = eval.violations;
+    decision
+}
+
+impl Decision {
+    /// Admit without patch or findings.
+    pub fn allowed_untouched() -> Self {
+        Self {
+            allowed: true,
+            ..Self::default()
+        }
+    }
+
+    /// The `status.message` of a denial: every violation with its fix.
+    pub fn denial_message(&self, kind: WorkloadKind, name: &str) -> String {
+        let n = self.violations.len();
+        let mut msg = format!(
+            "{kind} {name} cannot run on Docker Hardened Images ({n} violation{}):",
+            if n == 1 { "" } else { "s" }
+        );
+        for v in &self.violations {
+            msg.push_str("\n- ");
+            msg.push_str(&v.to_string());
+        }
+        msg
+    }
+}
+
+/// `image_rewrite x2, run_as_user x2`
+fn summarize(mutations: &[MutationKind]) -> String {
+    MutationKind::ALL
+        .iter()
+        .filter_map(|kind| {
+            let n = mutations.iter().filter(|m| *m == kind).count();
+            (n > 0).then(|| format!("{} x{n}", kind.as_str()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Cuts a warning to [`MAX_WARNING_LEN`] bytes on a char boundary, marking the cut.
+pub fn shorten(mut s: String) -> String {
+    if s.len() > MAX_WARNING_LEN {
+        let mut end = MAX_WARNING_LEN - '…'.len_utf8();
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,532 @@
+//! The rules, applied to each container of a pod spec as it will run after mutation.
+//!
+//! One pass over the containers both plans the patch and judges the result, so the
+//! verdict on a template is the verdict on the pods it will create, and validating
+//! an already-mutated pod gives the same answer as validating the original.
+//! A denial is data (a [`Violation`]), never an `Err`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::catalog::{ImageUser, Variant};
+use super::image_ref::{ImageField, ImageRef};
+use super::patch::{ContainerList, SpecPatch};
+use super::settings::{Action, glob_match};
+use super::spec::{ContainerView, SpecView};
+use super::{Engine, Scope};
+
+/// The rules that can deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleId {
+    /// A hardened container would run as UID 0.
+    RunAsRoot,
+    /// A hardened nonroot container declares a port below 1024.
+    PrivilegedPort,
+    /// An image field is not a valid reference (the kubelet could not pull it).
+    InvalidImage,
+}
+
+impl RuleId {
+    /// Every rule.
+    pub const ALL: [Self; 3] = [Self::RunAsRoot, Self::PrivilegedPort, Self::InvalidImage];
+
+    /// The rule id as written in policies, reports and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RunAsRoot => "run-as-root",
+            Self::PrivilegedPort => "privileged-port",
+            Self::InvalidImage => "invalid-image",
+        }
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rule that matched a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Which rule.
+    pub rule: RuleId,
+    /// The container's name.
+    pub container: String,
+    /// The image as it will run.
+    pub image: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.rule, self.message)
+    }
+}
+
+/// Why an upstream image was left alone although the catalog maps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// The digest names upstream content; a rewritten tag would name other content.
+    Digest,
+    /// The container runs as root (Istio's `istio-init` needs root and NET_ADMIN).
+    RunsAsRoot,
+    /// The container declares a port the nonroot image could not bind.
+    PrivilegedPort,
+    /// The command starts a shell, which hardened images do not have.
+    ShellCommand,
+}
+
+impl SkipReason {
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Digest => "digest",
+            Self::RunsAsRoot => "runs_as_root",
+            Self::PrivilegedPort => "privileged_port",
+            Self::ShellCommand => "shell_command",
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            Self::Digest => "it is pinned by digest, which names the upstream content",
+            Self::RunsAsRoot => "it runs as root and the hardened image is nonroot",
+            Self::PrivilegedPort => "it declares a port below 1024 that a nonroot image cannot bind",
+            Self::ShellCommand => "its command starts a shell and the hardened image has none",
+        }
+    }
+}
+
+/// What a patch changes, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MutationKind {
+    /// An upstream image replaced by its hardened equivalent.
+    ImageRewrite,
+    /// `runAsUser` injected.
+    RunAsUser,
+    /// `runAsGroup` injected.
+    RunAsGroup,
+    /// `runAsNonRoot: true` injected.
+    RunAsNonRoot,
+    /// Pod `fsGroup` injected.
+    FsGroup,
+    /// `imagePullSecrets` added for the rewrite target.
+    ImagePullSecret,
+}
+
+impl MutationKind {
+    /// Every kind.
+    pub const ALL: [Self; 6] = [
+        Self::ImageRewrite,
+        Self::RunAsUser,
+        Self::RunAsGroup,
+        Self::RunAsNonRoot,
+        Self::FsGroup,
+        Self::ImagePullSecret,
+    ];
+
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ImageRewrite => "image_rewrite",
+            Self::RunAsUser => "run_as_user",
+            Self::RunAsGroup => "run_as_group",
+            Self::RunAsNonRoot => "run_as_non_root",
+            Self::FsGroup => "fs_group",
+            Self::ImagePullSecret => "image_pull_secret",
+        }
+    }
+}
+
+/// A finding that admits the object but should be seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// A rule whose action is `warn` matched.
+    Rule(Violation),
+    /// A dev variant (root, shell, package manager) in a workload.
+    DevVariant {
+        /// Container name.
+        container: String,
+        /// The image.
+        image: String,
+    },
+    /// An upstream image the catalog maps was not rewritten.
+    RewriteSkipped {
+        /// Container name.
+        container: String,
+        /// The upstream image.
+        image: String,
+        /// The hardened image it would have become.
+        target: String,
+        /// Why not.
+        reason: SkipReason,
+    },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rule(v) => write!(f, "{v}"),
+            Self::DevVariant { container, image } => write!(
+                f,
+                "container {container:?} uses dev variant {image} (root, shell, package manager): \
+                 use the runtime variant (tag without -dev) in production"
+            ),
+            Self::RewriteSkipped {
+                container,
+                image,
+                target,
+                reason,
+            } => write!(
+                f,
+                "container {container:?}: {image} not rewritten to {target}: {}",
+                reason.explain()
+            ),
+        }
+    }
+}
+
+/// The engine's findings for one pod spec.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    /// Operations that make the object run on hardened images.
+    pub patch: Vec<json_patch::PatchOperation>,
+    /// What the patch changes.
+    pub mutations: Vec<MutationKind>,
+    /// Rules with action `deny` that the mutated object breaks.
+    pub violations: Vec<Violation>,
+    /// Everything else worth telling.
+    pub warnings: Vec<Warning>,
+}
+
+/// Shell binaries: a command starting with one needs an image that has a shell.
+const SHELLS: &[&str] = &["sh", "bash", "ash", "dash", "zsh", "ksh", "busybox"];
+
+/// Facts about one container as it will run.
+struct Judged<'s> {
+    name: &'s str,
+    image: String,
+    user: ImageUser,
+    uid: i64,
+}
+
+// === impl Engine: evaluation ===
+
+impl Engine {
+    /// Plans the patch for a pod spec and judges the result.
+    pub(super) fn evaluate_spec(
+        &self,
+        spec: &SpecView<'_>,
+        prefix: &'static [&'static str],
+        scope: Scope,
+    ) -> Evaluation {
+        let mut eval = Evaluation::default();
+        if spec.is_windows() {
+            // Hardened images are Linux images; UID fields are invalid on Windows pods.
+            return eval;
+        }
+        let mut patch = SpecPatch::new(prefix);
+        let mut fs_group = None;
+        let mut rewrote = false;
+        let lists = [
+            (ContainerList::Init, &spec.init_containers),
+            (ContainerList::Regular, &spec.containers),
+            (ContainerList::Ephemeral, &spec.ephemeral_containers),
+        ];
+        for (list, containers) in lists {
+            if scope == Scope::EphemeralOnly && list != ContainerList::Ephemeral {
+                continue;
+            }
+            for (index, c) in containers.iter().flatten().enumerate() {
+                let Some(judged) =
+                    self.plan_container(spec, c, list, index, &mut patch, &mut eval, &mut rewrote)
+                else {
+                    continue;
+                };
+                if list != ContainerList::Ephemeral && fs_group.is_none() && judged.user.ids.gid != 0 {
+                    fs_group = Some(judged.user.ids.gid);
+                }
+                self.judge(spec, c, &judged, &mut eval);
+            }
+        }
+        let pod_ctx = spec.security_context.as_ref();
+        if let Some(gid) = fs_group.filter(|_| pod_ctx.and_then(|s| s.fs_group).is_none()) {
+            patch.add_fs_group(pod_ctx.is_some(), gid);
+            eval.mutations.push(MutationKind::FsGroup);
+        }
+        if rewrote {
+            let have = spec.image_pull_secrets.as_deref().unwrap_or_default();
+            let missing: Vec<&str> = self
+                .settings
+                .rewrite
+                .image_pull_secrets
+                .iter()
+                .map(String::as_str)
+                .filter(|name| !have.iter().any(|s| s.name == *name))
+                .collect();
+            if !missing.is_empty() {
+                patch.add_pull_secrets(spec.image_pull_secrets.is_some(), missing);
+                eval.mutations.push(MutationKind::ImagePullSecret);
+            }
+        }
+        eval.patch = patch.into_ops();
+        eval
+    }
+
+    /// Rewrites and injects for one container; returns its facts if it is hardened.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_container<'s>(
+        &self,
+        spec: &SpecView<'_>,
+        c: &'s ContainerView<'_>,
+        list: ContainerList,
+        index: usize,
+        patch: &mut SpecPatch,
+        eval: &mut Evaluation,
+        rewrote: &mut bool,
+    ) -> Option<Judged<'s>> {
+        let raw = c.image.as_deref()?;
+        let image = match ImageField::parse(raw) {
+            Ok(ImageField::Ref(image)) => image,
+            Ok(ImageField::Placeholder) => return None,
+            Err(err) => {
+                let message = format!(
+                    "container {:?}: image {raw:?} is not a valid reference ({err}), so the kubelet \
+                     cannot pull it. Fix: write it as [registry/]repository[:tag][@digest], \
+                     repository in lower case",
+                    c.name
+                );
+                self.report(eval, RuleId::InvalidImage, &c.name, raw, message);
+                return None;
+            }
+        };
+        let written = image.to_string();
+        if self.is_exempt_image(&written) {
+            return None;
+        }
+        let explicit_uid = effective(c, spec, |s| s.run_as_user, |p| p.run_as_user);
+        let (repo, tag, shown) = match image.hardened_repo() {
+            Some(repo) => (repo.to_owned(), image.tag_or_latest().to_owned(), written),
+            None => {
+                let (target, repo, tag) = self.rewrite_target(&image)?;
+                let user = self.catalog.lookup(&repo, &tag);
+                match self.skip_reason(spec, c, &image, &user, explicit_uid) {
+                    Some(reason) => {
+                        eval.warnings.push(Warning::RewriteSkipped {
+                            container: c.name.to_string(),
+                            image: written,
+                            target,
+                            reason,
+                        });
+                        return None;
+                    }
+                    None => {
+                        patch.set_image(list, index, target.clone());
+                        eval.mutations.push(MutationKind::ImageRewrite);
+                        *rewrote = true;
+                        (repo, tag, target)
+                    }
+                }
+            }
+        };
+        let user = self.catalog.lookup(&repo, &tag);
+        if explicit_uid.is_none() && user.ids.uid != 0 {
+            let mut fields = Map::new();
+            fields.insert("runAsUser".to_owned(), Value::from(user.ids.uid));
+            eval.mutations.push(MutationKind::RunAsUser);
+            if effective(c, spec, |s| s.run_as_group, |p| p.run_as_group).is_none() {
+                fields.insert("runAsGroup".to_owned(), Value::from(user.ids.gid));
+                eval.mutations.push(MutationKind::RunAsGroup);
+            }
+            if effective(c, spec, |s| s.run_as_non_root, |p| p.run_as_non_root).is_none() {
+                fields.insert("runAsNonRoot".to_owned(), Value::Bool(true));
+                eval.mutations.push(MutationKind::RunAsNonRoot);
+            }
+            patch.add_container_security(list, index, c.security_context.is_some(), fields);
+        }
+        Some(Judged {
+            name: &c.name,
+            image: shown,
+            user,
+            uid: explicit_uid.unwrap_or(user.ids.uid),
+        })
+    }
+
+    /// The hardened reference an upstream image maps to: (image, repo, tag).
+    fn rewrite_target(&self, image: &ImageRef) -> Option<(String, String, String)> {
+        let rewrite = &self.settings.rewrite;
+        if !rewrite.enabled {
+            return None;
+        }
+        let location = image.location();
+        let (repo, tag) = match self.mappings.get(&location) {
+            Some(m) => (m.to.clone(), image.tag.as_deref().map(|t| m.transform_tag(t))),
+            None => {
+                let name = location.strip_prefix("docker.io/library/")?;
+                if !rewrite.official_images || !self.catalog.contains(name) {
+                    return None;
+                }
+                (name.to_owned(), image.tag.as_deref())
+            }
+        };
+        let mut target = rewrite.target.render(&repo);
+        if let Some(tag) = tag {
+            target.push(':');
+            target.push_str(tag);
+        }
+        let tag = tag.unwrap_or("latest").to_owned();
+        Some((target, repo, tag))
+    }
+
+    /// Rewrite only what would then be admitted.
+    fn skip_reason(
+        &self,
+        spec: &SpecView<'_>,
+        c: &ContainerView<'_>,
+        image: &ImageRef,
+        target: &ImageUser,
+        explicit_uid: Option<i64>,
+    ) -> Option<SkipReason> {
+        if image.digest.is_some() {
+            return Some(SkipReason::Digest);
+        }
+        let uid = explicit_uid.unwrap_or(target.ids.uid);
+        if uid == 0 && !target.root_allowed {
+            return Some(SkipReason::RunsAsRoot);
+        }
+        if !may_bind_low_ports(target, uid) && !blocked_ports(spec, c).is_empty() {
+            return Some(SkipReason::PrivilegedPort);
+        }
+        let shell = c.command.as_deref().and_then(<[_]>::first).is_some_and(|cmd| {
+            let bin = cmd.rsplit('/').next().unwrap_or(cmd);
+            SHELLS.contains(&bin)
+        });
+        shell.then_some(SkipReason::ShellCommand)
+    }
+
+    /// Applies run-as-root and privileged-port to a hardened container.
+    fn judge(&self, spec: &SpecView<'_>, c: &ContainerView<'_>, j: &Judged<'_>, eval: &mut Evaluation) {
+        if j.uid == 0 && !j.user.root_allowed {
+            let why = if c.security_context.as_ref().and_then(|s| s.run_as_user) == Some(0) {
+                "its securityContext sets runAsUser: 0".to_owned()
+            } else if explicit_pod_uid(spec) == Some(0) {
+                "the pod securityContext sets runAsUser: 0".to_owned()
+            } else {
+                "it is a dev variant, which runs as root".to_owned()
+            };
+            let fix = if j.user.variant == Variant::Dev {
+                "use the runtime variant (tag without -dev), which runs as nonroot".to_owned()
+            } else {
+                format!(
+                    "remove runAsUser: 0, or set the container's runAsUser to {}",
+                    j.user.ids.uid
+                )
+            };
+            let message = format!(
+                "container {:?} ({}) would run as root because {why}; hardened images are \
+                 built to run as nonroot. Fix: {fix}",
+                j.name, j.image
+            );
+            self.report(eval, RuleId::RunAsRoot, j.name, &j.image, message);
+        }
+        if !may_bind_low_ports(&j.user, j.uid) {
+            let ports = blocked_ports(spec, c);
+            if let Some(&port) = ports.first() {
+                let list = ports.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+                let high = port + 8000;
+                let alternative = if spec.host_network == Some(true) {
+                    String::new()
+                } else {
+                    format!(
+                        ", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port}"
+                    )
+                };
+                let runs_as = if j.uid == 0 {
+                    "must run as nonroot".to_owned()
+                } else {
+                    format!("runs as UID {}", j.uid)
+                };
+                let message = format!(
+                    "container {:?} ({}) declares port {list} but {runs_as} and cannot bind \
+                     ports below 1024. Fix: listen on {high} and map Service port {port} to it \
+                     (targetPort: {high}){alternative}",
+                    j.name, j.image
+                );
+                self.report(eval, RuleId::PrivilegedPort, j.name, &j.image, message);
+            }
+        }
+        if j.user.variant == Variant::Dev {
+            eval.warnings.push(Warning::DevVariant {
+                container: j.name.to_owned(),
+                image: j.image.clone(),
+            });
+        }
+    }
+
+    fn report(&self, eval: &mut Evaluation, rule: RuleId, container: &str, image: &str, message: String) {
+        let violation = Violation {
+            rule,
+            container: container.to_owned(),
+            image: image.to_owned(),
+            message,
+        };
+        match self.settings.action(rule) {
+            Action::Deny => eval.violations.push(violation),
+            Action::Warn => eval.warnings.push(Warning::Rule(violation)),
+            Action::Off => {}
+        }
+    }
+
+    fn is_exempt_image(&self, image: &str) -> bool {
+        self.settings
+            .exempt
+            .images
+            .iter()
+            .any(|pattern| glob_match(pattern, image))
+    }
+}
+
+/// Root may bind anything; so may a container running as root by design.
+fn may_bind_low_ports(user: &ImageUser, uid: i64) -> bool {
+    uid == 0 && user.root_allowed
+}
+
+/// Declared ports below 1024 the container could not bind as nonroot. With hostNetwork
+/// the host port is bound on the node, so it counts too and the pod sysctl does not help.
+fn blocked_ports(spec: &SpecView<'_>, c: &ContainerView<'_>) -> Vec<i64> {
+    let start = spec.unprivileged_port_start().unwrap_or(1024);
+    let host = spec.host_network == Some(true);
+    let mut ports: Vec<i64> = c
+        .ports
+        .iter()
+        .flatten()
+        .flat_map(|p| [Some(p.container_port), p.host_port.filter(|_| host)])
+        .flatten()
+        .filter(|&p| (1..1024).contains(&p) && p < start)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+fn explicit_pod_uid(spec: &SpecView<'_>) -> Option<i64> {
+    spec.security_context.as_ref().and_then(|s| s.run_as_user)
+}
+
+/// A container field, else the pod field it inherits.
+fn effective<T>(
+    c: &ContainerView<'_>,
+    spec: &SpecView<'_>,
+    container: impl Fn(&super::spec::SecurityContextView) -> Option<T>,
+    pod: impl Fn(&super::spec::PodSecurityContextView<'_>) -> Option<T>,
+) -> Option<T> {
+    c.security_context
+        .as_ref()
+        .and_then(container)
+        .or_else(|| spec.security_context.as_ref().and_then(pod))
+}

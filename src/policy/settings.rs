@@ -1,0 +1,423 @@
+//! The policy file: what the engine enforces and how it rewrites.
+//!
+//! Every field has a default, so an empty file (or none) is the built-in policy. Unknown
+//! keys are errors: a typo in a policy must not silently weaken it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use super::catalog::RepoOverride;
+use super::rules::RuleId;
+
+/// Enforce (deny and patch) or audit (allow, report what would happen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny violations, apply patches.
+    #[default]
+    Enforce,
+    /// Allow everything unchanged; findings become warnings and audit annotations.
+    Audit,
+}
+
+impl Mode {
+    /// The mode's name, also its metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "enforce" => Ok(Self::Enforce),
+            "audit" => Ok(Self::Audit),
+            other => Err(format!("unknown mode {other:?}: expected enforce or audit")),
+        }
+    }
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Reject the object (in enforce mode).
+    Deny,
+    /// Admit it with a warning.
+    Warn,
+    /// Do not evaluate the rule.
+    Off,
+}
+
+/// The whole policy file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settings {
+    /// Server-wide mode; `--mode` on the command line wins over it.
+    pub mode: Option<Mode>,
+    /// Per-rule action (`run-as-root: warn`); unlisted rules deny.
+    pub rules: HashMap<RuleId, Action>,
+    /// Image rewriting to hardened equivalents.
+    pub rewrite: RewriteSettings,
+    /// Workload templates.
+    pub templates: TemplateSettings,
+    /// What the policy never touches.
+    pub exempt: Exemptions,
+    /// Repositories to add to the built-in catalog or override in it.
+    pub catalog: HashMap<String, RepoOverride>,
+}
+
+/// `rewrite:`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct RewriteSettings {
+    /// Rewrite upstream images at all.
+    pub enabled: bool,
+    /// Where hardened images are pulled from: `{repo}` is the DHI repository name.
+    pub target: RewriteTarget,
+    /// Also rewrite Docker Official Images (`docker.io/library/<name>`) the catalog has.
+    pub official_images: bool,
+    /// `imagePullSecrets` to add to pods whose images were rewritten.
+    pub image_pull_secrets: Vec<String>,
+    /// Keep the built-in upstream mappings (Istio, Cilium).
+    pub default_mappings: bool,
+    /// More mappings; one with the same `from` replaces a built-in one.
+    pub mappings: Vec<Mapping>,
+}
+
+impl Default for RewriteSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            target: RewriteTarget::default(),
+            official_images: false,
+            image_pull_secrets: Vec::new(),
+            default_mappings: true,
+            mappings: Vec::new(),
+        }
+    }
+}
+
+/// A rewrite target template such as `dhi.io/{repo}` or
+/// `registry.example.com/platform/dhi-{repo}`; validated when the policy is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteTarget(String);
+
+impl RewriteTarget {
+    /// Placeholder for the DHI repository name.
+    pub const REPO: &'static str = "{repo}";
+
+    /// Validates a template: it must contain `{repo}` and render to references that
+    /// are recognised as hardened (host `dhi.io`, or a last component starting `dhi-`).
+    pub fn new(template: &str) -> Result<Self, String> {
+        if !template.contains(Self::REPO) {
+            return Err(format!("rewrite target {template:?} must contain {{repo}}"));
+        }
+        let target = Self(template.to_owned());
+        let probe = target.render("nginx");
+        match super::image_ref::ImageRef::parse(&probe) {
+            Ok(r) if r.hardened_repo() == Some("nginx") => Ok(target),
+            Ok(_) => Err(format!(
+                "rewrite target {template:?} must be dhi.io/{{repo}} or end in /dhi-{{repo}}, \
+                 or rewritten images would not be recognised as hardened"
+            )),
+            Err(err) => Err(format!("rewrite target {template:?} is not a valid image: {err}")),
+        }
+    }
+
+    /// The image repository (without tag) for a DHI repository name.
+    pub fn render(&self, repo: &str) -> String {
+        self.0.replace(Self::REPO, repo)
+    }
+}
+
+impl Default for RewriteTarget {
+    fn default() -> Self {
+        Self("dhi.io/{repo}".to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for RewriteTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One upstream repository and its hardened equivalent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mapping {
+    /// Upstream `registry/repository`, normalised (`docker.io/istio/proxyv2`).
+    pub from: String,
+    /// DHI repository name (`istio-proxyv2`).
+    pub to: String,
+    /// Removed from the start of the tag (Cilium's `v`).
+    #[serde(default)]
+    pub strip_tag_prefix: Option<String>,
+    /// Removed from the end of the tag (Istio's `-distroless`).
+    #[serde(default)]
+    pub strip_tag_suffix: Option<String>,
+}
+
+impl Mapping {
+    fn new(from: &str, to: &str, prefix: Option<&str>, suffix: Option<&str>) -> Self {
+        Self {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            strip_tag_prefix: prefix.map(str::to_owned),
+            strip_tag_suffix: suffix.map(str::to_owned),
+        }
+    }
+
+    /// The hardened tag for an upstream tag.
+    pub fn transform_tag<'t>(&self, tag: &'t str) -> &'t str {
+        let tag = match &self.strip_tag_prefix {
+            Some(p) => tag.strip_prefix(p.as_str()).unwrap_or(tag),
+            None => tag,
+        };
+        match &self.strip_tag_suffix {
+            Some(s) => tag.strip_suffix(s.as_str()).unwrap_or(tag),
+            None => tag,
+        }
+    }
+}
+
+/// The upstream images DHI publishes hardened equivalents of, rewritten by default.
+pub fn default_mappings() -> Vec<Mapping> {
+    let mut out = Vec::new();
+    for registry in ["docker.io/istio", "gcr.io/istio-release"] {
+        for (name, repo) in [
+            ("proxyv2", "istio-proxyv2"),
+            ("pilot", "istio-pilot"),
+            ("install-cni", "istio-install-cni"),
+        ] {
+            out.push(Mapping::new(
+                &format!("{registry}/{name}"),
+                repo,
+                None,
+                Some("-distroless"),
+            ));
+        }
+    }
+    out.push(Mapping::new("quay.io/cilium/hubble-relay", "hubble-relay", Some("v"), None));
+    out.push(Mapping::new(
+        "quay.io/cilium/startup-script",
+        "cilium-startup-script",
+        Some("v"),
+        None,
+    ));
+    out
+}
+
+/// `templates:`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct TemplateSettings {
+    /// Patch workload templates too (off by default: GitOps drift and ReplicaSet churn).
+    pub mutate: bool,
+}
+
+/// `exempt:`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Exemptions {
+    /// Namespaces whose requests are allowed untouched.
+    pub namespaces: Vec<String>,
+    /// Image patterns (`*` matches any run of characters) matched against the
+    /// normalised reference (`docker.io/library/busybox:1.37`); matching containers are
+    /// neither judged nor patched.
+    pub images: Vec<String>,
+}
+
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The YAML does not describe a policy.
+    #[error("invalid policy: {0}")]
+    Yaml(#[source] serde_saphyr::Error),
+    /// A mapping names something that is not a repository.
+    #[error("invalid rewrite mapping from {from:?}: {reason}")]
+    Mapping {
+        /// The offending `from`.
+        from: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Parses a policy file. An empty document is the default policy.
+    pub fn from_yaml(text: &str) -> Result<Self, SettingsError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let settings: Self = serde_saphyr::from_str(text).map_err(SettingsError::Yaml)?;
+        for m in &settings.rewrite.mappings {
+            let parsed = super::image_ref::ImageRef::parse(&m.from);
+            let reason = match parsed {
+                Err(err) => Some(err.to_string()),
+                Ok(r) if r.tag.is_some() || r.digest.is_some() => {
+                    Some("name a repository, without tag or digest".to_owned())
+                }
+                Ok(r) if r.location() != m.from => Some(format!(
+                    "write it normalised, as {}",
+                    r.location()
+                )),
+                Ok(_) => None,
+            };
+            if let Some(reason) = reason {
+                return Err(SettingsError::Mapping {
+                    from: m.from.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(settings)
+    }
+
+    /// The action configured for a rule (deny unless the file says otherwise).
+    pub fn action(&self, rule: RuleId) -> Action {
+        self.rules.get(&rule).copied().unwrap_or(Action::Deny)
+    }
+
+    /// The effective mappings keyed by upstream location, file entries winning.
+    pub fn mappings(&self) -> HashMap<String, Mapping> {
+        let mut out = HashMap::new();
+        if self.rewrite.default_mappings {
+            out.extend(default_mappings().into_iter().map(|m| (m.from.clone(), m)));
+        }
+        out.extend(self.rewrite.mappings.iter().map(|m| (m.from.clone(), m.clone())));
+        out
+    }
+}
+
+/// `*`-glob match over bytes: `*` matches any run of characters, including `/`.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            backtrack = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((star, matched)) = backtrack {
+            // Let the last `*` swallow one more character and retry.
+            pi = star + 1;
+            ti = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_policy() {
+        let s = Settings::from_yaml("").unwrap();
+        assert_eq!(s, Settings::default());
+        assert!(s.rewrite.enabled);
+        assert_eq!(s.action(RuleId::RunAsRoot), Action::Deny);
+        assert_eq!(s.mappings().len(), 8);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let s = Settings::from_yaml(
+            r#"
+mode: audit
+rules:
+  privileged-port: warn
+  run-as-root: off
+rewrite:
+  target: registry.example.com/platform/dhi-{repo}
+  officialImages: true
+  imagePullSecrets: [dhi-pull]
+  mappings:
+    - from: docker.io/istio/proxyv2
+      to: istio-proxyv2
+      stripTagSuffix: -custom
+templates:
+  mutate: true
+exempt:
+  namespaces: [legacy]
+  images: ["docker.io/library/busybox:*"]
+catalog:
+  my-app: {uid: 10001, gid: 10001}
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.mode, Some(Mode::Audit));
+        assert_eq!(s.action(RuleId::PrivilegedPort), Action::Warn);
+        assert_eq!(s.action(RuleId::RunAsRoot), Action::Off);
+        assert_eq!(s.rewrite.target.render("nginx"), "registry.example.com/platform/dhi-nginx");
+        let maps = s.mappings();
+        assert_eq!(maps.len(), 8);
+        assert_eq!(
+            maps["docker.io/istio/proxyv2"].strip_tag_suffix.as_deref(),
+            Some("-custom")
+        );
+        assert!(s.templates.mutate);
+        assert_eq!(s.catalog["my-app"].uid, Some(10001));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let err = |yaml: &str| Settings::from_yaml(yaml).unwrap_err().to_string();
+        assert!(err("rules: {run-as-root: maybe}").contains("maybe"), "{}", err("rules: {run-as-root: maybe}"));
+        assert!(err("rewirte: {}").contains("rewirte"));
+        assert!(err("rules: {no-such-rule: deny}").contains("no-such-rule"));
+        assert!(err("rewrite: {target: docker.io/{repo}}").contains("dhi-{repo}"));
+        assert!(err("rewrite: {target: dhi.io/nginx}").contains("{repo}"));
+        assert!(err("rewrite: {mappings: [{from: 'istio/proxyv2', to: x}]}")
+            .contains("docker.io/istio/proxyv2"));
+        assert!(err("rewrite: {mappings: [{from: 'docker.io/a/b:1', to: x}]}").contains("tag"));
+        assert!(err("[1, 2").contains("invalid policy"));
+    }
+
+    #[test]
+    fn tags_transform() {
+        let m = &default_mappings();
+        let cilium = m.iter().find(|m| m.to == "hubble-relay").unwrap();
+        assert_eq!(cilium.transform_tag("v1.20.1"), "1.20.1");
+        let istio = m.iter().find(|m| m.to == "istio-proxyv2").unwrap();
+        assert_eq!(istio.transform_tag("1.30.3-distroless"), "1.30.3");
+        assert_eq!(istio.transform_tag("1.30.3"), "1.30.3");
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("docker.io/library/busybox:*", "docker.io/library/busybox:1.37"));
+        assert!(!glob_match("docker.io/library/busybox:*", "docker.io/library/busybox"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*/debug/*", "gcr.io/x/debug/tool:1"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        // Pathological patterns stay linear-ish, not exponential.
+        let text = "a".repeat(10_000);
+        assert!(!glob_match("*a*a*a*a*a*b", &text));
+    }
+}

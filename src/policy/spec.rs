@@ -1,0 +1,220 @@
+//! Borrowed, typed views of the few pod-spec fields the rules read.
+//!
+//! Decoding into these skips everything else without building a `serde_json::Value`
+//! tree (which measured as half the CPU of a request). Strings borrow from the request
+//! body unless they contain escapes. `null` reads as absent, as the API server does.
+//! The views derive `PartialEq` so an UPDATE that leaves them unchanged is recognised.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+/// Any object that may carry a pod spec: the union of the shapes we read, so one pass
+/// over the JSON finds the spec whatever the kind.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectView<'a> {
+    /// `v1`, `apps/v1`, ... (absent in admission objects of some clients).
+    #[serde(borrow, default)]
+    pub api_version: Option<Cow<'a, str>>,
+    /// `Pod`, `Deployment`, ...
+    #[serde(borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
+    /// Name and namespace, for reports.
+    #[serde(borrow, default)]
+    pub metadata: Option<MetaView<'a>>,
+    /// A pod spec (Pod), a workload spec (Deployment, Job, ...) or a CronJob spec.
+    #[serde(borrow, default)]
+    pub spec: Option<SpecView<'a>>,
+    /// PodTemplate's template.
+    #[serde(borrow, default)]
+    pub template: Option<Box<TemplateView<'a>>>,
+}
+
+/// Object metadata we report on.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+pub struct MetaView<'a> {
+    /// `metadata.name`
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    /// `metadata.generateName`, for pods created by controllers.
+    #[serde(borrow, default, rename = "generateName")]
+    pub generate_name: Option<Cow<'a, str>>,
+    /// `metadata.namespace`
+    #[serde(borrow, default)]
+    pub namespace: Option<Cow<'a, str>>,
+}
+
+/// A pod template (`spec.template` of workloads, `template` of PodTemplate).
+#[derive(Debug, Default, Deserialize, PartialEq)]
+pub struct TemplateView<'a> {
+    /// The pod spec.
+    #[serde(borrow, default)]
+    pub spec: Option<SpecView<'a>>,
+}
+
+/// CronJob's `spec.jobTemplate`.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+pub struct JobTemplateView<'a> {
+    /// The Job spec, whose `template.spec` is the pod spec.
+    #[serde(borrow, default)]
+    pub spec: Option<SpecView<'a>>,
+}
+
+/// The fields of PodSpec that the rules read, plus `template`/`jobTemplate` so the same
+/// type walks down from a workload spec to its pod spec.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecView<'a> {
+    /// Regular containers.
+    #[serde(borrow, default)]
+    pub containers: Option<Vec<ContainerView<'a>>>,
+    /// Init containers (including native sidecars).
+    #[serde(borrow, default)]
+    pub init_containers: Option<Vec<ContainerView<'a>>>,
+    /// Ephemeral (debug) containers.
+    #[serde(borrow, default)]
+    pub ephemeral_containers: Option<Vec<ContainerView<'a>>>,
+    /// Pod-level security context.
+    #[serde(borrow, default)]
+    pub security_context: Option<PodSecurityContextView<'a>>,
+    /// Containers bind their ports on the node.
+    #[serde(default)]
+    pub host_network: Option<bool>,
+    /// `linux` or `windows`.
+    #[serde(borrow, default)]
+    pub os: Option<OsView<'a>>,
+    /// Registry credentials.
+    #[serde(borrow, default)]
+    pub image_pull_secrets: Option<Vec<NameRef<'a>>>,
+    /// Workload kinds: the pod template.
+    #[serde(borrow, default)]
+    pub template: Option<Box<TemplateView<'a>>>,
+    /// CronJob: the job template.
+    #[serde(borrow, default)]
+    pub job_template: Option<Box<JobTemplateView<'a>>>,
+}
+
+/// The container fields the rules read.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerView<'a> {
+    /// Container name, for messages.
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    /// Image reference; optional in workload templates.
+    #[serde(borrow, default)]
+    pub image: Option<Cow<'a, str>>,
+    /// Entrypoint override: a shell here means the image needs one.
+    #[serde(borrow, default)]
+    pub command: Option<Vec<Cow<'a, str>>>,
+    /// Declared ports.
+    #[serde(default)]
+    pub ports: Option<Vec<PortView>>,
+    /// Container-level security context.
+    #[serde(default)]
+    pub security_context: Option<SecurityContextView>,
+}
+
+/// A declared port.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortView {
+    /// The port the process binds inside the pod's network namespace.
+    #[serde(default)]
+    pub container_port: i64,
+    /// The node port it is exposed on.
+    #[serde(default)]
+    pub host_port: Option<i64>,
+}
+
+/// The container security-context fields that decide the user.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContextView {
+    /// `runAsUser`
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// `runAsGroup`
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+    /// `runAsNonRoot`
+    #[serde(default)]
+    pub run_as_non_root: Option<bool>,
+}
+
+/// Pod-level security context.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityContextView<'a> {
+    /// `runAsUser`, inherited by containers that set none.
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// `runAsGroup`
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+    /// `runAsNonRoot`
+    #[serde(default)]
+    pub run_as_non_root: Option<bool>,
+    /// `fsGroup`
+    #[serde(default)]
+    pub fs_group: Option<i64>,
+    /// Namespaced sysctls (`net.ipv4.ip_unprivileged_port_start`).
+    #[serde(borrow, default)]
+    pub sysctls: Option<Vec<SysctlView<'a>>>,
+}
+
+/// One sysctl.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+pub struct SysctlView<'a> {
+    /// Sysctl name.
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    /// Its value, always a string in the API.
+    #[serde(borrow, default)]
+    pub value: Cow<'a, str>,
+}
+
+/// `spec.os`
+#[derive(Debug, Default, Deserialize, PartialEq)]
+pub struct OsView<'a> {
+    /// `linux` or `windows`.
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+}
+
+/// A `LocalObjectReference`.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+pub struct NameRef<'a> {
+    /// The referenced name.
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+}
+
+impl SpecView<'_> {
+    /// Windows pods get no Linux-only fields and are not judged by Linux rules.
+    pub fn is_windows(&self) -> bool {
+        self.os.as_ref().is_some_and(|os| os.name == "windows")
+    }
+
+    /// The lowest port a nonroot process may bind, if the pod lowers it with the
+    /// namespaced sysctl (meaningless with hostNetwork, where the node's value applies).
+    pub fn unprivileged_port_start(&self) -> Option<i64> {
+        if self.host_network == Some(true) {
+            return None;
+        }
+        self.security_context
+            .as_ref()?
+            .sysctls
+            .as_ref()?
+            .iter()
+            .rev() // the last entry wins, as in the kubelet
+            .find(|s| {
+                matches!(
+                    s.name.as_ref(),
+                    "net.ipv4.ip_unprivileged_port_start" | "net/ipv4/ip_unprivileged_port_start"
+                )
+            })
+            .and_then(|s| s.value.trim().parse().ok())
+    }
+}

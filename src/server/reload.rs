@@ -1,0 +1,132 @@
+//! Hot reload of the serving certificate and the policy file.
+//!
+//! Files are polled, not watched: kubelet and cert-manager rotate Secret and ConfigMap
+//! volumes by swapping a `..data` symlink, which per-file inotify watches miss, and a
+//! read of two small files every couple of seconds costs nothing. A change is applied
+//! only once it parses; a broken version is logged and counted once, and the last good
+//! one stays in use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::AppState;
+use crate::config::{Config, Policy};
+use crate::metrics::Reloaded;
+use crate::tls::SwappableCert;
+
+/// The contents last applied and last refused, to act once per change.
+#[derive(Default)]
+struct Seen {
+    applied: Option<Vec<u8>>,
+    refused: Option<Vec<u8>>,
+}
+
+impl Seen {
+    /// True if `current` is new: neither in use nor already refused.
+    fn is_new(&self, current: &[u8]) -> bool {
+        self.applied.as_deref() != Some(current) && self.refused.as_deref() != Some(current)
+    }
+}
+
+/// Polls the files every `config.reload_interval` until `stop` turns true.
+pub(super) async fn watch_files(
+    config: Config,
+    state: Arc<AppState>,
+    certs: Arc<SwappableCert>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut cert_seen = Seen {
+        applied: config.tls.read().ok().map(|(c, k)| concat(&c, &k)),
+        refused: None,
+    };
+    let mut policy_seen = Seen {
+        applied: config.policy.as_ref().and_then(|p| std::fs::read(p).ok()),
+        refused: None,
+    };
+    let mut tick = tokio::time::interval(config.reload_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        reload_certificate(&config, &state, &certs, &mut cert_seen).await;
+        reload_policy(&config, &state, &mut policy_seen);
+    }
+}
+
+fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(a.len() + b.len() + 1);
+    out.extend_from_slice(a);
+    out.push(0);
+    out.extend_from_slice(b);
+    out
+}
+
+async fn reload_certificate(config: &Config, state: &AppState, certs: &SwappableCert, seen: &mut Seen) {
+    let Ok((cert, key)) = config.tls.read() else {
+        return; // Mid-rotation or briefly missing: the next tick sees the new files.
+    };
+    if !seen.is_new(&concat(&cert, &key)) {
+        return;
+    }
+    let mut attempt = config.tls.build(&cert, &key);
+    let mut contents = concat(&cert, &key);
+    if attempt.is_err() {
+        // A rotation writes two files; give a half-written pair a moment before judging.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Ok((cert2, key2)) = config.tls.read() {
+            contents = concat(&cert2, &key2);
+            attempt = config.tls.build(&cert2, &key2);
+        }
+    }
+    match attempt {
+        Ok(pair) => {
+            certs.store(Arc::new(pair));
+            let expiry = super::temp_cert_not_after(&String::from_utf8_lossy(&cert)).ok();
+            if let Some(expiry) = expiry {
+                state.metrics.set_cert_expiry(expiry);
+            }
+            state.metrics.reload(Reloaded::Certificate, true);
+            tracing::info!(cert = %config.tls.cert.display(), expiry = ?expiry, "serving certificate reloaded");
+            seen.applied = Some(contents);
+            seen.refused = None;
+        }
+        Err(err) => {
+            state.metrics.reload(Reloaded::Certificate, false);
+            tracing::error!(error = %err, "new certificate refused; still serving the previous one");
+            seen.refused = Some(contents);
+        }
+    }
+}
+
+fn reload_policy(config: &Config, state: &AppState, seen: &mut Seen) {
+    let Some(path) = &config.policy else {
+        return;
+    };
+    let Ok(text) = std::fs::read(path) else {
+        return;
+    };
+    if !seen.is_new(&text) {
+        return;
+    }
+    let parsed = std::str::from_utf8(&text)
+        .map_err(|err| format!("policy {} is not UTF-8: {err}", path.display()))
+        .and_then(|s| Policy::from_text(path, s, config.mode).map_err(|err| err.to_string()));
+    match parsed {
+        Ok(policy) => {
+            tracing::info!(policy = %path.display(), mode = %policy.mode, "policy reloaded");
+            state.policy.store(Arc::new(policy));
+            state.metrics.reload(Reloaded::Config, true);
+            seen.applied = Some(text);
+            seen.refused = None;
+        }
+        Err(err) => {
+            state.metrics.reload(Reloaded::Config, false);
+            tracing::error!(error = %err, "new policy refused; the previous one stays in force");
+            seen.refused = Some(text);
+        }
+    }
+}
