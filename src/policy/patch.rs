@@ -74,21 +74,25 @@ impl SpecPatch {
         list: ContainerList,
         index: usize,
         has_context: bool,
-        fields: Map<String, Value>,
+        fields: &[(&str, Value)],
     ) {
         if fields.is_empty() {
             return;
         }
         if has_context {
             for (key, value) in fields {
-                let path = self.container_pointer(list, index, &["securityContext", &key]);
-                self.ops.push(PatchOperation::Add(AddOperation { path, value }));
+                let path = self.container_pointer(list, index, &["securityContext", key]);
+                self.ops.push(PatchOperation::Add(AddOperation {
+                    path,
+                    value: value.clone(),
+                }));
             }
         } else {
             let path = self.container_pointer(list, index, &["securityContext"]);
+            let object = fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
             self.ops.push(PatchOperation::Add(AddOperation {
                 path,
-                value: Value::Object(fields),
+                value: Value::Object(object),
             }));
         }
     }
@@ -146,10 +150,9 @@ mod tests {
     fn pointers_are_escaped_and_parents_created() {
         let mut p = SpecPatch::new(&["spec", "template", "spec"]);
         p.set_image(ContainerList::Regular, 1, "dhi.io/nginx:1".into());
-        let mut f = Map::new();
-        f.insert("runAsUser".into(), json!(65532));
-        p.add_container_security(ContainerList::Init, 0, false, f.clone());
-        p.add_container_security(ContainerList::Init, 2, true, f);
+        let f = [("runAsUser", json!(65532))];
+        p.add_container_security(ContainerList::Init, 0, false, &f);
+        p.add_container_security(ContainerList::Init, 2, true, &f);
         p.add_fs_group(false, 65532);
         p.add_pull_secrets(false, ["a/b~c"]);
         p.add_pull_secrets(true, ["d"]);

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::catalog::{ImageUser, Variant};
 use super::image_ref::{ImageField, ImageRef};
@@ -336,18 +336,18 @@ impl Engine {
         };
         let user = self.catalog.lookup(&repo, &tag);
         if explicit_uid.is_none() && user.ids.uid != 0 {
-            let mut fields = Map::new();
-            fields.insert("runAsUser".to_owned(), Value::from(user.ids.uid));
+            let mut fields = Vec::with_capacity(3);
+            fields.push(("runAsUser", Value::from(user.ids.uid)));
             eval.mutations.push(MutationKind::RunAsUser);
             if effective(c, spec, |s| s.run_as_group, |p| p.run_as_group).is_none() {
-                fields.insert("runAsGroup".to_owned(), Value::from(user.ids.gid));
+                fields.push(("runAsGroup", Value::from(user.ids.gid)));
                 eval.mutations.push(MutationKind::RunAsGroup);
             }
             if effective(c, spec, |s| s.run_as_non_root, |p| p.run_as_non_root).is_none() {
-                fields.insert("runAsNonRoot".to_owned(), Value::Bool(true));
+                fields.push(("runAsNonRoot", Value::Bool(true)));
                 eval.mutations.push(MutationKind::RunAsNonRoot);
             }
-            patch.add_container_security(list, index, c.security_context.is_some(), fields);
+            patch.add_container_security(list, index, c.security_context.is_some(), &fields);
         }
         Some(Judged {
             name: &c.name,

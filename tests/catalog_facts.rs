@@ -1,0 +1,51 @@
+//! The compiled-in catalog agrees with the DHI catalog export it was generated from.
+//!
+//! The export lives outside the repository (`../shared/dhi-catalog/images.json`, or
+//! `DHI_CATALOG_EXPORT`); without it there is nothing to compare and the test says so.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use dhi_admission::policy::Catalog;
+use dhi_admission::policy::catalog::{Variant, builtin_facts};
+use serde_json::Value;
+
+fn export() -> Option<Value> {
+    let path = std::env::var_os("DHI_CATALOG_EXPORT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/dhi-catalog/images.json"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(serde_json::from_str(&text).expect("export is JSON")),
+        Err(err) => {
+            eprintln!("catalog export {} not readable ({err}); nothing to compare", path.display());
+            None
+        }
+    }
+}
+
+#[test]
+fn every_exported_tag_resolves_to_its_variant_user() {
+    let Some(export) = export() else { return };
+    let catalog = Catalog::default();
+    let mut checked = 0;
+    let mut exported = HashSet::new();
+    for (repo, data) in export["images"].as_object().unwrap() {
+        for variant in data["variants"].as_array().unwrap() {
+            let uid = variant["uid"].as_i64().unwrap();
+            let gid = variant["gid"].as_i64().unwrap();
+            let dev = variant["variant"] == "dev";
+            for tag in variant["tags"].as_array().unwrap() {
+                let tag = tag.as_str().unwrap();
+                let user = catalog.lookup(repo, tag);
+                assert_eq!((user.ids.uid, user.ids.gid), (uid, gid), "{repo}:{tag}");
+                assert_eq!(user.variant == Variant::Dev, dev, "{repo}:{tag}");
+                exported.insert((repo.clone(), tag.to_owned()));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 10_000, "only {checked} tags in the export");
+    // And nothing compiled in that the export does not have: the data is current.
+    let builtin: HashSet<_> = builtin_facts().map(|(r, t, ..)| (r.to_owned(), t.to_owned())).collect();
+    assert_eq!(builtin, exported, "regenerate with tools/gen_catalog.py");
+}
