@@ -268,6 +268,14 @@ fn answer_request(engine: &Engine, webhook: Webhook, mode: Mode, req: &RequestIn
             return answer;
         }
     };
+    // Controllers create pods with generateName: the request has no name yet.
+    let meta = object.metadata.as_ref();
+    let name = match (name, meta.and_then(|m| m.name.as_deref()), meta.and_then(|m| m.generate_name.as_deref())) {
+        ("", Some(n), _) => n.to_owned(),
+        ("", None, Some(prefix)) => format!("{prefix}*"),
+        (n, ..) => n.to_owned(),
+    };
+    let name = name.as_str();
     let subject = Subject {
         kind,
         object: &object,

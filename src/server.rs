@@ -97,7 +97,7 @@ impl ServeArgs {
                     cert: PathBuf::from("certs/tls.crt"),
                     key: PathBuf::from("certs/tls.key"),
                 };
-                if let Some(names) = temp_ensure_dev(&paths.cert, &paths.key)
+                if let Some(names) = crate::certs::ensure_dev_certificate(&paths.cert, &paths.key)
                     .context("generating the development certificate")?
                 {
                     tracing::warn!(
@@ -289,7 +289,7 @@ impl Server {
             None => Policy::new(Default::default(), config.mode),
         };
         let state = AppState::new(policy, config.limits)?;
-        if let Ok(expiry) = temp_cert_not_after(&String::from_utf8_lossy(&pair.cert_pem)) {
+        if let Ok(expiry) = crate::certs::cert_not_after(&String::from_utf8_lossy(&pair.cert_pem)) {
             state.metrics.set_cert_expiry(expiry);
         }
         let certs = Arc::new(SwappableCert::new(pair.certified));
@@ -450,12 +450,4 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-}
-
-// TEMP until certs lands
-pub(crate) fn temp_cert_not_after(_pem: &str) -> Result<i64, std::io::Error> {
-    Err(std::io::Error::other("temp"))
-}
-fn temp_ensure_dev(_c: &std::path::Path, _k: &std::path::Path) -> Result<Option<Vec<String>>, std::io::Error> {
-    Ok(None)
 }

@@ -133,6 +133,9 @@ impl Engine {
     pub fn new(settings: Settings) -> Self {
         let catalog = Catalog::new(settings.catalog.clone());
         let mappings = settings.mappings();
+        // The reference grammar is a large regex compiled on first use: pay for it now,
+        // not on the first admission request.
+        let _ = image_ref::ImageRef::parse("dhi.io/static:warm-up");
         Self {
             settings,
             catalog,

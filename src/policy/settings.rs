@@ -248,7 +248,7 @@ pub struct Exemptions {
 pub enum SettingsError {
     /// The YAML does not describe a policy.
     #[error("invalid policy: {0}")]
-    Yaml(#[source] serde_saphyr::Error),
+    Yaml(#[source] Box<serde_saphyr::Error>),
     /// A mapping names something that is not a repository.
     #[error("invalid rewrite mapping from {from:?}: {reason}")]
     Mapping {
@@ -265,7 +265,7 @@ impl Settings {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let settings: Self = serde_saphyr::from_str(text).map_err(SettingsError::Yaml)?;
+        let settings: Self = serde_saphyr::from_str(text).map_err(|err| SettingsError::Yaml(Box::new(err)))?;
         for m in &settings.rewrite.mappings {
             let parsed = super::image_ref::ImageRef::parse(&m.from);
             let reason = match parsed {

@@ -85,7 +85,7 @@ async fn reload_certificate(config: &Config, state: &AppState, certs: &Swappable
     match attempt {
         Ok(pair) => {
             certs.store(Arc::new(pair));
-            let expiry = super::temp_cert_not_after(&String::from_utf8_lossy(&cert)).ok();
+            let expiry = crate::certs::cert_not_after(&String::from_utf8_lossy(&cert)).ok();
             if let Some(expiry) = expiry {
                 state.metrics.set_cert_expiry(expiry);
             }

@@ -1,0 +1,194 @@
+//! Certificates: development pairs, and the in-cluster bootstrap of the serving Secret.
+//!
+//! # `certs generate`
+//!
+//! [`generate_pair`] makes a CA (ECDSA P-256, `CA:TRUE`, keyCertSign) and a serving
+//! certificate signed by it (ECDSA P-256, serverAuth), covering the names asked for
+//! plus always `localhost`, `127.0.0.1` and `::1`. ECDSA P-256 keeps TLS handshakes
+//! cheap: the webhook must accept well over a thousand new connections a second on
+//! one core. [`write_pair`] writes `ca.crt`, `ca.key`, `tls.crt` and `tls.key`; the
+//! `tls.crt` is the chain **leaf first, then the CA**; key files get mode 0600.
+//! [`ensure_dev_certificate`] does the same for the server's development mode when
+//! neither file exists yet.
+//!
+//! # `certs bootstrap`
+//!
+//! Run as an init container, [`bootstrap_with`] reads the TLS Secret (`ca.crt`,
+//! `tls.crt`, `tls.key`) and keeps it when it parses, its key matches, its chain
+//! verifies against `ca.crt` for `<service>.<namespace>.svc`, and it is not past two
+//! thirds of its validity. Otherwise it generates a new CA and serving certificate
+//! (covering `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc`, `<svc>.<ns>.svc.cluster.local`)
+//! and writes them: a create when the Secret is absent, an update conditional on the
+//! `resourceVersion` read when renewing. When two replicas race, the loser gets a 409,
+//! re-reads and uses the winner's certificate. On renewal `ca.crt` becomes a bundle of
+//! the new CA followed by the previous, still unexpired, CAs (at most four in all), so
+//! the API server keeps trusting replicas that still serve the previous certificate
+//! during the rollout. The CA key is not stored: every renewal makes a new CA.
+//!
+//! The bundle is then set as `caBundle` of every webhook of the
+//! MutatingWebhookConfiguration and the ValidatingWebhookConfiguration named by
+//! `--webhook-config` (both must exist), with a JSON Patch that tests each entry's
+//! name; entries already current are not touched. Finally `tls.crt` and `tls.key` are
+//! written to `--out`, if given. A run that finds everything valid writes nothing.
+//!
+//! ## RBAC
+//!
+//! The service account of the pod running the bootstrap needs (names are examples):
+//!
+//! ```yaml
+//! apiVersion: rbac.authorization.k8s.io/v1
+//! kind: Role
+//! metadata: {name: dhi-admission-certs, namespace: dhi-admission}
+//! rules:
+//!   - apiGroups: [""]
+//!     resources: [secrets]
+//!     resourceNames: [dhi-admission-tls]     # --secret
+//!     verbs: [get, update]
+//!   - apiGroups: [""]
+//!     resources: [secrets]
+//!     verbs: [create]                        # create cannot be restricted by resourceNames
+//! ---
+//! apiVersion: rbac.authorization.k8s.io/v1
+//! kind: ClusterRole
+//! metadata: {name: dhi-admission-certs}
+//! rules:
+//!   - apiGroups: [admissionregistration.k8s.io]
+//!     resources: [mutatingwebhookconfigurations, validatingwebhookconfigurations]
+//!     resourceNames: [dhi-admission]         # --webhook-config
+//!     verbs: [get, patch]
+//! ```
+//!
+//! bound with a RoleBinding in the namespace and a ClusterRoleBinding.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+mod bootstrap;
+mod error;
+mod files;
+mod generate;
+mod inspect;
+mod webhooks;
+
+#[cfg(test)]
+mod tests;
+
+pub use bootstrap::{
+    BootstrapOptions, BootstrapOutcome, BootstrapReport, bootstrap_with, kube_client,
+    service_dns_names,
+};
+pub use error::CertError;
+pub use files::{ensure_dev_certificate, write_pair, write_serving_files};
+pub use generate::{
+    ALWAYS_DNS, ALWAYS_IPS, GeneratedCerts, Validity, generate_pair, generate_pair_with_validity,
+};
+pub use inspect::{RenewReason, TlsMaterial, cert_not_after};
+
+/// File name and Secret key of the CA certificate (bundle).
+pub const CA_CRT: &str = "ca.crt";
+/// File name of the CA private key (never stored in the Secret).
+pub const CA_KEY: &str = "ca.key";
+/// File name and Secret key of the serving chain.
+pub const TLS_CRT: &str = "tls.crt";
+/// File name and Secret key of the serving key.
+pub const TLS_KEY: &str = "tls.key";
+
+const SECONDS_PER_DAY: u64 = 24 * 60 * 60;
+
+/// Arguments of `dhi-admission certs generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Directory to write ca.crt, ca.key, tls.crt (leaf then CA) and tls.key into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// DNS names of the serving certificate (repeatable; localhost is always added).
+    #[arg(long = "dns", value_name = "NAME", num_args = 1..)]
+    pub dns: Vec<String>,
+    /// IP addresses of the serving certificate (repeatable; 127.0.0.1 and ::1 are always added).
+    #[arg(long = "ip", value_name = "IP", num_args = 1..)]
+    pub ip: Vec<IpAddr>,
+    /// Validity of both certificates, in days.
+    #[arg(long, value_name = "N", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub days: u32,
+}
+
+/// Arguments of `dhi-admission certs bootstrap`.
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// Kubeconfig file to use instead of the in-cluster service account.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the Secret and the Service [default: the service account's, or the
+    /// kubeconfig context's, namespace].
+    #[arg(long, value_name = "NS", env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Name of the TLS Secret to create or renew.
+    #[arg(long, value_name = "NAME")]
+    pub secret: String,
+    /// Name of the Service the API server calls.
+    #[arg(long, value_name = "NAME")]
+    pub service: String,
+    /// Name of both the Mutating- and the ValidatingWebhookConfiguration to patch.
+    #[arg(long = "webhook-config", value_name = "NAME")]
+    pub webhook_config: String,
+    /// Directory to also write tls.crt and tls.key into (e.g. an emptyDir).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Validity of newly generated certificates, in days.
+    #[arg(long, value_name = "N", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3_650))]
+    pub days: u32,
+}
+
+fn days(days: u32) -> Duration {
+    Duration::from_secs(u64::from(days) * SECONDS_PER_DAY)
+}
+
+/// Generates development certificates: `dhi-admission certs generate`.
+pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let certs =
+        generate_pair(&args.dns, &args.ip, days(args.days)).context("generating certificates")?;
+    write_pair(&args.out, &certs)?;
+    let not_after = cert_not_after(&certs.cert_pem)?;
+    tracing::info!(
+        dir = %args.out.display(),
+        names = ?certs.names,
+        not_after,
+        "wrote {CA_CRT}, {CA_KEY}, {TLS_CRT} (leaf then CA) and {TLS_KEY}"
+    );
+    println!(
+        "wrote {CA_CRT}, {CA_KEY}, {TLS_CRT}, {TLS_KEY} to {}\nnames: {}",
+        args.out.display(),
+        certs.names.join(", ")
+    );
+    Ok(())
+}
+
+/// Bootstraps the in-cluster certificate: `dhi-admission certs bootstrap`.
+pub async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
+    let (client, default_namespace) = kube_client(args.kubeconfig.as_deref()).await?;
+    let namespace = args.namespace.unwrap_or(default_namespace);
+    let opts = BootstrapOptions {
+        namespace,
+        secret_name: args.secret,
+        service: args.service,
+        webhook_config: args.webhook_config,
+        validity: days(args.days),
+        out_dir: args.out,
+    };
+    let report = bootstrap_with(client, &opts).await.with_context(|| {
+        format!(
+            "bootstrapping Secret {}/{} for Service {}",
+            opts.namespace, opts.secret_name, opts.service
+        )
+    })?;
+    tracing::info!(
+        outcome = %report.outcome,
+        patched_webhooks = report.patched_webhooks,
+        not_after = report.not_after,
+        "certificate bootstrap done"
+    );
+    Ok(())
+}

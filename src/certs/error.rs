@@ -1,0 +1,175 @@
+//! The error type of the certificate library.
+
+use std::path::PathBuf;
+
+/// What went wrong while generating, reading, writing or publishing certificates.
+///
+/// Each variant names the thing it was working on (a file, a Secret, a webhook
+/// configuration); the underlying cause, when there is one, is the error's
+/// [`source`](std::error::Error::source), so `{:#}` in `anyhow` prints the whole chain.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// rcgen refused to build or sign a certificate or a key.
+    #[error("generating the {what}")]
+    Generate {
+        /// Which object was being generated (e.g. "CA certificate").
+        what: &'static str,
+        /// The rcgen failure.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A name given for the certificate is not a valid DNS name.
+    #[error("{name:?} is not a valid DNS name for a certificate")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+    },
+    /// The requested validity period cannot be represented.
+    #[error("invalid certificate validity: {reason}")]
+    InvalidValidity {
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// PEM or certificate data could not be parsed.
+    #[error("parsing {what}: {reason}")]
+    Parse {
+        /// What was being parsed (a file name, a Secret key, ...).
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A file-system operation failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What was being done ("writing", "creating directory", ...).
+        action: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Only one of a certificate/key pair exists, so a development pair cannot be
+    /// generated without overwriting the existing half.
+    #[error(
+        "{} exists but {} does not: remove it or provide both files",
+        present.display(),
+        missing.display()
+    )]
+    IncompletePair {
+        /// The file that exists.
+        present: PathBuf,
+        /// The file that is missing.
+        missing: PathBuf,
+    },
+    /// The Kubernetes client configuration could not be loaded.
+    #[error("loading the Kubernetes client configuration from {from}")]
+    ClientConfig {
+        /// Where it was loaded from (a kubeconfig path, or "the in-cluster service account").
+        from: String,
+        /// The failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A Kubernetes API call failed.
+    #[error("{action} {resource}")]
+    Kube {
+        /// The verb ("reading", "creating", "patching", ...).
+        action: &'static str,
+        /// The object, e.g. `Secret dhi/dhi-admission-tls`.
+        resource: String,
+        /// The client or API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The API server refused a call for lack of permissions.
+    #[error(
+        "{action} {resource} is forbidden: the service account lacks the RBAC listed in the \
+         `dhi_admission::certs` documentation ({message})"
+    )]
+    Forbidden {
+        /// The verb that was refused.
+        action: &'static str,
+        /// The object concerned.
+        resource: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// A webhook configuration to patch does not exist.
+    #[error(
+        "{kind} {name:?} not found: install it before running the bootstrap \
+         (its caBundle is patched, never created)"
+    )]
+    WebhookConfigNotFound {
+        /// `MutatingWebhookConfiguration` or `ValidatingWebhookConfiguration`.
+        kind: &'static str,
+        /// The name looked up.
+        name: String,
+    },
+    /// The Secret needs new material but is marked immutable.
+    #[error(
+        "{resource} must be renewed ({reason}) but is immutable: delete it to let the bootstrap recreate it"
+    )]
+    ImmutableSecret {
+        /// The Secret concerned.
+        resource: String,
+        /// Why it needs renewing.
+        reason: String,
+    },
+    /// A freshly generated certificate failed the checks applied to existing ones.
+    #[error("the freshly generated certificate fails its own check: {reason}")]
+    SelfCheck {
+        /// What failed.
+        reason: String,
+    },
+    /// Concurrent writers kept winning; the bootstrap gave up.
+    #[error("{resource} kept changing under us: gave up after {attempts} attempts")]
+    TooManyConflicts {
+        /// The object concerned.
+        resource: String,
+        /// How many read-modify-write rounds were tried.
+        attempts: u32,
+    },
+}
+
+impl CertError {
+    /// Wraps a Kubernetes client error, turning a 403 into [`CertError::Forbidden`].
+    pub(crate) fn kube(
+        action: &'static str,
+        resource: impl Into<String>,
+        err: kube::Error,
+    ) -> Self {
+        let resource = resource.into();
+        match &err {
+            kube::Error::Api(status) if status.is_forbidden() => CertError::Forbidden {
+                action,
+                resource,
+                message: status.message.clone(),
+            },
+            _ => CertError::Kube {
+                action,
+                resource,
+                source: Box::new(err),
+            },
+        }
+    }
+
+    pub(crate) fn parse(what: impl Into<String>, reason: impl ToString) -> Self {
+        CertError::Parse {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        CertError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! From documents to the objects the webhook would be asked about.
+//!
+//! A document is a manifest, a `List` of them, or an AdmissionReview as kube-apiserver
+//! sends it. Each object found is either a [`Target`], described as the request the
+//! webhook would receive, or [`Skipped`] with the reason.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::input::{Cause, Document, InputError, Origin};
+use crate::admission::{self, Operation};
+use crate::policy::WorkloadKind;
+
+/// An object that carries a pod spec, and how the webhook would be asked about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Where the object is; its pointer is where patches apply.
+    pub origin: Origin,
+    /// The kind, which says where the pod spec is.
+    pub kind: WorkloadKind,
+    /// The request the webhook would receive.
+    pub request: Request,
+}
+
+/// The parts of an admission request that decide how the webhook answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// CREATE for manifests.
+    pub operation: Operation,
+    /// `ephemeralcontainers`, `status`...; `None` for the object itself.
+    pub sub_resource: Option<String>,
+    /// The request's namespace, for exemptions and reports.
+    pub namespace: Option<String>,
+    /// The object's name.
+    pub name: Option<String>,
+    /// Pointer (in the document) to the object before an UPDATE.
+    pub old_object: Option<String>,
+}
+
+/// A document or object the webhook does not review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Where it is.
+    pub origin: Origin,
+    /// Its kind, when it has one.
+    pub kind: Option<String>,
+    /// Its namespace.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: Option<String>,
+    /// Why it is skipped.
+    pub reason: String,
+}
+
+/// What a document holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// An object to review.
+    Target(Target),
+    /// Something that is not reviewed.
+    Skipped(Skipped),
+}
+
+/// The objects of a document, in order: `List` items expanded (recursively), an
+/// AdmissionReview replaced by the object of its request.
+pub fn items(document: &Document) -> Result<Vec<Item>, InputError> {
+    let mut out = Vec::new();
+    collect(&document.value, document.origin.clone(), None, &mut out)?;
+    Ok(out)
+}
+
+/// `apiVersion` and `kind` a list's items inherit when they do not say (typed lists
+/// such as `PodList` from the API leave them out).
+type Inherited<'v> = Option<(&'v str, &'v str)>;
+
+/// Why documents and objects without a pod spec are skipped.
+const NO_POD_SPEC: &str = "no pod spec";
+
+fn collect(
+    value: &Value,
+    origin: Origin,
+    inherited: Inherited<'_>,
+    out: &mut Vec<Item>,
+) -> Result<(), InputError> {
+    let field = |name: &str| value.get(name).and_then(Value::as_str);
+    let api_version = field("apiVersion").or(inherited.map(|(v, _)| v));
+    let kind = field("kind").or(inherited.map(|(_, k)| k));
+    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+        let reason = "not a Kubernetes object (no apiVersion and kind)";
+        out.push(Item::Skipped(skipped(value, origin, None, reason)));
+        return Ok(());
+    };
+    if let Some(items) = value.get("items").and_then(Value::as_array)
+        && let Some(item_kind) = kind.strip_suffix("List")
+    {
+        let inherited = (!item_kind.is_empty()).then_some((api_version, item_kind));
+        for (index, item) in items.iter().enumerate() {
+            let item_origin = origin.child(&["items", &index.to_string()]);
+            collect(item, item_origin, inherited, out)?;
+        }
+    } else if kind == admission::KIND {
+        out.push(review_item(value, origin, api_version)?);
+    } else {
+        out.push(manifest_item(value, origin, api_version, kind));
+    }
+    Ok(())
+}
+
+/// A manifest is what kube-apiserver would send on CREATE.
+fn manifest_item(value: &Value, origin: Origin, api_version: &str, kind: &str) -> Item {
+    let Some(kind) = WorkloadKind::from_api_version_kind(api_version, kind) else {
+        return Item::Skipped(skipped(value, origin, Some(kind), NO_POD_SPEC));
+    };
+    Item::Target(Target {
+        origin,
+        kind,
+        request: Request {
+            operation: Operation::Create,
+            sub_resource: None,
+            namespace: metadata(value, "namespace"),
+            name: metadata(value, "name"),
+            old_object: None,
+        },
+    })
+}
+
+fn skipped(value: &Value, origin: Origin, kind: Option<&str>, reason: &str) -> Skipped {
+    Skipped {
+        origin,
+        kind: kind.map(str::to_owned),
+        namespace: metadata(value, "namespace"),
+        name: metadata(value, "name"),
+        reason: reason.to_owned(),
+    }
+}
+
+fn metadata(object: &Value, field: &str) -> Option<String> {
+    let value = object.get("metadata")?.get(field)?;
+    value.as_str().map(str::to_owned)
+}
+
+/// The fields of an AdmissionReview request that route it; the objects stay in the
+/// document, addressed by pointer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewRequest {
+    kind: GroupKind,
+    operation: Operation,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GroupKind {
+    #[serde(default)]
+    group: String,
+    kind: String,
+}
+
+/// An AdmissionReview stands for the object of its request, as the webhook gets it.
+fn review_item(review: &Value, origin: Origin, api_version: &str) -> Result<Item, InputError> {
+    if api_version != admission::API_VERSION {
+        let message = format!(
+            "AdmissionReview {api_version} is not supported: use {}",
+            admission::API_VERSION
+        );
+        return Err(Cause::Shape(message).at(origin));
+    }
+    let request = review_request(review).map_err(|msg| Cause::Shape(msg).at(origin.clone()))?;
+    let object = &review["request"]["object"];
+    let object_origin = origin.child(&["request", "object"]);
+    let namespace = request.namespace.or_else(|| metadata(object, "namespace"));
+    let name = request.name.or_else(|| metadata(object, "name"));
+    let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else {
+        return Ok(Item::Skipped(Skipped {
+            origin: object_origin,
+            kind: Some(request.kind.kind),
+            namespace,
+            name,
+            reason: NO_POD_SPEC.to_owned(),
+        }));
+    };
+    let has_old_object = review["request"]
+        .get("oldObject")
+        .is_some_and(|old| !old.is_null());
+    Ok(Item::Target(Target {
+        origin: object_origin,
+        kind,
+        request: Request {
+            operation: request.operation,
+            sub_resource: request.sub_resource.filter(|s| !s.is_empty()),
+            namespace,
+            name,
+            old_object: has_old_object.then(|| origin.child(&["request", "oldObject"]).pointer),
+        },
+    }))
+}
+
+/// The routing fields of `review.request`, or what is wrong with them.
+fn review_request(review: &Value) -> Result<ReviewRequest, String> {
+    let request = review
+        .get("request")
+        .ok_or_else(|| "AdmissionReview has no request".to_owned())?;
+    serde_path_to_error::deserialize(request).map_err(|err| {
+        let field = match err.path().to_string().as_str() {
+            "." => "request".to_owned(),
+            path => format!("request.{path}"),
+        };
+        format!("invalid AdmissionReview: {field}: {}", err.inner())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::check::input::Source;
+
+    fn document(value: Value) -> Document {
+        Document {
+            origin: Origin {
+                source: Source::Stdin,
+                document: Some(1),
+                pointer: String::new(),
+            },
+            value,
+        }
+    }
+
+    /// (pointer, kind or skip reason) of each item.
+    fn summary(value: Value) -> Vec<(String, String)> {
+        items(&document(value))
+            .unwrap()
+            .into_iter()
+            .map(|item| match item {
+                Item::Target(t) => (t.origin.pointer, t.kind.to_string()),
+                Item::Skipped(s) => (s.origin.pointer, format!("skipped: {}", s.reason)),
+            })
+            .collect()
+    }
+
+    fn pod(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": []}})
+    }
+
+    #[test]
+    fn manifests_are_targets_or_skipped() {
+        assert_eq!(summary(pod("a")), [(String::new(), "Pod".to_owned())]);
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment"});
+        assert_eq!(summary(deploy), [(String::new(), "Deployment".to_owned())]);
+        let service = json!({"apiVersion": "v1", "kind": "Service"});
+        assert_eq!(
+            summary(service),
+            [(String::new(), "skipped: no pod spec".to_owned())]
+        );
+        let values = json!({"replicaCount": 2});
+        assert_eq!(
+            summary(values),
+            [(
+                String::new(),
+                "skipped: not a Kubernetes object (no apiVersion and kind)".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn lists_expand_recursively_and_typed_lists_lend_their_kind() {
+        let list = json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                pod("a"),
+                {"apiVersion": "v1", "kind": "ConfigMap"},
+                {"apiVersion": "v1", "kind": "List", "items": [pod("b")]},
+                {"apiVersion": "apps/v1", "kind": "DeploymentList", "items": [{"metadata": {"name": "web"}}]},
+            ],
+        });
+        assert_eq!(
+            summary(list),
+            [
+                ("/items/0".to_owned(), "Pod".to_owned()),
+                ("/items/1".to_owned(), "skipped: no pod spec".to_owned()),
+                ("/items/2/items/0".to_owned(), "Pod".to_owned()),
+                ("/items/3/items/0".to_owned(), "Deployment".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_admission_review_is_its_request() {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "subResource": "ephemeralcontainers",
+                "operation": "UPDATE",
+                "namespace": "shop",
+                "object": pod("a"),
+                "oldObject": pod("a"),
+            },
+        });
+        let items = items(&document(review)).unwrap();
+        let Item::Target(target) = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(target.origin.pointer, "/request/object");
+        assert_eq!(target.kind, WorkloadKind::Pod);
+        assert_eq!(
+            target.request,
+            Request {
+                operation: Operation::Update,
+                sub_resource: Some("ephemeralcontainers".to_owned()),
+                namespace: Some("shop".to_owned()),
+                name: Some("a".to_owned()),
+                old_object: Some("/request/oldObject".to_owned()),
+            }
+        );
+    }
+
+    #[test]
+    fn broken_reviews_are_errors() {
+        let err = |value: Value| items(&document(value)).unwrap_err().to_string();
+        let review = |request: Value| json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request});
+        assert_eq!(
+            err(review(json!({"kind": {"kind": "Pod"}}))),
+            "<stdin>, document 1: invalid AdmissionReview: request: missing field `operation`"
+        );
+        let patch = err(review(
+            json!({"kind": {"kind": "Pod"}, "operation": "PATCH"}),
+        ));
+        assert!(patch.starts_with("<stdin>, document 1: invalid AdmissionReview: request.operation: unknown variant `PATCH`"), "{patch}");
+        let v1beta1 = json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"});
+        assert!(err(v1beta1).contains("admission.k8s.io/v1beta1 is not supported"));
+    }
+}

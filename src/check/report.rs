@@ -1,0 +1,380 @@
+//! The outcome of a check, as text for people or as one JSON document for tools.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use json_patch::PatchOperation;
+use serde::Serialize;
+
+use super::input::{InputError, Origin};
+use super::objects::{Skipped, Target};
+use super::review::{Finding, PatchTarget};
+use crate::policy::{Mode, Violation};
+
+/// Exit status when an object is denied.
+const EXIT_DENIED: u8 = 1;
+/// Exit status for bad input or usage.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// One line of the report, in input order.
+#[derive(Debug)]
+pub enum Entry {
+    /// An object the webhook reviews, and its verdict.
+    Checked {
+        /// The object.
+        target: Target,
+        /// The verdict and the patch.
+        finding: Finding,
+    },
+    /// Something the webhook does not review.
+    Skipped(Skipped),
+    /// Input that could not be checked.
+    Error(InputError),
+}
+
+/// Everything a check found.
+#[derive(Debug)]
+pub struct Report {
+    /// The mode the verdicts were given in.
+    pub mode: Mode,
+    /// The patches were applied (`--fix`) and the verdicts are on the result.
+    pub fixed: bool,
+    /// What was found, in input order.
+    pub entries: Vec<Entry>,
+}
+
+/// The counts at the end of a report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Objects reviewed.
+    pub objects: usize,
+    /// Of which admitted.
+    pub admitted: usize,
+    /// Of which denied.
+    pub denied: usize,
+    /// Documents and objects not reviewed.
+    pub skipped: usize,
+    /// Inputs that could not be checked.
+    pub errors: usize,
+}
+
+impl Report {
+    /// Counts the entries.
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for entry in &self.entries {
+            match entry {
+                Entry::Checked { finding, .. } => {
+                    summary.objects += 1;
+                    if finding.allowed {
+                        summary.admitted += 1;
+                    } else {
+                        summary.denied += 1;
+                    }
+                }
+                Entry::Skipped(_) => summary.skipped += 1,
+                Entry::Error(_) => summary.errors += 1,
+            }
+        }
+        summary
+    }
+
+    /// The input errors.
+    pub fn errors(&self) -> impl Iterator<Item = &InputError> {
+        self.entries.iter().filter_map(|entry| match entry {
+            Entry::Error(err) => Some(err),
+            _ => None,
+        })
+    }
+
+    /// 2 for bad input, else 1 if anything is denied, else 0.
+    pub fn exit_code(&self) -> ExitCode {
+        let summary = self.summary();
+        if summary.errors > 0 {
+            ExitCode::from(EXIT_BAD_INPUT)
+        } else if summary.denied > 0 {
+            ExitCode::from(EXIT_DENIED)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    /// One paragraph per object, a line per skipped document, then the summary.
+    /// Input errors are not repeated here: they go to standard error as they are.
+    pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+        for entry in &self.entries {
+            match entry {
+                Entry::Checked { target, finding } => self.write_finding(out, target, finding)?,
+                Entry::Skipped(skipped) => write_skipped(out, skipped)?,
+                Entry::Error(_) => {}
+            }
+        }
+        writeln!(out, "{}", summary_line(&self.summary()))
+    }
+
+    fn write_finding(
+        &self,
+        out: &mut impl Write,
+        target: &Target,
+        finding: &Finding,
+    ) -> io::Result<()> {
+        let verdict = if finding.allowed {
+            "ADMITTED"
+        } else {
+            "DENIED"
+        };
+        let name = display_name(
+            target.request.namespace.as_deref(),
+            target.request.name.as_deref(),
+        );
+        writeln!(
+            out,
+            "{verdict:<7} {} {name} ({})",
+            target.kind, target.origin
+        )?;
+        if let Some(reason) = &finding.untouched {
+            writeln!(out, "  not reviewed: {reason}")?;
+        }
+        for violation in &finding.violations {
+            writeln!(out, "  {violation}")?;
+        }
+        for warning in &finding.warnings {
+            writeln!(out, "  warning: {warning}")?;
+        }
+        if !finding.patch.is_empty() {
+            writeln!(out, "  {}", self.patch_heading(finding.patch_target))?;
+            for op in &finding.patch {
+                writeln!(out, "    {}", describe(op))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn patch_heading(&self, target: PatchTarget) -> String {
+        let who = match target {
+            PatchTarget::Object => "applied to this object by the webhook",
+            PatchTarget::Pods => "applied by the webhook when the pods are created",
+            PatchTarget::None => "not applied by the webhook to this request",
+        };
+        let audit = if self.mode == Mode::Audit && target != PatchTarget::None {
+            " in enforce mode; audit mode only reports it"
+        } else {
+            ""
+        };
+        let fixed = if self.fixed { ", and by --fix" } else { "" };
+        format!("patch ({who}{audit}{fixed}):")
+    }
+
+    /// The whole report as one JSON document.
+    pub fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut report = JsonReport {
+            mode: self.mode.as_str(),
+            fixed: self.fixed,
+            objects: Vec::new(),
+            skipped: Vec::new(),
+            errors: Vec::new(),
+            summary: self.summary(),
+        };
+        for entry in &self.entries {
+            match entry {
+                Entry::Checked { target, finding } => {
+                    report.objects.push(JsonObject::new(target, finding))
+                }
+                Entry::Skipped(skipped) => report.skipped.push(JsonSkipped::new(skipped)),
+                Entry::Error(err) => report.errors.push(JsonError::new(err)),
+            }
+        }
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)
+    }
+}
+
+/// `SKIPPED Service shop/web (file, document 1): no pod spec`
+fn write_skipped(out: &mut impl Write, skipped: &Skipped) -> io::Result<()> {
+    let kind = skipped.kind.as_deref().unwrap_or("document");
+    let name = match skipped.name {
+        Some(_) => format!(
+            " {}",
+            display_name(skipped.namespace.as_deref(), skipped.name.as_deref())
+        ),
+        None => String::new(),
+    };
+    writeln!(
+        out,
+        "SKIPPED {kind}{name} ({}): {}",
+        skipped.origin, skipped.reason
+    )
+}
+
+/// `3 objects: 2 admitted, 1 denied, 4 skipped`, and errors if any.
+fn summary_line(s: &Summary) -> String {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let mut line = format!(
+        "{}: {} admitted, {} denied, {} skipped",
+        plural(s.objects, "object"),
+        s.admitted,
+        s.denied,
+        s.skipped
+    );
+    if s.errors > 0 {
+        line.push_str(&format!(", {}", plural(s.errors, "error")));
+    }
+    line
+}
+
+fn display_name(namespace: Option<&str>, name: Option<&str>) -> String {
+    let name = name.unwrap_or("(unnamed)");
+    match namespace {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// `op path value`, the value as compact JSON.
+fn describe(op: &PatchOperation) -> String {
+    match op {
+        PatchOperation::Add(o) => format!("add {} {}", o.path, o.value),
+        PatchOperation::Replace(o) => format!("replace {} {}", o.path, o.value),
+        PatchOperation::Test(o) => format!("test {} {}", o.path, o.value),
+        PatchOperation::Remove(o) => format!("remove {}", o.path),
+        PatchOperation::Move(o) => format!("move {} {}", o.from, o.path),
+        PatchOperation::Copy(o) => format!("copy {} {}", o.from, o.path),
+    }
+}
+
+#[derive(Serialize)]
+struct JsonReport<'r> {
+    mode: &'static str,
+    fixed: bool,
+    objects: Vec<JsonObject<'r>>,
+    skipped: Vec<JsonSkipped<'r>>,
+    errors: Vec<JsonError<'r>>,
+    summary: Summary,
+}
+
+/// Where, in the JSON report: source, document and the pointer inside the document.
+#[derive(Serialize)]
+struct JsonOrigin<'r> {
+    source: String,
+    document: Option<usize>,
+    path: &'r str,
+}
+
+impl<'r> JsonOrigin<'r> {
+    fn new(origin: &'r Origin) -> Self {
+        Self {
+            source: origin.source.to_string(),
+            document: origin.document,
+            path: &origin.pointer,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonObject<'r> {
+    #[serde(flatten)]
+    origin: JsonOrigin<'r>,
+    kind: &'static str,
+    namespace: Option<&'r str>,
+    name: Option<&'r str>,
+    allowed: bool,
+    violations: &'r [Violation],
+    warnings: &'r [String],
+    patch: &'r [PatchOperation],
+    patch_target: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_reviewed: Option<&'r str>,
+}
+
+impl<'r> JsonObject<'r> {
+    fn new(target: &'r Target, finding: &'r Finding) -> Self {
+        Self {
+            origin: JsonOrigin::new(&target.origin),
+            kind: target.kind.as_str(),
+            namespace: target.request.namespace.as_deref(),
+            name: target.request.name.as_deref(),
+            allowed: finding.allowed,
+            violations: &finding.violations,
+            warnings: &finding.warnings,
+            patch: &finding.patch,
+            patch_target: finding.patch_target.as_str(),
+            not_reviewed: finding.untouched.as_deref(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonSkipped<'r> {
+    #[serde(flatten)]
+    origin: JsonOrigin<'r>,
+    kind: Option<&'r str>,
+    namespace: Option<&'r str>,
+    name: Option<&'r str>,
+    reason: &'r str,
+}
+
+impl<'r> JsonSkipped<'r> {
+    fn new(skipped: &'r Skipped) -> Self {
+        Self {
+            origin: JsonOrigin::new(&skipped.origin),
+            kind: skipped.kind.as_deref(),
+            namespace: skipped.namespace.as_deref(),
+            name: skipped.name.as_deref(),
+            reason: &skipped.reason,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonError<'r> {
+    #[serde(flatten)]
+    origin: JsonOrigin<'r>,
+    message: String,
+}
+
+impl<'r> JsonError<'r> {
+    fn new(err: &'r InputError) -> Self {
+        Self {
+            origin: JsonOrigin::new(&err.origin),
+            message: err.cause.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_lines_count_what_was_found() {
+        let s = Summary {
+            objects: 3,
+            admitted: 2,
+            denied: 1,
+            skipped: 4,
+            errors: 0,
+        };
+        assert_eq!(
+            summary_line(&s),
+            "3 objects: 2 admitted, 1 denied, 4 skipped"
+        );
+        let s = Summary {
+            objects: 1,
+            admitted: 1,
+            errors: 1,
+            ..Summary::default()
+        };
+        assert_eq!(
+            summary_line(&s),
+            "1 object: 1 admitted, 0 denied, 0 skipped, 1 error"
+        );
+    }
+
+    #[test]
+    fn names_show_their_namespace() {
+        assert_eq!(display_name(Some("shop"), Some("web")), "shop/web");
+        assert_eq!(display_name(None, Some("web")), "web");
+        assert_eq!(display_name(None, None), "(unnamed)");
+    }
+}
