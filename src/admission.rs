@@ -13,9 +13,10 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use crate::policy::Operation;
 use crate::policy::{
-    Decision, Engine, Mode, MutationKind, RuleId, Scope, SkipReason, Subject, Webhook, WorkloadKind,
-    decode_object,
+    Decision, Engine, Mode, MutationKind, RequestInfo, Route, RuleId, SkipReason, Subject, Webhook,
+    WorkloadKind, decode_object, shorten,
 };
 
 /// The only review version kube-apiserver is configured to send us.
@@ -73,32 +74,6 @@ struct GroupVersionKind<'a> {
     group: Cow<'a, str>,
     #[serde(borrow)]
     kind: Cow<'a, str>,
-}
-
-/// The admission operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Operation {
-    /// CREATE
-    Create,
-    /// UPDATE
-    Update,
-    /// DELETE
-    Delete,
-    /// CONNECT
-    Connect,
-}
-
-impl Operation {
-    /// Metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Create => "CREATE",
-            Self::Update => "UPDATE",
-            Self::Delete => "DELETE",
-            Self::Connect => "CONNECT",
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -231,21 +206,16 @@ fn answer_request(engine: &Engine, webhook: Webhook, mode: Mode, req: &RequestIn
         kind: Some(kind),
         ..respond(uid, &Decision::allowed_untouched(), kind, name)
     };
-    // Deletes and exec/attach carry no new pod spec; exempt namespaces are not ours.
-    if matches!(operation, Operation::Delete | Operation::Connect) || engine.is_exempt_namespace(namespace) {
-        return allow(kind, operation);
-    }
-    let scope = match req.sub_resource.as_deref() {
-        None | Some("") => Scope::All,
-        Some("ephemeralcontainers") if webhook == Webhook::Validate => Scope::EphemeralOnly,
-        // status, binding, eviction, resize...: no containers to judge.
-        Some(_) => return allow(kind, operation),
+    let info = RequestInfo {
+        kind,
+        operation,
+        sub_resource: req.sub_resource.as_deref(),
+        namespace,
     };
-    // The mutating webhook patches objects as they are created; an UPDATE of a pod
-    // cannot change what we would patch (securityContext is immutable).
-    if webhook == Webhook::Mutate && operation == Operation::Update && kind == WorkloadKind::Pod {
-        return allow(kind, operation);
-    }
+    let scope = match engine.route(webhook, &info) {
+        Route::Untouched(_) => return allow(kind, operation),
+        Route::Review(scope) => scope,
+    };
     let Some(raw) = req.object else {
         let mut answer = review_error(uid, format!("{operation:?} request for {kind} {name} has no object"));
         answer.kind = Some(kind);
@@ -329,6 +299,8 @@ fn respond(uid: &str, d: &Decision, kind: WorkloadKind, name: &str) -> Answer {
         reason: "Forbidden",
         message: d.denial_message(kind, display_name(name)),
     });
+    // kube-apiserver truncates warnings over 256 characters; cut them ourselves, marked.
+    let warnings: Vec<String> = d.warnings.iter().cloned().map(shorten).collect();
     let out = ReviewOut {
         api_version: API_VERSION,
         kind: KIND,
@@ -338,7 +310,7 @@ fn respond(uid: &str, d: &Decision, kind: WorkloadKind, name: &str) -> Answer {
             status,
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
-            warnings: &d.warnings,
+            warnings: &warnings,
             audit_annotations: &d.audit_annotations,
         },
     };

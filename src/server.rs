@@ -278,15 +278,24 @@ pub struct Server {
     state: Arc<AppState>,
     certs: Arc<SwappableCert>,
     acceptor: TlsAcceptor,
+    baseline: reload::Baseline,
 }
 
 impl Server {
     /// Loads certificate and policy and binds both listeners (port 0 picks a free one).
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let pair = config.tls.load().context("loading the serving certificate")?;
-        let policy = match &config.policy {
-            Some(path) => Policy::load(path, config.mode)?,
-            None => Policy::new(Default::default(), config.mode),
+        // The policy file is read once: the reloader compares later versions with
+        // these bytes, so a change made while the server starts is not missed.
+        let (policy, policy_bytes) = match &config.policy {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read policy {}", path.display()))?;
+                let text = std::str::from_utf8(&bytes)
+                    .with_context(|| format!("policy {} is not UTF-8", path.display()))?;
+                (Policy::from_text(path, text, config.mode)?, Some(bytes))
+            }
+            None => (Policy::new(Default::default(), config.mode), None),
         };
         let state = AppState::new(policy, config.limits)?;
         if let Ok(expiry) = crate::certs::cert_not_after(&String::from_utf8_lossy(&pair.cert_pem)) {
@@ -307,6 +316,7 @@ impl Server {
             state,
             certs,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
+            baseline: reload::Baseline::new(&pair.cert_pem, &pair.key_pem, policy_bytes),
         })
     }
 
@@ -331,12 +341,14 @@ impl Server {
             state,
             certs,
             acceptor,
+            baseline,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let reloader = tokio::spawn(reload::watch_files(
             config.clone(),
             state.clone(),
             certs,
+            baseline,
             stop_rx.clone(),
         ));
         let metrics_app = metrics_router(state.clone());

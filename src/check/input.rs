@@ -127,12 +127,13 @@ pub struct InputError {
     pub cause: Cause,
 }
 
-/// What is wrong with an input.
+/// What is wrong with an input. Each message is whole (it names the underlying error),
+/// so none is chained as a `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum Cause {
     /// The file or directory cannot be read.
     #[error("cannot read: {0}")]
-    Read(#[from] io::Error),
+    Read(io::Error),
     /// The input is over [`MAX_INPUT_BYTES`].
     #[error("larger than {} MiB; check smaller files", MAX_INPUT_BYTES / 1024 / 1024)]
     TooLarge,
@@ -147,7 +148,7 @@ pub enum Cause {
     Yaml(String),
     /// The document is not valid JSON.
     #[error("invalid JSON: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
     /// An AdmissionReview or List lacks what the check needs.
     #[error("{0}")]
     Shape(String),
@@ -161,7 +162,13 @@ pub enum Cause {
     },
     /// The planned patch does not apply to the object (a bug in the engine).
     #[error("the planned patch does not apply: {0}")]
-    Patch(#[source] json_patch::PatchError),
+    Patch(json_patch::PatchError),
+}
+
+impl From<io::Error> for Cause {
+    fn from(err: io::Error) -> Self {
+        Self::Read(err)
+    }
 }
 
 impl Cause {

@@ -132,7 +132,7 @@ impl Report {
             "{verdict:<7} {} {name} ({})",
             target.kind, target.origin
         )?;
-        if let Some(reason) = &finding.untouched {
+        if let Some(reason) = &finding.not_reviewed {
             writeln!(out, "  not reviewed: {reason}")?;
         }
         for violation in &finding.violations {
@@ -299,7 +299,7 @@ impl<'r> JsonObject<'r> {
             warnings: &finding.warnings,
             patch: &finding.patch,
             patch_target: finding.patch_target.as_str(),
-            not_reviewed: finding.untouched.as_deref(),
+            not_reviewed: finding.not_reviewed.as_deref(),
         }
     }
 }

@@ -1,18 +1,16 @@
 //! The webhook's verdict on one object, decided offline.
 //!
-//! [`route`] mirrors how the admission server routes a request before asking the
-//! engine (`admission::answer_request`): what it lets through untouched, which
-//! containers it judges and whether the mutating webhook patches at all. The verdict
-//! itself is [`Engine::review`], as in the server.
+//! Routing ([`Engine::route`]) and the verdict ([`Engine::review`]) come from the
+//! engine, exactly as in the admission server.
 
 use json_patch::PatchOperation;
 use serde_json::Value;
 
 use super::input::Cause;
 use super::objects::{Request, Target};
-use crate::admission::Operation;
 use crate::policy::{
-    Decision, Engine, Mode, Scope, Subject, Violation, Webhook, WorkloadKind, decode_object,
+    Bypass, Decision, Engine, Mode, Operation, RequestInfo, Route, Scope, Subject, Violation,
+    Webhook, WorkloadKind, decode_object,
 };
 
 /// Who applies a planned patch, if the webhook does.
@@ -51,57 +49,37 @@ pub struct Finding {
     /// Who applies the patch.
     pub patch_target: PatchTarget,
     /// Why the webhook lets the object through without looking at it.
-    pub untouched: Option<String>,
+    pub not_reviewed: Option<String>,
 }
 
 impl Finding {
-    fn untouched(reason: String) -> Self {
+    fn not_reviewed(reason: String) -> Self {
         Self {
             allowed: true,
             violations: Vec::new(),
             warnings: Vec::new(),
             patch: Vec::new(),
             patch_target: PatchTarget::None,
-            untouched: Some(reason),
+            not_reviewed: Some(reason),
         }
     }
 }
 
-/// How the server handles a request before asking the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Route {
-    /// Admitted without review, for this reason.
-    Untouched(String),
-    /// Judged on these containers; `mutate` says whether the mutating webhook answers
-    /// with a patch at all.
-    Judge { scope: Scope, mutate: bool },
-}
-
-/// Mirrors `admission::answer_request`.
-fn route(engine: &Engine, kind: WorkloadKind, request: &Request) -> Route {
-    let operation = request.operation;
-    if matches!(operation, Operation::Delete | Operation::Connect) {
-        return Route::Untouched(format!(
-            "{} requests carry no pod spec to judge",
-            operation.as_str()
-        ));
-    }
-    if let Some(namespace) = request
-        .namespace
-        .as_deref()
-        .filter(|ns| engine.is_exempt_namespace(ns))
-    {
-        return Route::Untouched(format!("namespace {namespace} is exempt"));
-    }
-    let scope = match request.sub_resource.as_deref() {
-        None => Scope::All,
-        Some("ephemeralcontainers") => Scope::EphemeralOnly,
-        Some(other) => return Route::Untouched(format!("the {other} subresource is not reviewed")),
+/// How the server routes the request: the validating webhook decides whether and on
+/// which containers it is judged; the mutating webhook whether a patch can come at all.
+fn route(engine: &Engine, kind: WorkloadKind, request: &Request) -> Result<(Scope, bool), Bypass> {
+    let info = RequestInfo {
+        kind,
+        operation: request.operation,
+        sub_resource: request.sub_resource.as_deref(),
+        namespace: request.namespace.as_deref().unwrap_or(""),
     };
-    // Only the validating webhook sees `kubectl debug`; pods are patched on CREATE.
-    let mutate =
-        scope == Scope::All && !(operation == Operation::Update && kind == WorkloadKind::Pod);
-    Route::Judge { scope, mutate }
+    let scope = match engine.route(Webhook::Validate, &info) {
+        Route::Untouched(bypass) => return Err(bypass),
+        Route::Review(scope) => scope,
+    };
+    let mutate = matches!(engine.route(Webhook::Mutate, &info), Route::Review(_));
+    Ok((scope, mutate))
 }
 
 /// The webhook's answer for `target` in `document`, with the patch that makes it run on
@@ -113,19 +91,11 @@ pub fn review(
     document: &Value,
 ) -> Result<Finding, Cause> {
     let (scope, mutate) = match route(engine, target.kind, &target.request) {
-        Route::Untouched(reason) => return Ok(Finding::untouched(reason)),
-        Route::Judge { scope, mutate } => (scope, mutate),
+        Err(bypass) => return Ok(Finding::not_reviewed(bypass.to_string())),
+        Ok(route) => route,
     };
+    let (object_json, old_json) = request_json(target, document)?;
     let kind = target.kind;
-    let object_json = document
-        .pointer(&target.origin.pointer)
-        .filter(|object| !object.is_null())
-        .ok_or_else(|| Cause::Shape(format!("the request for {kind} has no object")))?
-        .to_string();
-    let old_json = match (target.request.operation, &target.request.old_object) {
-        (Operation::Update, Some(pointer)) => document.pointer(pointer).map(Value::to_string),
-        _ => None,
-    };
     let decode = |json| decode_object(json).map_err(|error| Cause::Decode { kind, error });
     let object = decode(&object_json)?;
     let old_object = old_json.as_deref().map(decode).transpose()?;
@@ -135,41 +105,68 @@ pub fn review(
         old_object: old_object.as_ref(),
         scope,
     };
-    // `Engine::review` admits an UPDATE that keeps the pod spec without judging it.
-    let unchanged = old_object
-        .as_ref()
-        .is_some_and(|old| kind.pod_spec(old) == kind.pod_spec(&object));
-    let validate = engine.review(&subject, Webhook::Validate, mode);
+    Ok(judge(engine, mode, &subject, mutate))
+}
+
+/// The object, and the object before an UPDATE, as JSON for the engine to decode.
+fn request_json(target: &Target, document: &Value) -> Result<(String, Option<String>), Cause> {
+    let object = document
+        .pointer(&target.origin.pointer)
+        .filter(|object| !object.is_null())
+        .ok_or_else(|| Cause::Shape(format!("the request for {} has no object", target.kind)))?;
+    let old_object = match (target.request.operation, &target.request.old_object) {
+        (Operation::Update, Some(pointer)) => document.pointer(pointer).map(Value::to_string),
+        _ => None,
+    };
+    Ok((object.to_string(), old_object))
+}
+
+/// Asks both webhooks as the server does, and the engine for the whole patch.
+fn judge(engine: &Engine, mode: Mode, subject: &Subject<'_, '_>, mutate: bool) -> Finding {
+    let kind = subject.kind;
+    // `Engine::review` admits an UPDATE that keeps the pod spec without judging it, and
+    // then nothing is patched either.
+    let unchanged = subject
+        .old_object
+        .is_some_and(|old| kind.pod_spec(old) == kind.pod_spec(subject.object));
+    let validate = engine.review(subject, Webhook::Validate, mode);
     let mutation = if mutate {
-        engine.review(&subject, Webhook::Mutate, mode)
+        engine.review(subject, Webhook::Mutate, mode)
     } else {
         Decision::allowed_untouched()
     };
-    let patch = if unchanged {
+    let (patch, patch_target) = if unchanged {
+        (Vec::new(), PatchTarget::None)
+    } else {
+        (
+            engine.evaluate(subject).patch,
+            patch_target(engine, kind, mutate),
+        )
+    };
+    let violations = if validate.allowed {
         Vec::new()
     } else {
-        engine.evaluate(&subject).patch
+        validate.violations
     };
-    let patch_target = match (
-        mutate && !unchanged,
-        kind.is_template() && !engine.settings().templates.mutate,
-    ) {
-        (false, _) => PatchTarget::None,
-        (true, true) => PatchTarget::Pods,
-        (true, false) => PatchTarget::Object,
-    };
-    Ok(Finding {
+    Finding {
         allowed: validate.allowed && mutation.allowed,
-        violations: if validate.allowed {
-            Vec::new()
-        } else {
-            validate.violations
-        },
+        violations,
         warnings: merge_warnings(validate.warnings, mutation.warnings),
         patch,
         patch_target,
-        untouched: None,
-    })
+        not_reviewed: None,
+    }
+}
+
+/// Who applies the patch when the mutating webhook answers (`mutate`) at all.
+fn patch_target(engine: &Engine, kind: WorkloadKind, mutate: bool) -> PatchTarget {
+    if !mutate {
+        PatchTarget::None
+    } else if kind.is_template() && !engine.settings().templates.mutate {
+        PatchTarget::Pods
+    } else {
+        PatchTarget::Object
+    }
 }
 
 /// Both webhooks' warnings in order, each once.
@@ -225,12 +222,12 @@ mod tests {
         let engine =
             Engine::new(Settings::from_yaml("exempt: {namespaces: [kube-system]}").unwrap());
         let pod = WorkloadKind::Pod;
-        let judge = |scope, mutate| Route::Judge { scope, mutate };
+        let judge = |scope, mutate| Ok((scope, mutate));
         assert_eq!(route(&engine, pod, &create(None)), judge(Scope::All, true));
-        assert!(matches!(
+        assert_eq!(
             route(&engine, pod, &create(Some("kube-system"))),
-            Route::Untouched(_)
-        ));
+            Err(Bypass::ExemptNamespace("kube-system".to_owned()))
+        );
         let update = Request {
             operation: Operation::Update,
             ..create(None)
@@ -252,12 +249,18 @@ mod tests {
             sub_resource: Some("status".to_owned()),
             ..update
         };
-        assert!(matches!(route(&engine, pod, &status), Route::Untouched(_)));
+        assert_eq!(
+            route(&engine, pod, &status),
+            Err(Bypass::Subresource("status".to_owned()))
+        );
         let delete = Request {
             operation: Operation::Delete,
             ..create(None)
         };
-        assert!(matches!(route(&engine, pod, &delete), Route::Untouched(_)));
+        assert_eq!(
+            route(&engine, pod, &delete),
+            Err(Bypass::NoPodSpec(Operation::Delete))
+        );
     }
 
     #[test]
@@ -279,6 +282,39 @@ mod tests {
             "{:?}",
             audit.warnings
         );
+    }
+
+    fn deployment() -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "dhi.io/nginx:1.31"}]}}},
+        })
+    }
+
+    #[test]
+    fn an_update_that_keeps_the_pod_spec_is_neither_judged_nor_patched() {
+        let mut document = json!({"object": root_pod(), "oldObject": root_pod()});
+        document["object"]["metadata"]["labels"] = json!({"team": "data"});
+        let mut t = target(WorkloadKind::Pod, create(None));
+        t.origin.pointer = "/object".to_owned();
+        t.request.operation = Operation::Update;
+        t.request.old_object = Some("/oldObject".to_owned());
+        let finding = review(&Engine::default(), Mode::Enforce, &t, &document).unwrap();
+        assert!(finding.allowed);
+        assert!(finding.patch.is_empty());
+        assert_eq!(finding.patch_target, PatchTarget::None);
+    }
+
+    #[test]
+    fn templates_are_patched_in_place_only_when_the_policy_says_so() {
+        let t = target(WorkloadKind::Deployment, create(None));
+        let by_default = review(&Engine::default(), Mode::Enforce, &t, &deployment()).unwrap();
+        assert_eq!(by_default.patch_target, PatchTarget::Pods);
+        assert!(!by_default.patch.is_empty());
+        let settings = Settings::from_yaml("templates: {mutate: true}").unwrap();
+        let in_place = review(&Engine::new(settings), Mode::Enforce, &t, &deployment()).unwrap();
+        assert_eq!(in_place.patch_target, PatchTarget::Object);
+        assert_eq!(in_place.patch, by_default.patch);
     }
 
     #[test]

@@ -207,7 +207,8 @@ mod tests {
         );
         assert_eq!(parse("dhi-nginx").hardened_repo(), Some("nginx"));
         assert_eq!(parse("docker.io/istio/proxyv2:1.30").hardened_repo(), None);
-        assert_eq!(parse("example.com/dhi-").hardened_repo(), None);
+        assert_eq!(parse("example.com/x/dhi").hardened_repo(), None);
+        assert!(ImageRef::parse("example.com/dhi-").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod spec;
 pub mod workload;
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
 use json_patch::PatchOperation;
 
@@ -22,7 +23,8 @@ pub use settings::{Action, Mode, Settings};
 pub use spec::ObjectView;
 pub use workload::WorkloadKind;
 
-/// kube-apiserver truncates longer warnings; we shorten them ourselves, on a char boundary.
+/// kube-apiserver truncates longer warnings; the admission layer shortens them itself,
+/// on a char boundary, marking the cut.
 pub const MAX_WARNING_LEN: usize = 255;
 
 /// Which webhook is asking.
@@ -54,6 +56,79 @@ pub enum Scope {
     EphemeralOnly,
 }
 
+/// The admission operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    /// CREATE
+    Create,
+    /// UPDATE
+    Update,
+    /// DELETE
+    Delete,
+    /// CONNECT
+    Connect,
+}
+
+impl Operation {
+    /// As in the AdmissionReview; also the metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
+/// What a request is, before its object is read: enough to route it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'r> {
+    /// The object's kind.
+    pub kind: WorkloadKind,
+    /// CREATE, UPDATE, ...
+    pub operation: Operation,
+    /// `ephemeralcontainers`, `status`, ... for subresource requests.
+    pub sub_resource: Option<&'r str>,
+    /// The request's namespace (empty for cluster-scoped requests).
+    pub namespace: &'r str,
+}
+
+/// How a request is handled before any object is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Admitted as it is, without review.
+    Untouched(Bypass),
+    /// Reviewed, on these containers.
+    Review(Scope),
+}
+
+/// Why a request is admitted without review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bypass {
+    /// DELETE and CONNECT carry no new pod spec.
+    NoPodSpec(Operation),
+    /// The policy exempts the namespace.
+    ExemptNamespace(String),
+    /// status, binding, eviction, resize... (and `ephemeralcontainers` for the mutating
+    /// webhook, which patches pods only as they are created).
+    Subresource(String),
+    /// The mutating webhook patches pods on CREATE; their securityContext is immutable.
+    PodUpdate,
+}
+
+impl fmt::Display for Bypass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoPodSpec(op) => write!(f, "{} requests carry no pod spec to judge", op.as_str()),
+            Self::ExemptNamespace(ns) => write!(f, "namespace {ns} is exempt"),
+            Self::Subresource(sub) => write!(f, "the {sub} subresource is not reviewed"),
+            Self::PodUpdate => f.write_str("pods are patched when they are created, not on UPDATE"),
+        }
+    }
+}
+
 /// One object to review.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'o, 'a> {
@@ -80,7 +155,7 @@ pub struct Decision {
     pub violations: Vec<Violation>,
     /// Why rewrites were skipped, for metrics.
     pub skipped: Vec<SkipReason>,
-    /// Messages for `kubectl`, each at most [`MAX_WARNING_LEN`] bytes.
+    /// Messages for the client (the admission layer shortens them for kube-apiserver).
     pub warnings: Vec<String>,
     /// Audit-log annotations (audit mode).
     pub audit_annotations: BTreeMap<String, String>,
@@ -104,7 +179,7 @@ pub fn decode_object(json: &str) -> Result<ObjectView<'_>, DecodeError> {
         match serde_path_to_error::deserialize::<_, ObjectView<'_>>(&mut de) {
             Err(err) => DecodeError {
                 path: err.path().to_string(),
-                message: err.inner().to_string(),
+                message: without_position(err.inner()),
             },
             Ok(_) => DecodeError {
                 path: ".".to_owned(),
@@ -112,6 +187,16 @@ pub fn decode_object(json: &str) -> Result<ObjectView<'_>, DecodeError> {
             },
         }
     })
+}
+
+/// serde_json's message without its "at line 1 column 289": positions count in the
+/// object as the engine received it, not in the user's file.
+fn without_position(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(at) if err.line() > 0 => text[..at].to_owned(),
+        _ => text,
+    }
 }
 
 /// The policy engine: settings, catalog and the mappings derived from them.
@@ -158,6 +243,27 @@ impl Engine {
         self.settings.exempt.namespaces.iter().any(|ns| ns == namespace)
     }
 
+    /// Which requests a webhook reviews, and on which containers. Decided before the
+    /// object is read, so requests that need no review cost no decoding.
+    pub fn route(&self, webhook: Webhook, request: &RequestInfo<'_>) -> Route {
+        let op = request.operation;
+        if matches!(op, Operation::Delete | Operation::Connect) {
+            return Route::Untouched(Bypass::NoPodSpec(op));
+        }
+        if self.is_exempt_namespace(request.namespace) {
+            return Route::Untouched(Bypass::ExemptNamespace(request.namespace.to_owned()));
+        }
+        let scope = match (request.sub_resource, webhook) {
+            (None | Some(""), _) => Scope::All,
+            (Some("ephemeralcontainers"), Webhook::Validate) => Scope::EphemeralOnly,
+            (Some(other), _) => return Route::Untouched(Bypass::Subresource(other.to_owned())),
+        };
+        if webhook == Webhook::Mutate && op == Operation::Update && request.kind == WorkloadKind::Pod {
+            return Route::Untouched(Bypass::PodUpdate);
+        }
+        Route::Review(scope)
+    }
+
     /// Plans and judges an object without applying mode or webhook: the raw findings.
     pub fn evaluate(&self, subject: &Subject<'_, '_>) -> Evaluation {
         match subject.kind.pod_spec(subject.object) {
@@ -193,7 +299,7 @@ impl Engine {
         for w in &eval.warnings {
             if let Warning::RewriteSkipped { reason, .. } = w {
                 decision.skipped.push(*reason);
-                decision.warnings.push(shorten(w.to_string()));
+                decision.warnings.push(w.to_string());
             }
         }
         if !mutates || eval.patch.is_empty() {
@@ -208,7 +314,7 @@ impl Engine {
                 let planned = summarize(&eval.mutations);
                 decision
                     .warnings
-                    .push(shorten(format!("audit: dhi-admission would patch this object: {planned}")));
+                    .push(format!("audit: dhi-admission would patch this object: {planned}"));
                 decision
                     .audit_annotations
                     .insert("planned-mutations".to_owned(), planned);
@@ -225,7 +331,7 @@ fn validate_decision(eval: Evaluation, mode: Mode) -> Decision {
     };
     if mode == Mode::Audit {
         for v in &eval.violations {
-            decision.warnings.push(shorten(format!("audit: {v}")));
+            decision.warnings.push(format!("audit: {v}"));
             let key = format!("violation.{}", v.rule);
             let entry = decision.audit_annotations.entry(key).or_default();
             if !entry.is_empty() {
@@ -236,7 +342,7 @@ fn validate_decision(eval: Evaluation, mode: Mode) -> Decision {
     }
     for w in &eval.warnings {
         if !matches!(w, Warning::RewriteSkipped { .. }) {
-            decision.warnings.push(shorten(w.to_string()));
+            decision.warnings.push(w.to_string());
         }
     }
     decision.violations = eval.violations;

@@ -225,14 +225,21 @@ impl Engine {
         prefix: &'static [&'static str],
         scope: Scope,
     ) -> Evaluation {
-        let mut eval = Evaluation::default();
         if spec.is_windows() {
             // Hardened images are Linux images; UID fields are invalid on Windows pods.
-            return eval;
+            return Evaluation::default();
         }
-        let mut patch = SpecPatch::new(prefix);
-        let mut fs_group = None;
-        let mut rewrote = false;
+        let mut pass = Pass {
+            engine: self,
+            spec,
+            patch: SpecPatch::new(prefix),
+            eval: Evaluation::default(),
+            rewrote: false,
+            // `kubectl debug` reaches only the validating webhook: nothing rewrites its
+            // containers, so judge them as they are.
+            rewrite: scope == Scope::All,
+            fs_group: None,
+        };
         let lists = [
             (ContainerList::Init, &spec.init_containers),
             (ContainerList::Regular, &spec.containers),
@@ -243,118 +250,15 @@ impl Engine {
                 continue;
             }
             for (index, c) in containers.iter().flatten().enumerate() {
-                let Some(judged) =
-                    self.plan_container(spec, c, list, index, &mut patch, &mut eval, &mut rewrote)
-                else {
-                    continue;
-                };
-                if list != ContainerList::Ephemeral && fs_group.is_none() && judged.user.ids.gid != 0 {
-                    fs_group = Some(judged.user.ids.gid);
-                }
-                self.judge(spec, c, &judged, &mut eval);
-            }
-        }
-        let pod_ctx = spec.security_context.as_ref();
-        if let Some(gid) = fs_group.filter(|_| pod_ctx.and_then(|s| s.fs_group).is_none()) {
-            patch.add_fs_group(pod_ctx.is_some(), gid);
-            eval.mutations.push(MutationKind::FsGroup);
-        }
-        if rewrote {
-            let have = spec.image_pull_secrets.as_deref().unwrap_or_default();
-            let missing: Vec<&str> = self
-                .settings
-                .rewrite
-                .image_pull_secrets
-                .iter()
-                .map(String::as_str)
-                .filter(|name| !have.iter().any(|s| s.name == *name))
-                .collect();
-            if !missing.is_empty() {
-                patch.add_pull_secrets(spec.image_pull_secrets.is_some(), missing);
-                eval.mutations.push(MutationKind::ImagePullSecret);
-            }
-        }
-        eval.patch = patch.into_ops();
-        eval
-    }
-
-    /// Rewrites and injects for one container; returns its facts if it is hardened.
-    #[allow(clippy::too_many_arguments)]
-    fn plan_container<'s>(
-        &self,
-        spec: &SpecView<'_>,
-        c: &'s ContainerView<'_>,
-        list: ContainerList,
-        index: usize,
-        patch: &mut SpecPatch,
-        eval: &mut Evaluation,
-        rewrote: &mut bool,
-    ) -> Option<Judged<'s>> {
-        let raw = c.image.as_deref()?;
-        let image = match ImageField::parse(raw) {
-            Ok(ImageField::Ref(image)) => image,
-            Ok(ImageField::Placeholder) => return None,
-            Err(err) => {
-                let message = format!(
-                    "container {:?}: image {raw:?} is not a valid reference ({err}), so the kubelet \
-                     cannot pull it. Fix: write it as [registry/]repository[:tag][@digest], \
-                     repository in lower case",
-                    c.name
-                );
-                self.report(eval, RuleId::InvalidImage, &c.name, raw, message);
-                return None;
-            }
-        };
-        let written = image.to_string();
-        if self.is_exempt_image(&written) {
-            return None;
-        }
-        let explicit_uid = effective(c, spec, |s| s.run_as_user, |p| p.run_as_user);
-        let (repo, tag, shown) = match image.hardened_repo() {
-            Some(repo) => (repo.to_owned(), image.tag_or_latest().to_owned(), written),
-            None => {
-                let (target, repo, tag) = self.rewrite_target(&image)?;
-                let user = self.catalog.lookup(&repo, &tag);
-                match self.skip_reason(spec, c, &image, &user, explicit_uid) {
-                    Some(reason) => {
-                        eval.warnings.push(Warning::RewriteSkipped {
-                            container: c.name.to_string(),
-                            image: written,
-                            target,
-                            reason,
-                        });
-                        return None;
+                if let Some(judged) = pass.plan(c, list, index) {
+                    if list != ContainerList::Ephemeral && pass.fs_group.is_none() && judged.user.ids.gid != 0 {
+                        pass.fs_group = Some(judged.user.ids.gid);
                     }
-                    None => {
-                        patch.set_image(list, index, target.clone());
-                        eval.mutations.push(MutationKind::ImageRewrite);
-                        *rewrote = true;
-                        (repo, tag, target)
-                    }
+                    pass.judge(c, &judged);
                 }
             }
-        };
-        let user = self.catalog.lookup(&repo, &tag);
-        if explicit_uid.is_none() && user.ids.uid != 0 {
-            let mut fields = Vec::with_capacity(3);
-            fields.push(("runAsUser", Value::from(user.ids.uid)));
-            eval.mutations.push(MutationKind::RunAsUser);
-            if effective(c, spec, |s| s.run_as_group, |p| p.run_as_group).is_none() {
-                fields.push(("runAsGroup", Value::from(user.ids.gid)));
-                eval.mutations.push(MutationKind::RunAsGroup);
-            }
-            if effective(c, spec, |s| s.run_as_non_root, |p| p.run_as_non_root).is_none() {
-                fields.push(("runAsNonRoot", Value::Bool(true)));
-                eval.mutations.push(MutationKind::RunAsNonRoot);
-            }
-            patch.add_container_security(list, index, c.security_context.is_some(), &fields);
         }
-        Some(Judged {
-            name: &c.name,
-            image: shown,
-            user,
-            uid: explicit_uid.unwrap_or(user.ids.uid),
-        })
+        pass.finish()
     }
 
     /// The hardened reference an upstream image maps to: (image, repo, tag).
@@ -383,34 +287,100 @@ impl Engine {
         Some((target, repo, tag))
     }
 
-    /// Rewrite only what would then be admitted.
-    fn skip_reason(
-        &self,
-        spec: &SpecView<'_>,
-        c: &ContainerView<'_>,
-        image: &ImageRef,
-        target: &ImageUser,
-        explicit_uid: Option<i64>,
-    ) -> Option<SkipReason> {
-        if image.digest.is_some() {
-            return Some(SkipReason::Digest);
-        }
-        let uid = explicit_uid.unwrap_or(target.ids.uid);
-        if uid == 0 && !target.root_allowed {
-            return Some(SkipReason::RunsAsRoot);
-        }
-        if !may_bind_low_ports(target, uid) && !blocked_ports(spec, c).is_empty() {
-            return Some(SkipReason::PrivilegedPort);
-        }
-        let shell = c.command.as_deref().and_then(<[_]>::first).is_some_and(|cmd| {
-            let bin = cmd.rsplit('/').next().unwrap_or(cmd);
-            SHELLS.contains(&bin)
-        });
-        shell.then_some(SkipReason::ShellCommand)
+    fn is_exempt_image(&self, image: &str) -> bool {
+        self.settings
+            .exempt
+            .images
+            .iter()
+            .any(|pattern| glob_match(pattern, image))
     }
+}
 
+/// One evaluation of one pod spec: the patch and findings gathered container by container.
+struct Pass<'e, 's, 'a> {
+    engine: &'e Engine,
+    spec: &'s SpecView<'a>,
+    patch: SpecPatch,
+    eval: Evaluation,
+    /// An image was rewritten: the rewrite target's pull secrets are needed.
+    rewrote: bool,
+    /// Rewrites are planned (not for `kubectl debug`).
+    rewrite: bool,
+    /// The group of the first hardened container, for the pod's `fsGroup`.
+    fs_group: Option<i64>,
+}
+
+impl Pass<'_, '_, '_> {
+    /// Rewrites and injects for one container; returns its facts if it is hardened.
+    fn plan<'c>(&mut self, c: &'c ContainerView<'_>, list: ContainerList, index: usize) -> Option<Judged<'c>> {
+        let raw = c.image.as_deref()?;
+        let image = match ImageField::parse(raw) {
+            Ok(ImageField::Ref(image)) => image,
+            Ok(ImageField::Placeholder) => return None,
+            Err(err) => {
+                let message = format!(
+                    "container {:?}: image {raw:?} is not a valid reference ({err}), so the kubelet \
+                     cannot pull it. Fix: write it as [registry/]repository[:tag][@digest], \
+                     repository in lower case",
+                    c.name
+                );
+                self.report(RuleId::InvalidImage, &c.name, raw, message);
+                return None;
+            }
+        };
+        let written = image.to_string();
+        if self.engine.is_exempt_image(&written) {
+            return None;
+        }
+        let spec = self.spec;
+        let explicit_uid = effective(c, spec, |s| s.run_as_user, |p| p.run_as_user);
+        let (repo, tag, shown) = match image.hardened_repo() {
+            Some(repo) => (repo.to_owned(), image.tag_or_latest().to_owned(), written),
+            None if !self.rewrite => return None,
+            None => {
+                let (target, repo, tag) = self.engine.rewrite_target(&image)?;
+                let user = self.engine.catalog.lookup(&repo, &tag);
+                if let Some(reason) = skip_reason(spec, c, &image, &user, explicit_uid) {
+                    self.eval.warnings.push(Warning::RewriteSkipped {
+                        container: c.name.to_string(),
+                        image: written,
+                        target,
+                        reason,
+                    });
+                    return None;
+                }
+                self.patch.set_image(list, index, target.clone());
+                self.eval.mutations.push(MutationKind::ImageRewrite);
+                self.rewrote = true;
+                (repo, tag, target)
+            }
+        };
+        let user = self.engine.catalog.lookup(&repo, &tag);
+        if explicit_uid.is_none() && user.ids.uid != 0 {
+            let mut fields = Vec::with_capacity(3);
+            fields.push(("runAsUser", Value::from(user.ids.uid)));
+            self.eval.mutations.push(MutationKind::RunAsUser);
+            if effective(c, spec, |s| s.run_as_group, |p| p.run_as_group).is_none() {
+                fields.push(("runAsGroup", Value::from(user.ids.gid)));
+                self.eval.mutations.push(MutationKind::RunAsGroup);
+            }
+            if effective(c, spec, |s| s.run_as_non_root, |p| p.run_as_non_root).is_none() {
+                fields.push(("runAsNonRoot", Value::Bool(true)));
+                self.eval.mutations.push(MutationKind::RunAsNonRoot);
+            }
+            self.patch
+                .add_container_security(list, index, c.security_context.is_some(), &fields);
+        }
+        Some(Judged {
+            name: &c.name,
+            image: shown,
+            user,
+            uid: explicit_uid.unwrap_or(user.ids.uid),
+        })
+    }
     /// Applies run-as-root and privileged-port to a hardened container.
-    fn judge(&self, spec: &SpecView<'_>, c: &ContainerView<'_>, j: &Judged<'_>, eval: &mut Evaluation) {
+    fn judge(&mut self, c: &ContainerView<'_>, j: &Judged<'_>) {
+        let spec = self.spec;
         if j.uid == 0 && !j.user.root_allowed {
             let why = if c.security_context.as_ref().and_then(|s| s.run_as_user) == Some(0) {
                 "its securityContext sets runAsUser: 0".to_owned()
@@ -432,7 +402,7 @@ impl Engine {
                  built to run as nonroot. Fix: {fix}",
                 j.name, j.image
             );
-            self.report(eval, RuleId::RunAsRoot, j.name, &j.image, message);
+            self.report(RuleId::RunAsRoot, j.name, &j.image, message);
         }
         if !may_bind_low_ports(&j.user, j.uid) {
             let ports = blocked_ports(spec, c);
@@ -457,38 +427,83 @@ impl Engine {
                      (targetPort: {high}){alternative}",
                     j.name, j.image
                 );
-                self.report(eval, RuleId::PrivilegedPort, j.name, &j.image, message);
+                self.report(RuleId::PrivilegedPort, j.name, &j.image, message);
             }
         }
         if j.user.variant == Variant::Dev {
-            eval.warnings.push(Warning::DevVariant {
+            self.eval.warnings.push(Warning::DevVariant {
                 container: j.name.to_owned(),
                 image: j.image.clone(),
             });
         }
     }
 
-    fn report(&self, eval: &mut Evaluation, rule: RuleId, container: &str, image: &str, message: String) {
+    fn report(&mut self, rule: RuleId, container: &str, image: &str, message: String) {
         let violation = Violation {
             rule,
             container: container.to_owned(),
             image: image.to_owned(),
             message,
         };
-        match self.settings.action(rule) {
-            Action::Deny => eval.violations.push(violation),
-            Action::Warn => eval.warnings.push(Warning::Rule(violation)),
+        match self.engine.settings.action(rule) {
+            Action::Deny => self.eval.violations.push(violation),
+            Action::Warn => self.eval.warnings.push(Warning::Rule(violation)),
             Action::Off => {}
         }
     }
 
-    fn is_exempt_image(&self, image: &str) -> bool {
-        self.settings
-            .exempt
-            .images
-            .iter()
-            .any(|pattern| glob_match(pattern, image))
+    /// Pod-level additions, once every container is planned.
+    fn finish(mut self) -> Evaluation {
+        let spec = self.spec;
+        let pod_ctx = spec.security_context.as_ref();
+        if let Some(gid) = self.fs_group.filter(|_| pod_ctx.and_then(|s| s.fs_group).is_none()) {
+            self.patch.add_fs_group(pod_ctx.is_some(), gid);
+            self.eval.mutations.push(MutationKind::FsGroup);
+        }
+        if self.rewrote {
+            let have = spec.image_pull_secrets.as_deref().unwrap_or_default();
+            let missing: Vec<&str> = self
+                .engine
+                .settings
+                .rewrite
+                .image_pull_secrets
+                .iter()
+                .map(String::as_str)
+                .filter(|name| !have.iter().any(|s| s.name == *name))
+                .collect();
+            if !missing.is_empty() {
+                self.patch.add_pull_secrets(spec.image_pull_secrets.is_some(), missing);
+                self.eval.mutations.push(MutationKind::ImagePullSecret);
+            }
+        }
+        self.eval.patch = self.patch.into_ops();
+        self.eval
     }
+}
+
+/// Rewrite only what would then be admitted.
+fn skip_reason(
+    spec: &SpecView<'_>,
+    c: &ContainerView<'_>,
+    image: &ImageRef,
+    target: &ImageUser,
+    explicit_uid: Option<i64>,
+) -> Option<SkipReason> {
+    if image.digest.is_some() {
+        return Some(SkipReason::Digest);
+    }
+    let uid = explicit_uid.unwrap_or(target.ids.uid);
+    if uid == 0 && !target.root_allowed {
+        return Some(SkipReason::RunsAsRoot);
+    }
+    if !may_bind_low_ports(target, uid) && !blocked_ports(spec, c).is_empty() {
+        return Some(SkipReason::PrivilegedPort);
+    }
+    let shell = c.command.as_deref().and_then(<[_]>::first).is_some_and(|cmd| {
+        let bin = cmd.rsplit('/').next().unwrap_or(cmd);
+        SHELLS.contains(&bin)
+    });
+    shell.then_some(SkipReason::ShellCommand)
 }
 
 /// Root may bind anything; so may a container running as root by design.

@@ -388,7 +388,7 @@ catalog:
         assert!(err("rules: {run-as-root: maybe}").contains("maybe"), "{}", err("rules: {run-as-root: maybe}"));
         assert!(err("rewirte: {}").contains("rewirte"));
         assert!(err("rules: {no-such-rule: deny}").contains("no-such-rule"));
-        assert!(err("rewrite: {target: docker.io/{repo}}").contains("dhi-{repo}"));
+        assert!(err("rewrite: {target: 'docker.io/{repo}'}").contains("dhi-{repo}"));
         assert!(err("rewrite: {target: dhi.io/nginx}").contains("{repo}"));
         assert!(err("rewrite: {mappings: [{from: 'istio/proxyv2', to: x}]}")
             .contains("docker.io/istio/proxyv2"));

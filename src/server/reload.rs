@@ -30,19 +30,40 @@ impl Seen {
     }
 }
 
+/// The file contents the server started with, as loaded by `Server::bind`.
+///
+/// Re-reading the files when the watcher starts would be a race: a rotation landing
+/// between the load and the first poll would be taken as already applied, and the old
+/// certificate or policy would stay in force until the files changed again.
+pub(super) struct Baseline {
+    cert: Vec<u8>,
+    policy: Option<Vec<u8>>,
+}
+
+impl Baseline {
+    /// The certificate and key PEM in use, and the policy file's bytes (if any).
+    pub(super) fn new(cert_pem: &[u8], key_pem: &[u8], policy: Option<Vec<u8>>) -> Self {
+        Self {
+            cert: concat(cert_pem, key_pem),
+            policy,
+        }
+    }
+}
+
 /// Polls the files every `config.reload_interval` until `stop` turns true.
 pub(super) async fn watch_files(
     config: Config,
     state: Arc<AppState>,
     certs: Arc<SwappableCert>,
+    baseline: Baseline,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut cert_seen = Seen {
-        applied: config.tls.read().ok().map(|(c, k)| concat(&c, &k)),
+        applied: Some(baseline.cert),
         refused: None,
     };
     let mut policy_seen = Seen {
-        applied: config.policy.as_ref().and_then(|p| std::fs::read(p).ok()),
+        applied: baseline.policy,
         refused: None,
     };
     let mut tick = tokio::time::interval(config.reload_interval);
@@ -66,7 +87,7 @@ fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 async fn reload_certificate(config: &Config, state: &AppState, certs: &SwappableCert, seen: &mut Seen) {
-    let Ok((cert, key)) = config.tls.read() else {
+    let Ok((mut cert, key)) = config.tls.read() else {
         return; // Mid-rotation or briefly missing: the next tick sees the new files.
     };
     if !seen.is_new(&concat(&cert, &key)) {
@@ -80,6 +101,8 @@ async fn reload_certificate(config: &Config, state: &AppState, certs: &Swappable
         if let Ok((cert2, key2)) = config.tls.read() {
             contents = concat(&cert2, &key2);
             attempt = config.tls.build(&cert2, &key2);
+            // The expiry below must be read from the certificate actually installed.
+            cert = cert2;
         }
     }
     match attempt {
