@@ -428,7 +428,14 @@ fn warnings_fit_kube_apiserver_limit() {
     let p = pod(json!({"containers": [{"name": long, "image": "dhi.io/python:3.13-dev", "securityContext": {"runAsUser": 5}}]}));
     let d = validate(&Engine::default(), &p);
     assert_eq!(d.warnings.len(), 1);
-    assert!(d.warnings[0].len() <= 255 && d.warnings[0].ends_with('…'));
+    // The decision keeps the whole text (check prints it); the webhook edge cuts it.
+    assert!(d.warnings[0].len() > 400);
+    let cut = dhi_admission::policy::shorten(d.warnings[0].clone());
+    assert!(cut.len() <= 255 && cut.ends_with('…'), "{cut}");
+    assert!(d.warnings[0].starts_with(cut.trim_end_matches('…')));
+    // Multi-byte characters are never split.
+    let wide = dhi_admission::policy::shorten("é".repeat(300));
+    assert!(wide.len() <= 255 && wide.ends_with('…'));
 }
 
 // === templates and modes ===

@@ -378,6 +378,7 @@ impl Pass<'_, '_, '_> {
             uid: explicit_uid.unwrap_or(user.ids.uid),
         })
     }
+
     /// Applies run-as-root and privileged-port to a hardened container.
     fn judge(&mut self, c: &ContainerView<'_>, j: &Judged<'_>) {
         let spec = self.spec;
@@ -389,13 +390,20 @@ impl Pass<'_, '_, '_> {
             } else {
                 "it is a dev variant, which runs as root".to_owned()
             };
-            let fix = if j.user.variant == Variant::Dev {
-                "use the runtime variant (tag without -dev), which runs as nonroot".to_owned()
-            } else {
-                format!(
+            let explicit = c.security_context.as_ref().and_then(|s| s.run_as_user) == Some(0)
+                || explicit_pod_uid(spec) == Some(0);
+            let fix = match (j.user.variant, explicit) {
+                (Variant::Dev, true) => {
+                    "remove runAsUser: 0 and use the runtime variant (tag without -dev), which runs as nonroot"
+                        .to_owned()
+                }
+                (Variant::Dev, false) => "use the runtime variant (tag without -dev), which runs as \
+                     nonroot, or set a non-zero runAsUser"
+                    .to_owned(),
+                (Variant::Runtime, _) => format!(
                     "remove runAsUser: 0, or set the container's runAsUser to {}",
                     j.user.ids.uid
-                )
+                ),
             };
             let message = format!(
                 "container {:?} ({}) would run as root because {why}; hardened images are \

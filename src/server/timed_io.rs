@@ -30,6 +30,12 @@ impl<S> TimedIo<S> {
             idle,
         }
     }
+
+    /// Traffic in either direction: the connection is not idle.
+    fn touch(&mut self) {
+        let next = Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
@@ -39,8 +45,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    let next = Instant::now() + this.idle;
-                    this.deadline.as_mut().reset(next);
+                    this.touch();
                 }
                 Poll::Ready(result)
             }
@@ -54,7 +59,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        // Writing a response is not idleness: without this, an answer that takes longer
+        // than `idle` to compute and send (a large patch to a slow reader) was cut off by
+        // the read side's deadline when hyper next polled for input.
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -70,7 +83,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
