@@ -362,84 +362,107 @@ impl Server {
                 .await
         });
 
-        let service = TowerToHyperService::new(webhook_router(state.clone()));
-        let limits = config.limits;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            // hyper runs this timer while a keep-alive connection waits for its next
-            // request too, so it doubles as the idle timeout.
-            .header_read_timeout(limits.idle_timeout);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Some(Duration::from_secs(30)));
-        let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(limits.max_connections));
-        state.set_ready(true);
         tracing::info!(
             listen = %listener.local_addr()?,
             metrics = %config.metrics_listen,
             mode = %state.policy.load().mode,
             "serving"
         );
-
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                () = &mut shutdown => break,
-                permit = slots.clone().acquire_owned() => permit?,
-            };
-            let (tcp, _peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let conn_builder = builder.clone();
-            let service = service.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(err)) => {
-                        tracing::debug!(error = %err, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let io = TokioIo::new(TimedIo::new(tls, limits.handshake_timeout, limits.idle_timeout));
-                let conn = conn_builder.serve_connection(io, service).into_owned();
-                if let Err(err) = watcher.watch(conn).await {
-                    tracing::debug!(error = %err, "connection ended with an error");
-                }
-            });
-        }
-
-        tracing::info!("shutting down: not ready, draining connections");
-        state.set_ready(false);
-        drop(listener);
-        if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
-            tracing::warn!(grace = ?limits.shutdown_grace, "grace period over; closing remaining connections");
-        }
+        state.set_ready(true);
+        let draining = {
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                // Readiness goes false first, so endpoints drop this replica.
+                tracing::info!("shutting down: not ready, draining connections");
+                state.set_ready(false);
+            }
+        };
+        serve_tls(listener, acceptor, config.limits, webhook_router(state.clone()), draining).await?;
         let _ = stop_tx.send(true);
         let _ = reloader.await;
         metrics.await??;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` completes, then drains: the
+/// listener closes, idle connections close, busy ones finish their request and answer
+/// it with `Connection: close`, all within `limits.shutdown_grace`.
+///
+/// This is the whole connection stack (TLS, HTTP/1.1 and HTTP/2, timeouts, connection
+/// limit); the benchmark's baseline serves its trivial router through it too.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    limits: Limits,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let service = TowerToHyperService::new(app);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // hyper runs this timer while a keep-alive connection waits for its next
+        // request too, so it doubles as the idle timeout.
+        .header_read_timeout(limits.idle_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = slots.clone().acquire_owned() => permit?,
+        };
+        let (tcp, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let conn_builder = builder.clone();
+        let service = service.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let io = TokioIo::new(TimedIo::new(tls, limits.handshake_timeout, limits.idle_timeout));
+            let conn = conn_builder.serve_connection(io, service).into_owned();
+            if let Err(err) = watcher.watch(conn).await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?limits.shutdown_grace, "grace period over; closing remaining connections");
+    }
+    Ok(())
 }
 
 /// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
