@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 pub use crate::policy::Operation;
 use crate::policy::{
     Decision, Engine, Mode, MutationKind, RequestInfo, Route, RuleId, SkipReason, Subject, Webhook,
-    WorkloadKind, decode_object, shorten,
+    WorkloadKind, decode_object, shorten, MAX_LISTED,
 };
 
 /// The only review version kube-apiserver is configured to send us.
@@ -191,6 +191,15 @@ fn answer_request(engine: &Engine, webhook: Webhook, mode: Mode, req: &RequestIn
     let operation = req.operation;
     let namespace = req.namespace.as_deref().unwrap_or("");
     let name = req.name.as_deref().unwrap_or("");
+    if matches!(operation, Operation::Delete | Operation::Connect) {
+        // Nothing to judge, whatever the kind (CONNECT carries PodExecOptions and the like).
+        let kind = WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind);
+        return Answer {
+            kind,
+            operation: Some(operation),
+            ..respond(uid, &Decision::allowed_untouched(), kind.unwrap_or(WorkloadKind::Pod), name)
+        };
+    }
     let Some(kind) = WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind) else {
         let message = format!(
             "dhi-admission does not review {}/{}: remove it from the webhook rules",
@@ -300,7 +309,10 @@ fn respond(uid: &str, d: &Decision, kind: WorkloadKind, name: &str) -> Answer {
         message: d.denial_message(kind, display_name(name)),
     });
     // kube-apiserver truncates warnings over 256 characters; cut them ourselves, marked.
-    let warnings: Vec<String> = d.warnings.iter().cloned().map(shorten).collect();
+    let mut warnings: Vec<String> = d.warnings.iter().take(MAX_LISTED).cloned().map(shorten).collect();
+    if d.warnings.len() > MAX_LISTED {
+        warnings.push(format!("and {} more warnings", d.warnings.len() - MAX_LISTED));
+    }
     let out = ReviewOut {
         api_version: API_VERSION,
         kind: KIND,

@@ -36,12 +36,12 @@ pub struct Limits {
     pub max_body: usize,
     /// Time to complete the TLS handshake and send the first bytes of a request.
     pub handshake_timeout: Duration,
-    /// Time to send a request's headers once it has started (HTTP/1.1).
-    pub header_timeout: Duration,
     /// Time to send a whole request body.
     pub request_timeout: Duration,
     /// How long an idle keep-alive connection is kept (kube-apiserver keeps its own
-    /// idle connections for 90 s; closing earlier would waste its handshakes).
+    /// idle connections for 90 s; closing earlier would waste its handshakes). hyper
+    /// runs one timer from the end of a response to the end of the next request's
+    /// headers, so this also bounds how long a client may take to send headers.
     pub idle_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
@@ -54,7 +54,6 @@ impl Default for Limits {
         Self {
             max_body: 4 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_connections: 1024,

@@ -14,6 +14,8 @@ use oci_spec::distribution::{ParseError, Reference};
 pub const DHI_REGISTRY: &str = "dhi.io";
 /// Mirrored hardened repositories keep their name behind this prefix.
 pub const MIRROR_PREFIX: &str = "dhi-";
+/// No valid reference is longer (host, repository, tag and sha512 digest at their limits).
+pub const MAX_REFERENCE_LEN: usize = 1024;
 /// Istio's sidecar injector fills `image: auto` in later; it is not a reference.
 pub const ISTIO_AUTO: &str = "auto";
 
@@ -48,6 +50,9 @@ pub enum ImageRefError {
     /// A repository path component contains upper-case letters.
     #[error("repository name must be lowercase")]
     Uppercase,
+    /// Longer than any valid reference can be.
+    #[error("reference is {0} bytes long; the longest valid one is {MAX_REFERENCE_LEN}")]
+    TooLong(usize),
     /// The reference does not follow the Docker grammar.
     #[error("{0}")]
     Grammar(#[source] ParseError),
@@ -69,6 +74,24 @@ impl ImageRef {
         if raw.trim().is_empty() {
             return Err(ImageRefError::Empty);
         }
+        // Host (255) + repository (255) + tag (128) + the longest digest (sha512) fit well
+        // inside this; anything longer is invalid, and is refused before the regex runs.
+        if raw.len() > MAX_REFERENCE_LEN {
+            return Err(ImageRefError::TooLong(raw.len()));
+        }
+        // Lower-case a registry host before oci-spec sees it, so that its Docker Hub
+        // normalisation applies: `DOCKER.IO/nginx` is docker.io/library/nginx (found by
+        // fuzz/image_ref: lowering afterwards printed a reference that read back differently).
+        let lowered;
+        let raw = match raw.split_once('/') {
+            Some((host, rest))
+                if host.contains(['.', ':']) && host.bytes().any(|b| b.is_ascii_uppercase()) =>
+            {
+                lowered = format!("{}/{rest}", host.to_ascii_lowercase());
+                lowered.as_str()
+            }
+            _ => raw,
+        };
         let parsed = Reference::try_from(raw).map_err(|err| {
             // The grammar lets upper case only into the host; say so rather than "invalid format".
             let path = raw.split_once('/').map_or(raw, |(_, rest)| rest);
@@ -79,6 +102,12 @@ impl ImageRef {
                 ImageRefError::Grammar(err)
             }
         })?;
+        // oci-spec lets `Foo/bar` through as docker.io/Foo/bar; Docker reads an upper-case
+        // first component as a registry host instead. Neither reading prints back as itself,
+        // so refuse it like any other upper-case repository (found by fuzz/image_ref).
+        if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(ImageRefError::Uppercase);
+        }
         let digest = parsed.digest().map(str::to_owned);
         let name_and_tag = raw.split_once('@').map_or(raw, |(name, _)| name);
         // oci-spec fills in `latest`; keep it only if the user wrote it.
@@ -92,6 +121,11 @@ impl ImageRef {
             .map(str::to_owned);
         let mut registry = parsed.registry().to_owned();
         registry.make_ascii_lowercase();
+        // HTTPS is port 443: `dhi.io:443/python` pulls what `dhi.io/python` pulls, and must
+        // be judged as it (tests/no_bypass.rs: dhi_io_with_its_default_port_is_still_dhi_io).
+        if registry == "dhi.io:443" {
+            registry.truncate(DHI_REGISTRY.len());
+        }
         Ok(Self {
             registry,
             repository: parsed.repository().to_owned(),
@@ -215,6 +249,8 @@ mod tests {
     fn garbage_is_rejected_with_a_reason() {
         assert_eq!(ImageRef::parse(""), Err(ImageRefError::Empty));
         assert_eq!(ImageRef::parse("  "), Err(ImageRefError::Empty));
+        let long = format!("dhi.io/{}", "a".repeat(2000));
+        assert_eq!(ImageRef::parse(&long), Err(ImageRefError::TooLong(2007)));
         assert_eq!(ImageRef::parse("dhi.io/Python:3"), Err(ImageRefError::Uppercase));
         assert_eq!(ImageRef::parse("Nginx"), Err(ImageRefError::Uppercase));
         assert!(matches!(ImageRef::parse("nginx:"), Err(ImageRefError::Grammar(_))));

@@ -27,6 +27,10 @@ pub use workload::WorkloadKind;
 /// on a char boundary, marking the cut.
 pub const MAX_WARNING_LEN: usize = 255;
 
+/// Findings listed one by one in a denial, in warnings and in audit annotations; the
+/// rest are counted. Bounds the answer to a hostile object with thousands of containers.
+pub const MAX_LISTED: usize = 20;
+
 /// Which webhook is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Webhook {
@@ -330,7 +334,7 @@ fn validate_decision(eval: Evaluation, mode: Mode) -> Decision {
         ..Decision::default()
     };
     if mode == Mode::Audit {
-        for v in &eval.violations {
+        for v in eval.violations.iter().take(MAX_LISTED) {
             decision.warnings.push(format!("audit: {v}"));
             let key = format!("violation.{}", v.rule);
             let entry = decision.audit_annotations.entry(key).or_default();
@@ -338,6 +342,10 @@ fn validate_decision(eval: Evaluation, mode: Mode) -> Decision {
                 entry.push_str("; ");
             }
             entry.push_str(&format!("{} ({})", v.container, v.image));
+        }
+        if eval.violations.len() > MAX_LISTED {
+            let more = eval.violations.len() - MAX_LISTED;
+            decision.warnings.push(format!("audit: and {more} more violations"));
         }
     }
     for w in &eval.warnings {
@@ -365,9 +373,12 @@ impl Decision {
             "{kind} {name} cannot run on Docker Hardened Images ({n} violation{}):",
             if n == 1 { "" } else { "s" }
         );
-        for v in &self.violations {
+        for v in self.violations.iter().take(MAX_LISTED) {
             msg.push_str("\n- ");
             msg.push_str(&v.to_string());
+        }
+        if n > MAX_LISTED {
+            msg.push_str(&format!("\n- and {} more", n - MAX_LISTED));
         }
         msg
     }
