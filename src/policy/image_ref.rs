@@ -1,15 +1,18 @@
 //! Container image references: parsing, normalisation, and what makes one "hardened".
 //!
-//! Parsing follows the Docker reference grammar through `oci-spec`'s distribution
-//! reference (the same grammar containerd and the registries use), so that what we
-//! judge is exactly what the kubelet would pull. On top of it we keep what `oci-spec`
-//! forgets (whether the tag was written or defaulted to `latest`) and lower-case the
-//! registry host, which DNS treats case-insensitively (`DHI.IO/python` pulls from `dhi.io`).
+//! Parsing follows the Docker reference grammar ([`super::reference`], checked against
+//! `oci-spec`'s distribution reference), so that what we judge is what the kubelet would
+//! pull. On top of it we normalise as Docker does (`nginx` is `docker.io/library/nginx`),
+//! keep whether the tag was written or implied, and lower-case the registry host, which
+//! DNS treats case-insensitively (`DHI.IO/python` pulls from `dhi.io`).
 
 use std::fmt;
 
-use oci_spec::distribution::{ParseError, Reference};
+use super::reference::{self, GrammarError};
 
+/// Docker Hub, the registry of references that name none.
+pub const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_LEGACY: &str = "index.docker.io";
 /// The registry that serves Docker Hardened Images.
 pub const DHI_REGISTRY: &str = "dhi.io";
 /// Mirrored hardened repositories keep their name behind this prefix.
@@ -55,7 +58,7 @@ pub enum ImageRefError {
     TooLong(usize),
     /// The reference does not follow the Docker grammar.
     #[error("{0}")]
-    Grammar(#[source] ParseError),
+    Grammar(#[source] GrammarError),
 }
 
 impl ImageField {
@@ -75,52 +78,28 @@ impl ImageRef {
             return Err(ImageRefError::Empty);
         }
         // Host (255) + repository (255) + tag (128) + the longest digest (sha512) fit well
-        // inside this; anything longer is invalid, and is refused before the regex runs.
+        // inside this; anything longer is invalid, and is refused before it is parsed.
         if raw.len() > MAX_REFERENCE_LEN {
             return Err(ImageRefError::TooLong(raw.len()));
         }
-        // Lower-case a registry host before oci-spec sees it, so that its Docker Hub
-        // normalisation applies: `DOCKER.IO/nginx` is docker.io/library/nginx (found by
-        // fuzz/image_ref: lowering afterwards printed a reference that read back differently).
-        let lowered;
-        let raw = match raw.split_once('/') {
-            Some((host, rest))
-                if host.contains(['.', ':']) && host.bytes().any(|b| b.is_ascii_uppercase()) =>
-            {
-                lowered = format!("{}/{rest}", host.to_ascii_lowercase());
-                lowered.as_str()
-            }
-            _ => raw,
-        };
-        let parsed = Reference::try_from(raw).map_err(|err| {
-            // The grammar lets upper case only into the host; say so rather than "invalid format".
-            let path = raw.split_once('/').map_or(raw, |(_, rest)| rest);
-            let name = path.split(['@', ':']).next().unwrap_or(path);
-            if name.bytes().any(|b| b.is_ascii_uppercase()) {
-                ImageRefError::Uppercase
-            } else {
-                ImageRefError::Grammar(err)
-            }
+        let parts = reference::split(raw).map_err(|err| match err {
+            GrammarError::Uppercase => ImageRefError::Uppercase,
+            other => ImageRefError::Grammar(other),
         })?;
-        // oci-spec lets `Foo/bar` through as docker.io/Foo/bar; Docker reads an upper-case
-        // first component as a registry host instead. Neither reading prints back as itself,
-        // so refuse it like any other upper-case repository (found by fuzz/image_ref).
-        if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(ImageRefError::Uppercase);
+        let mut registry = parts.domain.unwrap_or(DOCKER_HUB).to_ascii_lowercase();
+        if registry == DOCKER_HUB_LEGACY {
+            registry = DOCKER_HUB.to_owned();
         }
-        let digest = parsed.digest().map(str::to_owned);
-        let name_and_tag = raw.split_once('@').map_or(raw, |(name, _)| name);
-        // oci-spec fills in `latest`; keep it only if the user wrote it.
-        let tag = parsed
-            .tag()
-            .filter(|tag| {
-                name_and_tag
-                    .strip_suffix(tag)
-                    .is_some_and(|rest| rest.ends_with(':'))
-            })
-            .map(str::to_owned);
-        let mut registry = parsed.registry().to_owned();
-        registry.make_ascii_lowercase();
+        let repository = if registry == DOCKER_HUB && !parts.path.contains('/') {
+            format!("library/{}", parts.path)
+        } else {
+            parts.path.to_owned()
+        };
+        if repository.len() > reference::NAME_TOTAL_LENGTH_MAX {
+            return Err(ImageRefError::Grammar(GrammarError::NameTooLong));
+        }
+        let tag = parts.tag.map(str::to_owned);
+        let digest = parts.digest.map(str::to_owned);
         // HTTPS is port 443: `dhi.io:443/python` pulls what `dhi.io/python` pulls, and must
         // be judged as it (tests/no_bypass.rs: dhi_io_with_its_default_port_is_still_dhi_io).
         if registry == "dhi.io:443" {
@@ -128,7 +107,7 @@ impl ImageRef {
         }
         Ok(Self {
             registry,
-            repository: parsed.repository().to_owned(),
+            repository,
             tag,
             digest,
         })

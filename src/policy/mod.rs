@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod image_ref;
 pub mod patch;
+pub mod reference;
 pub mod rules;
 pub mod settings;
 pub mod spec;
@@ -222,9 +223,6 @@ impl Engine {
     pub fn new(settings: Settings) -> Self {
         let catalog = Catalog::new(settings.catalog.clone());
         let mappings = settings.mappings();
-        // The reference grammar is a large regex compiled on first use: pay for it now,
-        // not on the first admission request.
-        let _ = image_ref::ImageRef::parse("dhi.io/static:warm-up");
         Self {
             settings,
             catalog,
