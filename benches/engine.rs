@@ -308,7 +308,7 @@ fn bench_components(c: &mut Criterion, cases: &[Case]) {
         b.iter(|| {
             images
                 .iter()
-                .map(|i| ImageRef::parse(black_box(i)).is_ok())
+                .filter(|i| ImageRef::parse(black_box(i)).is_ok())
                 .count()
         })
     });

