@@ -15,8 +15,8 @@ use serde_json::value::RawValue;
 
 pub use crate::policy::Operation;
 use crate::policy::{
-    DecodeError, Decision, Engine, MAX_LISTED, Mode, MutationKind, ObjectView, RequestInfo, Route, RuleId,
-    SkipReason, Subject, Webhook, WorkloadKind, decode_object, shorten,
+    Decision, DecodeError, Engine, MAX_LISTED, Mode, MutationKind, ObjectView, RequestInfo, Route,
+    RuleId, SkipReason, Subject, Webhook, WorkloadKind, decode_object, shorten,
 };
 
 /// The only review version kube-apiserver is configured to send us.
@@ -192,7 +192,12 @@ pub fn handle(engine: &Engine, webhook: Webhook, mode: Mode, body: &[u8]) -> Ans
     }
 }
 
-fn answer_review<'a, O: IntoView<'a>>(engine: &Engine, webhook: Webhook, mode: Mode, review: ReviewIn<'a, O>) -> Answer {
+fn answer_review<'a, O: IntoView<'a>>(
+    engine: &Engine,
+    webhook: Webhook,
+    mode: Mode,
+    review: ReviewIn<'a, O>,
+) -> Answer {
     match (review.api_version.as_deref(), review.kind.as_deref()) {
         (Some(API_VERSION), Some(KIND)) => {}
         (version, kind) => {
@@ -213,7 +218,12 @@ fn answer_review<'a, O: IntoView<'a>>(engine: &Engine, webhook: Webhook, mode: M
     answer_request(engine, webhook, mode, request)
 }
 
-fn answer_request<'a, O: IntoView<'a>>(engine: &Engine, webhook: Webhook, mode: Mode, req: RequestIn<'a, O>) -> Answer {
+fn answer_request<'a, O: IntoView<'a>>(
+    engine: &Engine,
+    webhook: Webhook,
+    mode: Mode,
+    req: RequestIn<'a, O>,
+) -> Answer {
     let uid = req.uid.as_ref();
     let operation = req.operation;
     let namespace = req.namespace.as_deref().unwrap_or("");
@@ -224,13 +234,22 @@ fn answer_request<'a, O: IntoView<'a>>(engine: &Engine, webhook: Webhook, mode: 
         return Answer {
             kind,
             operation: Some(operation),
-            ..respond(uid, &Decision::allowed_untouched(), kind.unwrap_or(WorkloadKind::Pod), name)
+            ..respond(
+                uid,
+                &Decision::allowed_untouched(),
+                kind.unwrap_or(WorkloadKind::Pod),
+                name,
+            )
         };
     }
     let Some(kind) = WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind) else {
         let message = format!(
             "dhi-admission does not review {}/{}: remove it from the webhook rules",
-            if req.kind.group.is_empty() { "core" } else { &req.kind.group },
+            if req.kind.group.is_empty() {
+                "core"
+            } else {
+                &req.kind.group
+            },
             req.kind.kind
         );
         let mut answer = review_error(uid, message);
@@ -253,7 +272,10 @@ fn answer_request<'a, O: IntoView<'a>>(engine: &Engine, webhook: Webhook, mode: 
         Route::Review(scope) => scope,
     };
     let Some(object) = req.object else {
-        let mut answer = review_error(uid, format!("{operation:?} request for {kind} {name} has no object"));
+        let mut answer = review_error(
+            uid,
+            format!("{operation:?} request for {kind} {name} has no object"),
+        );
         answer.kind = Some(kind);
         answer.operation = Some(operation);
         return answer;
@@ -276,7 +298,11 @@ fn answer_request<'a, O: IntoView<'a>>(engine: &Engine, webhook: Webhook, mode: 
     };
     // Controllers create pods with generateName: the request has no name yet.
     let meta = object.metadata.as_ref();
-    let name = match (name, meta.and_then(|m| m.name.as_deref()), meta.and_then(|m| m.generate_name.as_deref())) {
+    let name = match (
+        name,
+        meta.and_then(|m| m.name.as_deref()),
+        meta.and_then(|m| m.generate_name.as_deref()),
+    ) {
         ("", Some(n), _) => n.to_owned(),
         ("", None, Some(prefix)) => format!("{prefix}*"),
         (n, ..) => n.to_owned(),
@@ -289,7 +315,9 @@ fn answer_request<'a, O: IntoView<'a>>(engine: &Engine, webhook: Webhook, mode: 
         scope,
     };
     let decision = engine.review(&subject, webhook, mode);
-    log_decision(uid, namespace, name, kind, operation, webhook, mode, &decision);
+    log_decision(
+        uid, namespace, name, kind, operation, webhook, mode, &decision,
+    );
     Answer {
         kind: Some(kind),
         operation: Some(operation),
@@ -339,9 +367,18 @@ fn respond(uid: &str, d: &Decision, kind: WorkloadKind, name: &str) -> Answer {
         message: d.denial_message(kind, display_name(name)),
     });
     // kube-apiserver truncates warnings over 256 characters; cut them ourselves, marked.
-    let mut warnings: Vec<String> = d.warnings.iter().take(MAX_LISTED).cloned().map(shorten).collect();
+    let mut warnings: Vec<String> = d
+        .warnings
+        .iter()
+        .take(MAX_LISTED)
+        .cloned()
+        .map(shorten)
+        .collect();
     if d.warnings.len() > MAX_LISTED {
-        warnings.push(format!("and {} more warnings", d.warnings.len() - MAX_LISTED));
+        warnings.push(format!(
+            "and {} more warnings",
+            d.warnings.len() - MAX_LISTED
+        ));
     }
     let out = ReviewOut {
         api_version: API_VERSION,
@@ -359,7 +396,11 @@ fn respond(uid: &str, d: &Decision, kind: WorkloadKind, name: &str) -> Answer {
     Answer {
         status: 200,
         body: to_json(&out),
-        outcome: if d.allowed { Outcome::Allowed } else { Outcome::Denied },
+        outcome: if d.allowed {
+            Outcome::Allowed
+        } else {
+            Outcome::Denied
+        },
         kind: None,
         operation: None,
         violations: d.violations.iter().map(|v| v.rule).collect(),
@@ -370,7 +411,11 @@ fn respond(uid: &str, d: &Decision, kind: WorkloadKind, name: &str) -> Answer {
 
 /// Pods created by controllers have no name yet at admission.
 fn display_name(name: &str) -> &str {
-    if name.is_empty() { "(generated name)" } else { name }
+    if name.is_empty() {
+        "(generated name)"
+    } else {
+        name
+    }
 }
 
 /// An AdmissionReview that refuses a request we could not read but whose uid we know:

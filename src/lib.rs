@@ -7,11 +7,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod policy;
 pub mod admission;
-pub mod config;
-pub mod metrics;
-pub mod tls;
 pub mod certs;
 pub mod check;
+pub mod config;
+pub mod metrics;
+pub mod policy;
 pub mod server;
+pub mod tls;

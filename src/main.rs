@@ -10,13 +10,21 @@ use dhi_admission::{certs, check, server};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(version, about = "Kubernetes admission webhook for Docker Hardened Images")]
+#[command(
+    version,
+    about = "Kubernetes admission webhook for Docker Hardened Images"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DHI_LOG_FORMAT")]
     log_format: LogFormat,
     /// Log filter (tracing-subscriber EnvFilter syntax).
-    #[arg(long, global = true, default_value = "info,rustls=error", env = "DHI_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,rustls=error",
+        env = "DHI_LOG"
+    )]
     log_level: String,
     #[command(subcommand)]
     command: Command,
@@ -59,7 +67,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(server::run(args))),
         Command::Certs { command } => match command {
             CertsCommand::Generate(args) => certs::generate(args),
-            CertsCommand::Bootstrap(args) => runtime().and_then(|rt| rt.block_on(certs::bootstrap(args))),
+            CertsCommand::Bootstrap(args) => {
+                runtime().and_then(|rt| rt.block_on(certs::bootstrap(args)))
+            }
         },
     };
     match result {
@@ -73,7 +83,9 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {

@@ -15,8 +15,8 @@ use crate::policy::{Mode, Webhook};
 /// fine-grained enough to see sub-millisecond shifts; the top catches stalls up to the
 /// webhook timeout's order of magnitude.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    1.0, 2.5,
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0, 2.5,
 ];
 
 /// Every metric the server exports.
@@ -45,7 +45,10 @@ impl Metrics {
     /// Registers the families into `registry`.
     pub fn new(registry: Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
-            Opts::new("dhi_admission_requests_total", "Admission requests answered."),
+            Opts::new(
+                "dhi_admission_requests_total",
+                "Admission requests answered.",
+            ),
             &["webhook", "kind", "operation", "mode", "decision"],
         )?;
         let duration = HistogramVec::new(
@@ -61,7 +64,10 @@ impl Metrics {
             &["rule", "mode"],
         )?;
         let mutations = IntCounterVec::new(
-            Opts::new("dhi_admission_mutations_total", "Changes made by patches returned."),
+            Opts::new(
+                "dhi_admission_mutations_total",
+                "Changes made by patches returned.",
+            ),
             &["type"],
         )?;
         let skipped = IntCounterVec::new(
@@ -72,7 +78,10 @@ impl Metrics {
             &["reason"],
         )?;
         let reloads = IntCounterVec::new(
-            Opts::new("dhi_admission_reloads_total", "Certificate and policy reloads."),
+            Opts::new(
+                "dhi_admission_reloads_total",
+                "Certificate and policy reloads.",
+            ),
             &["what", "result"],
         )?;
         let cert_expiry = Gauge::new(
@@ -83,7 +92,9 @@ impl Metrics {
             Opts::new("dhi_admission_build_info", "Build information; always 1."),
             &["version"],
         )?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(violations.clone()))?;
@@ -109,11 +120,21 @@ impl Metrics {
         let kind = answer.kind.map_or("unknown", |k| k.as_str());
         let operation = answer.operation.map_or("unknown", |o| o.as_str());
         self.requests
-            .with_label_values(&[webhook.as_str(), kind, operation, mode.as_str(), answer.outcome.as_str()])
+            .with_label_values(&[
+                webhook.as_str(),
+                kind,
+                operation,
+                mode.as_str(),
+                answer.outcome.as_str(),
+            ])
             .inc();
-        self.duration.with_label_values(&[webhook.as_str()]).observe(seconds);
+        self.duration
+            .with_label_values(&[webhook.as_str()])
+            .observe(seconds);
         for rule in &answer.violations {
-            self.violations.with_label_values(&[rule.as_str(), mode.as_str()]).inc();
+            self.violations
+                .with_label_values(&[rule.as_str(), mode.as_str()])
+                .inc();
         }
         for m in &answer.mutations {
             self.mutations.with_label_values(&[m.as_str()]).inc();
@@ -153,4 +174,3 @@ impl std::fmt::Debug for Metrics {
         f.write_str("Metrics")
     }
 }
-

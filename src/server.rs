@@ -181,7 +181,10 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
         .route(
             "/metrics",
             get(|State(s): State<Arc<AppState>>| async move {
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    s.metrics.render(),
+                )
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
@@ -198,7 +201,12 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn admit(State(state): State<Arc<AppState>>, request: Request, webhook: Webhook, audit: bool) -> Response {
+async fn admit(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    webhook: Webhook,
+    audit: bool,
+) -> Response {
     let started = Instant::now();
     let body = read_body(&state.limits, request).await;
     let policy = state.policy.load();
@@ -210,12 +218,17 @@ async fn admit(State(state): State<Arc<AppState>>, request: Request, webhook: We
                 admission::handle(&policy.engine, webhook, mode, &body)
             }))
             .unwrap_or_else(|_| {
-                admission::http_error(500, "internal error while reviewing the request; see the webhook's log".to_owned())
+                admission::http_error(
+                    500,
+                    "internal error while reviewing the request; see the webhook's log".to_owned(),
+                )
             })
         }
         Err(answer) => answer,
     };
-    state.metrics.observe(webhook, mode, &answer, started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .observe(webhook, mode, &answer, started.elapsed().as_secs_f64());
     reply(answer)
 }
 
@@ -235,16 +248,24 @@ async fn read_body(limits: &Limits, request: Request) -> Result<bytes::Bytes, An
     match tokio::time::timeout(limits.request_timeout, collect).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(too_large(limits)),
-        Ok(Err(err)) => Err(admission::http_error(400, format!("cannot read request body: {err}"))),
+        Ok(Err(err)) => Err(admission::http_error(
+            400,
+            format!("cannot read request body: {err}"),
+        )),
         Err(_) => Err(admission::http_error(
             408,
-            format!("request body not received within {:?}", limits.request_timeout),
+            format!(
+                "request body not received within {:?}",
+                limits.request_timeout
+            ),
         )),
     }
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), Answer> {
-    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let essence = value.map(|v| v.split(';').next().unwrap_or("").trim());
     match essence {
         Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
@@ -267,7 +288,12 @@ fn too_large(limits: &Limits) -> Answer {
 
 fn reply(answer: Answer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, "application/json")], Body::from(answer.body)).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(answer.body),
+    )
+        .into_response()
 }
 
 /// A bound server: both listeners open, certificate and policy loaded.
@@ -284,7 +310,10 @@ pub struct Server {
 impl Server {
     /// Loads certificate and policy and binds both listeners (port 0 picks a free one).
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let pair = config.tls.load().context("loading the serving certificate")?;
+        let pair = config
+            .tls
+            .load()
+            .context("loading the serving certificate")?;
         // The policy file is read once: the reloader compares later versions with
         // these bytes, so a change made while the server starts is not missed.
         let (policy, policy_bytes) = match &config.policy {
@@ -378,7 +407,14 @@ impl Server {
                 state.set_ready(false);
             }
         };
-        serve_tls(listener, acceptor, config.limits, webhook_router(state.clone()), draining).await?;
+        serve_tls(
+            listener,
+            acceptor,
+            config.limits,
+            webhook_router(state.clone()),
+            draining,
+        )
+        .await?;
         let _ = stop_tx.send(true);
         let _ = reloader.await;
         metrics.await??;
@@ -442,15 +478,20 @@ pub async fn serve_tls(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    tracing::debug!(error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let io = TokioIo::new(TimedIo::new(tls, limits.handshake_timeout, limits.idle_timeout));
+            let tls =
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let io = TokioIo::new(TimedIo::new(
+                tls,
+                limits.handshake_timeout,
+                limits.idle_timeout,
+            ));
             let conn = conn_builder.serve_connection(io, service).into_owned();
             if let Err(err) = watcher.watch(conn).await {
                 tracing::debug!(error = %err, "connection ended with an error");
@@ -459,7 +500,10 @@ pub async fn serve_tls(
     }
 
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?limits.shutdown_grace, "grace period over; closing remaining connections");
     }
     Ok(())

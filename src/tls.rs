@@ -116,10 +116,11 @@ impl KeyPairPaths {
             source,
         })?;
         let provider = provider();
-        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|source| TlsError::Rustls {
-            path: self.key.clone(),
-            source,
-        })?;
+        let certified =
+            CertifiedKey::from_der(chain, key, &provider).map_err(|source| TlsError::Rustls {
+                path: self.key.clone(),
+                source,
+            })?;
         // `from_der` lets "unknown" consistency through; we want a definite match.
         certified.keys_match().map_err(|source| TlsError::Rustls {
             path: self.key.clone(),
@@ -141,9 +142,12 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 /// some CPUs (measured at about 9% of a full handshake).
 fn provider() -> CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .sort_by_key(|suite| suite.suite().as_str().is_some_and(|name| name.ends_with("SHA384")));
+    provider.cipher_suites.sort_by_key(|suite| {
+        suite
+            .suite()
+            .as_str()
+            .is_some_and(|name| name.ends_with("SHA384"))
+    });
     provider
 }
 
@@ -180,7 +184,10 @@ impl ResolvesServerCert for SwappableCert {
 
 /// The rustls configuration: TLS 1.2 and 1.3 only, ALPN h2 and http/1.1, session
 /// resumption by tickets and by cache, and client certificates when a CA is given.
-pub fn server_config(certs: Arc<SwappableCert>, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    certs: Arc<SwappableCert>,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -13,11 +13,16 @@ use serde_json::Value;
 fn export() -> Option<Value> {
     let path = std::env::var_os("DHI_CATALOG_EXPORT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/dhi-catalog/images.json"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/dhi-catalog/images.json")
+        });
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(serde_json::from_str(&text).expect("export is JSON")),
         Err(err) => {
-            eprintln!("catalog export {} not readable ({err}); nothing to compare", path.display());
+            eprintln!(
+                "catalog export {} not readable ({err}); nothing to compare",
+                path.display()
+            );
             None
         }
     }
@@ -46,6 +51,8 @@ fn every_exported_tag_resolves_to_its_variant_user() {
     }
     assert!(checked > 10_000, "only {checked} tags in the export");
     // And nothing compiled in that the export does not have: the data is current.
-    let builtin: HashSet<_> = builtin_facts().map(|(r, t, ..)| (r.to_owned(), t.to_owned())).collect();
+    let builtin: HashSet<_> = builtin_facts()
+        .map(|(r, t, ..)| (r.to_owned(), t.to_owned()))
+        .collect();
     assert_eq!(builtin, exported, "regenerate with tools/gen_catalog.py");
 }

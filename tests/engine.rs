@@ -1,8 +1,8 @@
 //! Behaviour of the policy engine, rule by rule, through its public API.
 
 use dhi_admission::policy::{
-    Decision, Engine, Evaluation, Mode, RuleId, Scope, Settings, Subject, Warning, Webhook, WorkloadKind,
-    decode_object,
+    Decision, Engine, Evaluation, Mode, RuleId, Scope, Settings, Subject, Warning, Webhook,
+    WorkloadKind, decode_object,
 };
 use serde_json::{Value, json};
 
@@ -14,7 +14,13 @@ fn pod(spec: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"}, "spec": spec})
 }
 
-fn review(engine: &Engine, kind: WorkloadKind, object: &Value, webhook: Webhook, mode: Mode) -> Decision {
+fn review(
+    engine: &Engine,
+    kind: WorkloadKind,
+    object: &Value,
+    webhook: Webhook,
+    mode: Mode,
+) -> Decision {
     let text = object.to_string();
     let view = decode_object(&text).expect("decodes");
     let subject = Subject {
@@ -48,15 +54,30 @@ fn apply(object: &Value, ops: &[json_patch::PatchOperation]) -> Value {
 }
 
 fn mutate(engine: &Engine, object: &Value) -> Decision {
-    review(engine, WorkloadKind::Pod, object, Webhook::Mutate, Mode::Enforce)
+    review(
+        engine,
+        WorkloadKind::Pod,
+        object,
+        Webhook::Mutate,
+        Mode::Enforce,
+    )
 }
 
 fn validate(engine: &Engine, object: &Value) -> Decision {
-    review(engine, WorkloadKind::Pod, object, Webhook::Validate, Mode::Enforce)
+    review(
+        engine,
+        WorkloadKind::Pod,
+        object,
+        Webhook::Validate,
+        Mode::Enforce,
+    )
 }
 
 fn rules(d: &Decision) -> Vec<(RuleId, String)> {
-    d.violations.iter().map(|v| (v.rule, v.container.clone())).collect()
+    d.violations
+        .iter()
+        .map(|v| (v.rule, v.container.clone()))
+        .collect()
 }
 
 // === mutation ===
@@ -168,7 +189,9 @@ fn init_and_ephemeral_containers_are_mutated() {
 
 #[test]
 fn windows_pods_get_no_linux_fields() {
-    let p = pod(json!({"os": {"name": "windows"}, "containers": [{"name": "a", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]}]}));
+    let p = pod(
+        json!({"os": {"name": "windows"}, "containers": [{"name": "a", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]}]}),
+    );
     let e = Engine::default();
     assert!(mutate(&e, &p).patch.is_empty());
     assert!(validate(&e, &p).violations.is_empty());
@@ -184,12 +207,18 @@ fn istio_images_are_rewritten_and_get_their_user() {
     ]}));
     let d = mutate(&Engine::default(), &p);
     let ops = patch_json(&d.patch);
-    assert_eq!(ops[0], json!({"op": "replace", "path": "/spec/containers/0/image", "value": "dhi.io/istio-proxyv2:1.30.3"}));
+    assert_eq!(
+        ops[0],
+        json!({"op": "replace", "path": "/spec/containers/0/image", "value": "dhi.io/istio-proxyv2:1.30.3"})
+    );
     assert_eq!(
         ops[1],
         json!({"op": "add", "path": "/spec/containers/0/securityContext", "value": {"runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": true}})
     );
-    assert_eq!(ops[2], json!({"op": "replace", "path": "/spec/containers/1/image", "value": "dhi.io/istio-pilot:1.30.3"}));
+    assert_eq!(
+        ops[2],
+        json!({"op": "replace", "path": "/spec/containers/1/image", "value": "dhi.io/istio-pilot:1.30.3"})
+    );
     // Idempotent: the rewritten object is hardened and complete.
     let fixed = apply(&p, &d.patch);
     assert!(mutate(&Engine::default(), &fixed).patch.is_empty());
@@ -222,7 +251,10 @@ fn rewrites_that_would_not_be_admitted_are_skipped_with_a_reason() {
     let d = mutate(&Engine::default(), &p);
     assert!(d.patch.is_empty(), "{:?}", d.patch);
     let reasons: Vec<&str> = d.skipped.iter().map(|r| r.as_str()).collect();
-    assert_eq!(reasons, ["runs_as_root", "digest", "privileged_port", "shell_command"]);
+    assert_eq!(
+        reasons,
+        ["runs_as_root", "digest", "privileged_port", "shell_command"]
+    );
     assert_eq!(d.warnings.len(), 4);
     assert!(d.warnings[0].starts_with("container \"istio-init\": docker.io/istio/proxyv2:1.30.3 not rewritten to dhi.io/istio-proxyv2:1.30.3: it runs as root"), "{}", d.warnings[0]);
     // Skipped containers stay non-hardened: nothing to deny.
@@ -236,7 +268,10 @@ fn low_port_rewrite_goes_ahead_when_the_sysctl_permits_it() {
         "containers": [{"name": "gw", "image": "docker.io/istio/proxyv2:1.30.3", "ports": [{"containerPort": 80}]}]
     }));
     let d = mutate(&Engine::default(), &p);
-    assert_eq!(patch_json(&d.patch)[0]["value"], "dhi.io/istio-proxyv2:1.30.3");
+    assert_eq!(
+        patch_json(&d.patch)[0]["value"],
+        "dhi.io/istio-proxyv2:1.30.3"
+    );
 }
 
 #[test]
@@ -250,40 +285,64 @@ fn mirror_target_and_pull_secrets() {
     }));
     let d = mutate(&e, &p);
     let ops = patch_json(&d.patch);
-    assert_eq!(ops[0]["value"], "registry.example.com/platform/dhi-hubble-relay:1.20.1");
+    assert_eq!(
+        ops[0]["value"],
+        "registry.example.com/platform/dhi-hubble-relay:1.20.1"
+    );
     assert_eq!(
         ops.as_array().unwrap().last().unwrap(),
         &json!({"op": "add", "path": "/spec/imagePullSecrets/-", "value": {"name": "dhi-pull"}})
     );
     let fixed = apply(&p, &d.patch);
-    assert!(mutate(&e, &fixed).patch.is_empty(), "idempotent with a mirror");
+    assert!(
+        mutate(&e, &fixed).patch.is_empty(),
+        "idempotent with a mirror"
+    );
 }
 
 #[test]
 fn official_images_only_when_opted_in() {
-    let p = pod(json!({"containers": [{"name": "web", "image": "nginx:1.31", "ports": [{"containerPort": 8080}]}]}));
+    let p = pod(
+        json!({"containers": [{"name": "web", "image": "nginx:1.31", "ports": [{"containerPort": 8080}]}]}),
+    );
     assert!(mutate(&Engine::default(), &p).patch.is_empty());
     let e = engine("rewrite: {officialImages: true}");
     let d = mutate(&e, &p);
     assert_eq!(patch_json(&d.patch)[0]["value"], "dhi.io/nginx:1.31");
     // Not in the catalog: left alone.
-    let p = pod(json!({"containers": [{"name": "x", "image": "docker.io/library/not-a-dhi-image:1"}]}));
+    let p =
+        pod(json!({"containers": [{"name": "x", "image": "docker.io/library/not-a-dhi-image:1"}]}));
     assert!(mutate(&e, &p).patch.is_empty());
 }
 
 #[test]
 fn rewrite_can_be_switched_off() {
-    let p = pod(json!({"containers": [{"name": "relay", "image": "quay.io/cilium/hubble-relay:v1.20.1"}]}));
-    assert!(mutate(&engine("rewrite: {enabled: false}"), &p).patch.is_empty());
+    let p = pod(
+        json!({"containers": [{"name": "relay", "image": "quay.io/cilium/hubble-relay:v1.20.1"}]}),
+    );
+    assert!(
+        mutate(&engine("rewrite: {enabled: false}"), &p)
+            .patch
+            .is_empty()
+    );
 }
 
 #[test]
 fn hardened_references_are_never_re_prefixed() {
-    for image in ["dhi.io/istio-proxyv2:1.30.3", "registry.example.com/platform/dhi-istio-proxyv2:1.30.3"] {
-        let p = pod(json!({"containers": [{"name": "p", "image": image, "securityContext": {"runAsUser": 1337}}]}));
+    for image in [
+        "dhi.io/istio-proxyv2:1.30.3",
+        "registry.example.com/platform/dhi-istio-proxyv2:1.30.3",
+    ] {
+        let p = pod(
+            json!({"containers": [{"name": "p", "image": image, "securityContext": {"runAsUser": 1337}}]}),
+        );
         let d = mutate(&Engine::default(), &p);
         assert!(
-            patch_json(&d.patch).as_array().unwrap().iter().all(|op| !op["path"].as_str().unwrap().ends_with("/image")),
+            patch_json(&d.patch)
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|op| !op["path"].as_str().unwrap().ends_with("/image")),
             "{image}"
         );
     }
@@ -294,30 +353,51 @@ fn hardened_references_are_never_re_prefixed() {
 #[test]
 fn run_as_root_explicit_container_and_pod() {
     let e = Engine::default();
-    let p = pod(json!({"containers": [{"name": "app", "image": "dhi.io/python:3.13", "securityContext": {"runAsUser": 0}}]}));
+    let p = pod(
+        json!({"containers": [{"name": "app", "image": "dhi.io/python:3.13", "securityContext": {"runAsUser": 0}}]}),
+    );
     let d = validate(&e, &p);
     assert!(!d.allowed);
     assert_eq!(rules(&d), [(RuleId::RunAsRoot, "app".to_owned())]);
-    assert!(d.violations[0].message.contains("its securityContext sets runAsUser: 0"));
-    assert!(d.violations[0].message.contains("Fix: remove runAsUser: 0, or set the container's runAsUser to 65532"));
+    assert!(
+        d.violations[0]
+            .message
+            .contains("its securityContext sets runAsUser: 0")
+    );
+    assert!(
+        d.violations[0]
+            .message
+            .contains("Fix: remove runAsUser: 0, or set the container's runAsUser to 65532")
+    );
 
-    let p = pod(json!({"securityContext": {"runAsUser": 0}, "containers": [{"name": "app", "image": "dhi.io/python:3.13"}]}));
+    let p = pod(
+        json!({"securityContext": {"runAsUser": 0}, "containers": [{"name": "app", "image": "dhi.io/python:3.13"}]}),
+    );
     let d = validate(&e, &p);
     assert_eq!(rules(&d), [(RuleId::RunAsRoot, "app".to_owned())]);
-    assert!(d.violations[0].message.contains("the pod securityContext sets runAsUser: 0"));
+    assert!(
+        d.violations[0]
+            .message
+            .contains("the pod securityContext sets runAsUser: 0")
+    );
     // A container value wins over the pod's.
-    let p = pod(json!({"securityContext": {"runAsUser": 0}, "containers": [{"name": "app", "image": "dhi.io/python:3.13", "securityContext": {"runAsUser": 65532}}]}));
+    let p = pod(
+        json!({"securityContext": {"runAsUser": 0}, "containers": [{"name": "app", "image": "dhi.io/python:3.13", "securityContext": {"runAsUser": 65532}}]}),
+    );
     assert!(validate(&e, &p).allowed);
 }
 
 #[test]
 fn dev_variant_runs_as_root_unless_given_a_user() {
     let e = Engine::default();
-    let p = pod(json!({"containers": [{"name": "build", "image": "dhi.io/python:3.13-debian13-dev"}]}));
+    let p =
+        pod(json!({"containers": [{"name": "build", "image": "dhi.io/python:3.13-debian13-dev"}]}));
     let d = validate(&e, &p);
     assert_eq!(rules(&d), [(RuleId::RunAsRoot, "build".to_owned())]);
     assert!(d.violations[0].message.contains("use the runtime variant"));
-    let p = pod(json!({"containers": [{"name": "build", "image": "dhi.io/python:3.13-dev", "securityContext": {"runAsUser": 1000}}]}));
+    let p = pod(
+        json!({"containers": [{"name": "build", "image": "dhi.io/python:3.13-dev", "securityContext": {"runAsUser": 1000}}]}),
+    );
     let d = validate(&e, &p);
     assert!(d.allowed);
     assert_eq!(d.warnings.len(), 1);
@@ -338,13 +418,24 @@ fn root_is_allowed_for_node_agents() {
 #[test]
 fn privileged_port_with_fix_and_sysctl() {
     let e = Engine::default();
-    let p = pod(json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}, {"containerPort": 443}, {"containerPort": 8080}]}]}));
+    let p = pod(
+        json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}, {"containerPort": 443}, {"containerPort": 8080}]}]}),
+    );
     let d = validate(&e, &p);
     assert_eq!(rules(&d), [(RuleId::PrivilegedPort, "web".to_owned())]);
     let msg = &d.violations[0].message;
-    assert!(msg.contains("declares port 80, 443 but runs as UID 65532"), "{msg}");
-    assert!(msg.contains("listen on 8080 and map Service port 80 to it (targetPort: 8080)"), "{msg}");
-    assert!(msg.contains("net.ipv4.ip_unprivileged_port_start=80"), "{msg}");
+    assert!(
+        msg.contains("declares port 80, 443 but runs as UID 65532"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("listen on 8080 and map Service port 80 to it (targetPort: 8080)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("net.ipv4.ip_unprivileged_port_start=80"),
+        "{msg}"
+    );
 
     let with = |value: &str, host: bool| {
         pod(json!({
@@ -365,9 +456,13 @@ fn privileged_port_with_fix_and_sysctl() {
 #[test]
 fn host_port_counts_only_with_host_network() {
     let e = Engine::default();
-    let p = pod(json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 8080, "hostPort": 80}]}]}));
+    let p = pod(
+        json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 8080, "hostPort": 80}]}]}),
+    );
     assert!(validate(&e, &p).allowed);
-    let p = pod(json!({"hostNetwork": true, "containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 8080, "hostPort": 80}]}]}));
+    let p = pod(
+        json!({"hostNetwork": true, "containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 8080, "hostPort": 80}]}]}),
+    );
     assert!(!validate(&e, &p).allowed);
 }
 
@@ -396,7 +491,9 @@ fn every_violation_is_listed_in_the_denial() {
 
 #[test]
 fn rule_actions_warn_and_off() {
-    let p = pod(json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]}]}));
+    let p = pod(
+        json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]}]}),
+    );
     let d = validate(&engine("rules: {privileged-port: warn}"), &p);
     assert!(d.allowed && d.violations.is_empty());
     assert_eq!(d.warnings.len(), 1);
@@ -411,12 +508,17 @@ fn exempt_images_are_neither_judged_nor_patched() {
     let p = pod(json!({"containers": [{"name": "build", "image": "dhi.io/python:3.13-dev"}]}));
     assert!(validate(&e, &p).allowed);
     let p = pod(json!({"containers": [{"name": "a", "image": "dhi.io/python:3.13"}]}));
-    assert!(!mutate(&e, &p).patch.is_empty(), "non-matching images still patched");
+    assert!(
+        !mutate(&e, &p).patch.is_empty(),
+        "non-matching images still patched"
+    );
 }
 
 #[test]
 fn istio_placeholder_and_missing_images_are_skipped() {
-    let p = pod(json!({"containers": [{"name": "istio-proxy", "image": "auto"}, {"name": "no-image"}]}));
+    let p = pod(
+        json!({"containers": [{"name": "istio-proxy", "image": "auto"}, {"name": "no-image"}]}),
+    );
     let e = Engine::default();
     assert!(mutate(&e, &p).patch.is_empty());
     assert!(validate(&e, &p).allowed);
@@ -425,7 +527,9 @@ fn istio_placeholder_and_missing_images_are_skipped() {
 #[test]
 fn warnings_fit_kube_apiserver_limit() {
     let long = "x".repeat(400);
-    let p = pod(json!({"containers": [{"name": long, "image": "dhi.io/python:3.13-dev", "securityContext": {"runAsUser": 5}}]}));
+    let p = pod(
+        json!({"containers": [{"name": long, "image": "dhi.io/python:3.13-dev", "securityContext": {"runAsUser": 5}}]}),
+    );
     let d = validate(&Engine::default(), &p);
     assert_eq!(d.warnings.len(), 1);
     // The decision keeps the whole text (check prints it); the webhook edge cuts it.
@@ -448,17 +552,43 @@ fn deployment(spec: Value) -> Value {
 #[test]
 fn templates_are_validated_as_they_will_run_but_not_mutated_by_default() {
     let e = Engine::default();
-    let d = deployment(json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]}]}));
-    let v = review(&e, WorkloadKind::Deployment, &d, Webhook::Validate, Mode::Enforce);
+    let d = deployment(
+        json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]}]}),
+    );
+    let v = review(
+        &e,
+        WorkloadKind::Deployment,
+        &d,
+        Webhook::Validate,
+        Mode::Enforce,
+    );
     assert_eq!(rules(&v), [(RuleId::PrivilegedPort, "web".to_owned())]);
-    let m = review(&e, WorkloadKind::Deployment, &d, Webhook::Mutate, Mode::Enforce);
+    let m = review(
+        &e,
+        WorkloadKind::Deployment,
+        &d,
+        Webhook::Mutate,
+        Mode::Enforce,
+    );
     assert!(m.patch.is_empty());
     // The raw plan still exists (check --fix uses it), addressed into the template.
     let eval = evaluate(&e, WorkloadKind::Deployment, &d);
-    assert_eq!(patch_json(&eval.patch)[0]["path"], "/spec/template/spec/containers/0/securityContext");
+    assert_eq!(
+        patch_json(&eval.patch)[0]["path"],
+        "/spec/template/spec/containers/0/securityContext"
+    );
     // With the switch on, the webhook patches templates too.
-    let m = review(&engine("templates: {mutate: true}"), WorkloadKind::Deployment, &d, Webhook::Mutate, Mode::Enforce);
-    assert_eq!(patch_json(&m.patch)[0]["path"], "/spec/template/spec/containers/0/securityContext");
+    let m = review(
+        &engine("templates: {mutate: true}"),
+        WorkloadKind::Deployment,
+        &d,
+        Webhook::Mutate,
+        Mode::Enforce,
+    );
+    assert_eq!(
+        patch_json(&m.patch)[0]["path"],
+        "/spec/template/spec/containers/0/securityContext"
+    );
 }
 
 #[test]
@@ -469,7 +599,16 @@ fn upstream_template_that_would_be_rewritten_is_judged_as_rewritten() {
     let cj = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
         "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {"spec": {"containers": [
             {"name": "relay", "image": "quay.io/cilium/hubble-relay:v1.20.1", "ports": [{"containerPort": 80}]}]}}}}}});
-    assert!(review(&e, WorkloadKind::CronJob, &cj, Webhook::Validate, Mode::Enforce).allowed);
+    assert!(
+        review(
+            &e,
+            WorkloadKind::CronJob,
+            &cj,
+            Webhook::Validate,
+            Mode::Enforce
+        )
+        .allowed
+    );
     let eval = evaluate(&e, WorkloadKind::CronJob, &cj);
     assert!(eval.patch.is_empty());
     assert!(matches!(eval.warnings[0], Warning::RewriteSkipped { .. }));
@@ -486,29 +625,53 @@ fn audit_mode_allows_without_patch_and_reports() {
     assert!(v.allowed);
     assert_eq!(v.violations.len(), 2);
     assert!(v.warnings[0].starts_with("audit: [privileged-port] container \"web\""));
-    assert_eq!(v.audit_annotations["violation.privileged-port"], "web (dhi.io/nginx:1.31)");
-    assert_eq!(v.audit_annotations["violation.run-as-root"], "build (dhi.io/python:3.13-dev)");
+    assert_eq!(
+        v.audit_annotations["violation.privileged-port"],
+        "web (dhi.io/nginx:1.31)"
+    );
+    assert_eq!(
+        v.audit_annotations["violation.run-as-root"],
+        "build (dhi.io/python:3.13-dev)"
+    );
     let m = review(&e, WorkloadKind::Pod, &p, Webhook::Mutate, Mode::Audit);
     assert!(m.allowed && m.patch.is_empty() && m.mutations.is_empty());
-    assert_eq!(m.audit_annotations["planned-mutations"], "run_as_user x1, run_as_group x1, run_as_non_root x1, fs_group x1");
+    assert_eq!(
+        m.audit_annotations["planned-mutations"],
+        "run_as_user x1, run_as_group x1, run_as_non_root x1, fs_group x1"
+    );
 }
 
 #[test]
 fn unchanged_update_is_not_judged_again() {
     let e = Engine::default();
-    let old = pod(json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]}]}));
+    let old = pod(
+        json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]}]}),
+    );
     let mut new = old.clone();
     new["metadata"]["labels"] = json!({"touched": "yes"});
     let (old_s, new_s) = (old.to_string(), new.to_string());
-    let (old_v, new_v) = (decode_object(&old_s).unwrap(), decode_object(&new_s).unwrap());
-    let subject = Subject { kind: WorkloadKind::Pod, object: &new_v, old_object: Some(&old_v), scope: Scope::All };
+    let (old_v, new_v) = (
+        decode_object(&old_s).unwrap(),
+        decode_object(&new_s).unwrap(),
+    );
+    let subject = Subject {
+        kind: WorkloadKind::Pod,
+        object: &new_v,
+        old_object: Some(&old_v),
+        scope: Scope::All,
+    };
     assert!(e.review(&subject, Webhook::Validate, Mode::Enforce).allowed);
     // Changing the image is judged.
     let mut changed = old.clone();
     changed["spec"]["containers"][0]["image"] = json!("dhi.io/nginx:1.30");
     let changed_s = changed.to_string();
     let changed_v = decode_object(&changed_s).unwrap();
-    let subject = Subject { kind: WorkloadKind::Pod, object: &changed_v, old_object: Some(&old_v), scope: Scope::All };
+    let subject = Subject {
+        kind: WorkloadKind::Pod,
+        object: &changed_v,
+        old_object: Some(&old_v),
+        scope: Scope::All,
+    };
     assert!(!e.review(&subject, Webhook::Validate, Mode::Enforce).allowed);
 }
 
@@ -521,17 +684,32 @@ fn ephemeral_scope_judges_only_debug_containers() {
     }));
     let s = p.to_string();
     let v = decode_object(&s).unwrap();
-    let subject = Subject { kind: WorkloadKind::Pod, object: &v, old_object: None, scope: Scope::EphemeralOnly };
+    let subject = Subject {
+        kind: WorkloadKind::Pod,
+        object: &v,
+        old_object: None,
+        scope: Scope::EphemeralOnly,
+    };
     let d = e.review(&subject, Webhook::Validate, Mode::Enforce);
     assert_eq!(rules(&d), [(RuleId::RunAsRoot, "debugger".to_owned())]);
 }
 
 #[test]
 fn decode_errors_name_the_field() {
-    let bad = json!({"spec": {"containers": [{"name": "a", "securityContext": {"runAsUser": "zero"}}]}}).to_string();
+    let bad =
+        json!({"spec": {"containers": [{"name": "a", "securityContext": {"runAsUser": "zero"}}]}})
+            .to_string();
     let err = decode_object(&bad).unwrap_err();
     assert_eq!(err.path, "spec.containers[0].securityContext.runAsUser");
-    assert!(err.message.contains("invalid type: string \"zero\""), "{}", err.message);
-    let huge = json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 1e30}]}]}}).to_string();
-    assert_eq!(decode_object(&huge).unwrap_err().path, "spec.containers[0].ports[0].containerPort");
+    assert!(
+        err.message.contains("invalid type: string \"zero\""),
+        "{}",
+        err.message
+    );
+    let huge = json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 1e30}]}]}})
+        .to_string();
+    assert_eq!(
+        decode_object(&huge).unwrap_err().path,
+        "spec.containers[0].ports[0].containerPort"
+    );
 }

@@ -3,7 +3,9 @@
 //! gives the verdict the engine gave the original.
 
 use dhi_admission::policy::image_ref::ImageRef;
-use dhi_admission::policy::{Engine, Evaluation, Mode, Scope, Settings, Subject, Webhook, WorkloadKind, decode_object};
+use dhi_admission::policy::{
+    Engine, Evaluation, Mode, Scope, Settings, Subject, Webhook, WorkloadKind, decode_object,
+};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -29,12 +31,22 @@ const IMAGES: &[&str] = &[
 ];
 
 fn uid() -> impl Strategy<Value = Option<i64>> {
-    prop_oneof![Just(None), Just(Some(0)), Just(Some(1337)), Just(Some(65532))]
+    prop_oneof![
+        Just(None),
+        Just(Some(0)),
+        Just(Some(1337)),
+        Just(Some(65532))
+    ]
 }
 
 fn security_context() -> impl Strategy<Value = Option<Value>> {
-    (any::<bool>(), uid(), prop::option::of(any::<bool>()), prop::option::of(Just(2000i64))).prop_map(
-        |(present, uid, non_root, gid)| {
+    (
+        any::<bool>(),
+        uid(),
+        prop::option::of(any::<bool>()),
+        prop::option::of(Just(2000i64)),
+    )
+        .prop_map(|(present, uid, non_root, gid)| {
             present.then(|| {
                 let mut m = Map::new();
                 if let Some(u) = uid {
@@ -48,8 +60,7 @@ fn security_context() -> impl Strategy<Value = Option<Value>> {
                 }
                 Value::Object(m)
             })
-        },
-    )
+        })
 }
 
 fn container(name: String) -> impl Strategy<Value = Value> {
@@ -75,7 +86,11 @@ fn container(name: String) -> impl Strategy<Value = Value> {
 }
 
 fn containers(prefix: &'static str, max: usize) -> impl Strategy<Value = Vec<Value>> {
-    (0..=max).prop_flat_map(move |n| (0..n).map(|i| container(format!("{prefix}{i}"))).collect::<Vec<_>>())
+    (0..=max).prop_flat_map(move |n| {
+        (0..n)
+            .map(|i| container(format!("{prefix}{i}")))
+            .collect::<Vec<_>>()
+    })
 }
 
 fn pod_spec() -> impl Strategy<Value = Value> {
@@ -98,7 +113,8 @@ fn pod_spec() -> impl Strategy<Value = Value> {
             }
             let mut ctx = ctx.unwrap_or_else(|| json!({}));
             if let Some(start) = sysctl {
-                ctx["sysctls"] = json!([{"name": "net.ipv4.ip_unprivileged_port_start", "value": start}]);
+                ctx["sysctls"] =
+                    json!([{"name": "net.ipv4.ip_unprivileged_port_start", "value": start}]);
             }
             if ctx.as_object().is_some_and(|m| !m.is_empty()) {
                 spec["securityContext"] = ctx;
@@ -128,14 +144,32 @@ fn engines() -> Vec<Engine> {
 fn evaluate(engine: &Engine, kind: WorkloadKind, object: &Value) -> Evaluation {
     let text = object.to_string();
     let view = decode_object(&text).expect("generated objects decode");
-    engine.evaluate(&Subject { kind, object: &view, old_object: None, scope: Scope::All })
+    engine.evaluate(&Subject {
+        kind,
+        object: &view,
+        old_object: None,
+        scope: Scope::All,
+    })
 }
 
 fn verdict(engine: &Engine, kind: WorkloadKind, object: &Value) -> (bool, Vec<(String, String)>) {
     let text = object.to_string();
     let view = decode_object(&text).expect("decodes");
-    let d = engine.review(&Subject { kind, object: &view, old_object: None, scope: Scope::All }, Webhook::Validate, Mode::Enforce);
-    let mut v: Vec<_> = d.violations.iter().map(|v| (v.rule.to_string(), v.container.clone())).collect();
+    let d = engine.review(
+        &Subject {
+            kind,
+            object: &view,
+            old_object: None,
+            scope: Scope::All,
+        },
+        Webhook::Validate,
+        Mode::Enforce,
+    );
+    let mut v: Vec<_> = d
+        .violations
+        .iter()
+        .map(|v| (v.rule.to_string(), v.container.clone()))
+        .collect();
     v.sort();
     (d.allowed, v)
 }
@@ -152,7 +186,10 @@ fn wrap(kind: WorkloadKind, spec: Value) -> Value {
 }
 
 fn is_hardened(image: &str) -> bool {
-    ImageRef::parse(image).ok().and_then(|r| r.hardened_repo().map(|_| ())).is_some()
+    ImageRef::parse(image)
+        .ok()
+        .and_then(|r| r.hardened_repo().map(|_| ()))
+        .is_some()
 }
 
 proptest! {

@@ -8,7 +8,9 @@ use proptest::prelude::*;
 
 /// Strings matching a regex.
 fn re(pattern: &str) -> BoxedStrategy<String> {
-    proptest::string::string_regex(pattern).expect("valid regex").boxed()
+    proptest::string::string_regex(pattern)
+        .expect("valid regex")
+        .boxed()
 }
 
 fn just(s: &str) -> BoxedStrategy<String> {

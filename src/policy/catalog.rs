@@ -13,7 +13,10 @@ use serde::Deserialize;
 mod data;
 
 /// The nonroot account almost every runtime image uses, and the default for unknown ones.
-pub const NONROOT: Ids = Ids { uid: 65532, gid: 65532 };
+pub const NONROOT: Ids = Ids {
+    uid: 65532,
+    gid: 65532,
+};
 
 /// Node agents whose charts run them as root (host CNI files, nsenter): root is their job.
 pub const ROOT_BY_DESIGN: &[&str] = &["cilium-startup-script", "istio-install-cni"];
@@ -196,7 +199,13 @@ mod tests {
     #[test]
     fn exact_tags_pick_their_variant() {
         let u = lookup("istio-proxyv2", "1.30.3");
-        assert_eq!(u.ids, Ids { uid: 1337, gid: 1337 });
+        assert_eq!(
+            u.ids,
+            Ids {
+                uid: 1337,
+                gid: 1337
+            }
+        );
         assert_eq!(u.variant, Variant::Runtime);
         assert!(!u.root_allowed);
         assert_eq!(lookup("postgres", "17-alpine").ids.uid, 70);
@@ -266,7 +275,13 @@ mod tests {
         );
         let catalog = Catalog::new(overrides);
         assert!(catalog.contains("my-app"));
-        assert_eq!(catalog.lookup("my-app", "2").ids, Ids { uid: 10001, gid: 10001 });
+        assert_eq!(
+            catalog.lookup("my-app", "2").ids,
+            Ids {
+                uid: 10001,
+                gid: 10001
+            }
+        );
         assert_eq!(catalog.lookup("my-app", "2-dev").ids.uid, 0);
         assert_eq!(catalog.lookup("nginx", "1.31-custom").ids.uid, 101);
         assert_eq!(catalog.lookup("nginx", "1.31").ids, NONROOT);

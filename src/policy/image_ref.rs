@@ -213,7 +213,10 @@ mod tests {
 
     #[test]
     fn hardened_forms() {
-        assert_eq!(parse("dhi.io/istio-proxyv2:1.30").hardened_repo(), Some("istio-proxyv2"));
+        assert_eq!(
+            parse("dhi.io/istio-proxyv2:1.30").hardened_repo(),
+            Some("istio-proxyv2")
+        );
         assert_eq!(
             parse("registry.example.com/platform/dhi-istio-proxyv2:1.30").hardened_repo(),
             Some("istio-proxyv2")
@@ -230,10 +233,19 @@ mod tests {
         assert_eq!(ImageRef::parse("  "), Err(ImageRefError::Empty));
         let long = format!("dhi.io/{}", "a".repeat(2000));
         assert_eq!(ImageRef::parse(&long), Err(ImageRefError::TooLong(2007)));
-        assert_eq!(ImageRef::parse("dhi.io/Python:3"), Err(ImageRefError::Uppercase));
+        assert_eq!(
+            ImageRef::parse("dhi.io/Python:3"),
+            Err(ImageRefError::Uppercase)
+        );
         assert_eq!(ImageRef::parse("Nginx"), Err(ImageRefError::Uppercase));
-        assert!(matches!(ImageRef::parse("nginx:"), Err(ImageRefError::Grammar(_))));
-        assert!(matches!(ImageRef::parse("a b"), Err(ImageRefError::Grammar(_))));
+        assert!(matches!(
+            ImageRef::parse("nginx:"),
+            Err(ImageRefError::Grammar(_))
+        ));
+        assert!(matches!(
+            ImageRef::parse("a b"),
+            Err(ImageRefError::Grammar(_))
+        ));
         assert!(matches!(
             ImageRef::parse("dhi.io/python@sha256:abc"),
             Err(ImageRefError::Grammar(_))
@@ -247,6 +259,9 @@ mod tests {
     #[test]
     fn istio_auto_is_a_placeholder() {
         assert_eq!(ImageField::parse("auto"), Ok(ImageField::Placeholder));
-        assert!(matches!(ImageField::parse("auto:1"), Ok(ImageField::Ref(_))));
+        assert!(matches!(
+            ImageField::parse("auto:1"),
+            Ok(ImageField::Ref(_))
+        ));
     }
 }

@@ -242,7 +242,11 @@ impl Engine {
 
     /// Requests in these namespaces are allowed untouched.
     pub fn is_exempt_namespace(&self, namespace: &str) -> bool {
-        self.settings.exempt.namespaces.iter().any(|ns| ns == namespace)
+        self.settings
+            .exempt
+            .namespaces
+            .iter()
+            .any(|ns| ns == namespace)
     }
 
     /// Which requests a webhook reviews, and on which containers. Decided before the
@@ -260,7 +264,10 @@ impl Engine {
             (Some("ephemeralcontainers"), Webhook::Validate) => Scope::EphemeralOnly,
             (Some(other), _) => return Route::Untouched(Bypass::Subresource(other.to_owned())),
         };
-        if webhook == Webhook::Mutate && op == Operation::Update && request.kind == WorkloadKind::Pod {
+        if webhook == Webhook::Mutate
+            && op == Operation::Update
+            && request.kind == WorkloadKind::Pod
+        {
             return Route::Untouched(Bypass::PodUpdate);
         }
         Route::Review(scope)
@@ -314,9 +321,9 @@ impl Engine {
             }
             Mode::Audit => {
                 let planned = summarize(&eval.mutations);
-                decision
-                    .warnings
-                    .push(format!("audit: dhi-admission would patch this object: {planned}"));
+                decision.warnings.push(format!(
+                    "audit: dhi-admission would patch this object: {planned}"
+                ));
                 decision
                     .audit_annotations
                     .insert("planned-mutations".to_owned(), planned);
@@ -343,7 +350,9 @@ fn validate_decision(eval: Evaluation, mode: Mode) -> Decision {
         }
         if eval.violations.len() > MAX_LISTED {
             let more = eval.violations.len() - MAX_LISTED;
-            decision.warnings.push(format!("audit: and {more} more violations"));
+            decision
+                .warnings
+                .push(format!("audit: and {more} more violations"));
         }
     }
     for w in &eval.warnings {

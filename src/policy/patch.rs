@@ -89,7 +89,10 @@ impl SpecPatch {
             }
         } else {
             let path = self.container_pointer(list, index, &["securityContext"]);
-            let object = fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+            let object = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
             self.ops.push(PatchOperation::Add(AddOperation {
                 path,
                 value: Value::Object(object),
@@ -100,17 +103,25 @@ impl SpecPatch {
     /// Sets the pod-level `fsGroup`, creating the pod securityContext when absent.
     pub fn add_fs_group(&mut self, has_context: bool, gid: i64) {
         let (path, value) = if has_context {
-            (self.pointer(&["securityContext", "fsGroup"]), Value::from(gid))
+            (
+                self.pointer(&["securityContext", "fsGroup"]),
+                Value::from(gid),
+            )
         } else {
             let mut ctx = Map::new();
             ctx.insert("fsGroup".to_owned(), Value::from(gid));
             (self.pointer(&["securityContext"]), Value::Object(ctx))
         };
-        self.ops.push(PatchOperation::Add(AddOperation { path, value }));
+        self.ops
+            .push(PatchOperation::Add(AddOperation { path, value }));
     }
 
     /// Adds `imagePullSecrets` entries: the whole list when the spec has none, else appends.
-    pub fn add_pull_secrets<'n>(&mut self, has_list: bool, names: impl IntoIterator<Item = &'n str>) {
+    pub fn add_pull_secrets<'n>(
+        &mut self,
+        has_list: bool,
+        names: impl IntoIterator<Item = &'n str>,
+    ) {
         let entry = |name: &str| {
             let mut obj = Map::new();
             obj.insert("name".to_owned(), Value::String(name.to_owned()));
@@ -131,7 +142,8 @@ impl SpecPatch {
         } else {
             let value = Value::Array(names.map(entry).collect());
             let path = self.pointer(&["imagePullSecrets"]);
-            self.ops.push(PatchOperation::Add(AddOperation { path, value }));
+            self.ops
+                .push(PatchOperation::Add(AddOperation { path, value }));
         }
     }
 

@@ -173,7 +173,9 @@ fn is_tag(tag: &str) -> bool {
 
 /// `algorithm ":" hex`, with the hex length fixed for the algorithms registries use.
 fn validate_digest(digest: &str) -> Result<&str, GrammarError> {
-    let (algorithm, hex) = digest.split_once(':').ok_or(GrammarError::DigestInvalidFormat)?;
+    let (algorithm, hex) = digest
+        .split_once(':')
+        .ok_or(GrammarError::DigestInvalidFormat)?;
     let algorithm_ok = algorithm.split(['-', '_', '+', '.']).all(|part| {
         let b = part.as_bytes();
         !b.is_empty() && b[0].is_ascii_alphabetic() && b.iter().all(u8::is_ascii_alphanumeric)
@@ -203,10 +205,31 @@ mod tests {
         let with_digest = format!("localhost:5000/a/b:1.0@{d}");
         assert_eq!(
             split(&with_digest),
-            Ok(Parts { domain: Some("localhost:5000"), path: "a/b", tag: Some("1.0"), digest: Some(&d) })
+            Ok(Parts {
+                domain: Some("localhost:5000"),
+                path: "a/b",
+                tag: Some("1.0"),
+                digest: Some(&d)
+            })
         );
-        assert_eq!(split("nginx"), Ok(Parts { domain: None, path: "nginx", tag: None, digest: None }));
-        assert_eq!(split("istio/proxyv2:1"), Ok(Parts { domain: None, path: "istio/proxyv2", tag: Some("1"), digest: None }));
+        assert_eq!(
+            split("nginx"),
+            Ok(Parts {
+                domain: None,
+                path: "nginx",
+                tag: None,
+                digest: None
+            })
+        );
+        assert_eq!(
+            split("istio/proxyv2:1"),
+            Ok(Parts {
+                domain: None,
+                path: "istio/proxyv2",
+                tag: Some("1"),
+                digest: None
+            })
+        );
         assert_eq!(split("localhost/x").unwrap().domain, Some("localhost"));
         assert_eq!(split("a:5000/x").unwrap().domain, Some("a:5000"));
     }
@@ -216,7 +239,9 @@ mod tests {
         for ok in ["a.b", "a_b", "a__b", "a-b", "a---b", "a1.b2_c3__d4-e5"] {
             assert!(split(ok).is_ok(), "{ok}");
         }
-        for bad in ["a._b", "a___b", "a-_b", "-a", "a-", "a..b", "_a", "a/", "/a", "a//b", ""] {
+        for bad in [
+            "a._b", "a___b", "a-_b", "-a", "a-", "a..b", "_a", "a/", "/a", "a//b", "",
+        ] {
             assert_eq!(split(bad), Err(GrammarError::InvalidFormat), "{bad}");
         }
     }
@@ -229,10 +254,22 @@ mod tests {
         assert_eq!(split("x:"), Err(GrammarError::TagInvalidFormat));
         assert_eq!(split("x:.a"), Err(GrammarError::TagInvalidFormat));
         assert!(split(&format!("x:{}", "a".repeat(128))).is_ok());
-        assert_eq!(split(&format!("x:{}", "a".repeat(129))), Err(GrammarError::TagInvalidFormat));
-        assert_eq!(split("x@sha256:abc"), Err(GrammarError::DigestInvalidFormat));
-        assert_eq!(split(&format!("x@sha256:{}", "a".repeat(63))), Err(GrammarError::DigestInvalidLength));
-        assert_eq!(split(&format!("x@md5:{}", "a".repeat(32))), Err(GrammarError::DigestUnsupported));
+        assert_eq!(
+            split(&format!("x:{}", "a".repeat(129))),
+            Err(GrammarError::TagInvalidFormat)
+        );
+        assert_eq!(
+            split("x@sha256:abc"),
+            Err(GrammarError::DigestInvalidFormat)
+        );
+        assert_eq!(
+            split(&format!("x@sha256:{}", "a".repeat(63))),
+            Err(GrammarError::DigestInvalidLength)
+        );
+        assert_eq!(
+            split(&format!("x@md5:{}", "a".repeat(32))),
+            Err(GrammarError::DigestUnsupported)
+        );
         assert_eq!(split("Foo/bar"), Err(GrammarError::Uppercase));
         assert_eq!(split("DHI.IO/python").unwrap().domain, Some("DHI.IO"));
     }

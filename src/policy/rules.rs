@@ -96,7 +96,9 @@ impl SkipReason {
         match self {
             Self::Digest => "it is pinned by digest, which names the upstream content",
             Self::RunsAsRoot => "it runs as root and the hardened image is nonroot",
-            Self::PrivilegedPort => "it declares a port below 1024 that a nonroot image cannot bind",
+            Self::PrivilegedPort => {
+                "it declares a port below 1024 that a nonroot image cannot bind"
+            }
             Self::ShellCommand => "its command starts a shell and the hardened image has none",
         }
     }
@@ -251,7 +253,10 @@ impl Engine {
             }
             for (index, c) in containers.iter().flatten().enumerate() {
                 if let Some(judged) = pass.plan(c, list, index) {
-                    if list != ContainerList::Ephemeral && pass.fs_group.is_none() && judged.user.ids.gid != 0 {
+                    if list != ContainerList::Ephemeral
+                        && pass.fs_group.is_none()
+                        && judged.user.ids.gid != 0
+                    {
                         pass.fs_group = Some(judged.user.ids.gid);
                     }
                     pass.judge(c, &judged);
@@ -269,7 +274,10 @@ impl Engine {
         }
         let location = image.location();
         let (repo, tag) = match self.mappings.get(&location) {
-            Some(m) => (m.to.clone(), image.tag.as_deref().map(|t| m.transform_tag(t))),
+            Some(m) => (
+                m.to.clone(),
+                image.tag.as_deref().map(|t| m.transform_tag(t)),
+            ),
             None => {
                 let name = location.strip_prefix("docker.io/library/")?;
                 if !rewrite.official_images || !self.catalog.contains(name) {
@@ -315,7 +323,12 @@ struct Pass<'e, 's, 'a> {
 
 impl Pass<'_, '_, '_> {
     /// Rewrites and injects for one container; returns its facts if it is hardened.
-    fn plan<'c>(&mut self, c: &'c ContainerView<'_>, list: ContainerList, index: usize) -> Option<Judged<'c>> {
+    fn plan<'c>(
+        &mut self,
+        c: &'c ContainerView<'_>,
+        list: ContainerList,
+        index: usize,
+    ) -> Option<Judged<'c>> {
         let raw = c.image.as_deref()?;
         let image = match ImageField::parse(raw) {
             Ok(ImageField::Ref(image)) => image,
@@ -418,14 +431,16 @@ impl Pass<'_, '_, '_> {
         if !may_bind_low_ports(&j.user, j.uid) {
             let ports = blocked_ports(spec, c);
             if let Some(&port) = ports.first() {
-                let list = ports.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+                let list = ports
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let high = port + 8000;
                 let alternative = if spec.host_network == Some(true) {
                     String::new()
                 } else {
-                    format!(
-                        ", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port}"
-                    )
+                    format!(", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port}")
                 };
                 let runs_as = if j.uid == 0 {
                     "must run as nonroot".to_owned()
@@ -467,7 +482,10 @@ impl Pass<'_, '_, '_> {
     fn finish(mut self) -> Evaluation {
         let spec = self.spec;
         let pod_ctx = spec.security_context.as_ref();
-        if let Some(gid) = self.fs_group.filter(|_| pod_ctx.and_then(|s| s.fs_group).is_none()) {
+        if let Some(gid) = self
+            .fs_group
+            .filter(|_| pod_ctx.and_then(|s| s.fs_group).is_none())
+        {
             self.patch.add_fs_group(pod_ctx.is_some(), gid);
             self.eval.mutations.push(MutationKind::FsGroup);
         }
@@ -483,7 +501,8 @@ impl Pass<'_, '_, '_> {
                 .filter(|name| !have.iter().any(|s| s.name == *name))
                 .collect();
             if !missing.is_empty() {
-                self.patch.add_pull_secrets(spec.image_pull_secrets.is_some(), missing);
+                self.patch
+                    .add_pull_secrets(spec.image_pull_secrets.is_some(), missing);
                 self.eval.mutations.push(MutationKind::ImagePullSecret);
             }
         }
@@ -510,10 +529,14 @@ fn skip_reason(
     if !may_bind_low_ports(target, uid) && !blocked_ports(spec, c).is_empty() {
         return Some(SkipReason::PrivilegedPort);
     }
-    let shell = c.command.as_deref().and_then(<[_]>::first).is_some_and(|cmd| {
-        let bin = cmd.rsplit('/').next().unwrap_or(cmd);
-        SHELLS.contains(&bin)
-    });
+    let shell = c
+        .command
+        .as_deref()
+        .and_then(<[_]>::first)
+        .is_some_and(|cmd| {
+            let bin = cmd.rsplit('/').next().unwrap_or(cmd);
+            SHELLS.contains(&bin)
+        });
     shell.then_some(SkipReason::ShellCommand)
 }
 

@@ -134,7 +134,9 @@ impl RewriteTarget {
                 "rewrite target {template:?} must be dhi.io/{{repo}} or end in /dhi-{{repo}}, \
                  or rewritten images would not be recognised as hardened"
             )),
-            Err(err) => Err(format!("rewrite target {template:?} is not a valid image: {err}")),
+            Err(err) => Err(format!(
+                "rewrite target {template:?} is not a valid image: {err}"
+            )),
         }
     }
 
@@ -213,7 +215,12 @@ pub fn default_mappings() -> Vec<Mapping> {
             ));
         }
     }
-    out.push(Mapping::new("quay.io/cilium/hubble-relay", "hubble-relay", Some("v"), None));
+    out.push(Mapping::new(
+        "quay.io/cilium/hubble-relay",
+        "hubble-relay",
+        Some("v"),
+        None,
+    ));
     out.push(Mapping::new(
         "quay.io/cilium/startup-script",
         "cilium-startup-script",
@@ -265,7 +272,8 @@ impl Settings {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let settings: Self = serde_saphyr::from_str(text).map_err(|err| SettingsError::Yaml(Box::new(err)))?;
+        let settings: Self =
+            serde_saphyr::from_str(text).map_err(|err| SettingsError::Yaml(Box::new(err)))?;
         for m in &settings.rewrite.mappings {
             let parsed = super::image_ref::ImageRef::parse(&m.from);
             let reason = match parsed {
@@ -273,10 +281,9 @@ impl Settings {
                 Ok(r) if r.tag.is_some() || r.digest.is_some() => {
                     Some("name a repository, without tag or digest".to_owned())
                 }
-                Ok(r) if r.location() != m.from => Some(format!(
-                    "write it normalised, as {}",
-                    r.location()
-                )),
+                Ok(r) if r.location() != m.from => {
+                    Some(format!("write it normalised, as {}", r.location()))
+                }
                 Ok(_) => None,
             };
             // The rewritten image must be a valid reference to the hardened repository
@@ -312,7 +319,12 @@ impl Settings {
         if self.rewrite.default_mappings {
             out.extend(default_mappings().into_iter().map(|m| (m.from.clone(), m)));
         }
-        out.extend(self.rewrite.mappings.iter().map(|m| (m.from.clone(), m.clone())));
+        out.extend(
+            self.rewrite
+                .mappings
+                .iter()
+                .map(|m| (m.from.clone(), m.clone())),
+        );
         out
     }
 }
@@ -383,7 +395,10 @@ catalog:
         assert_eq!(s.mode, Some(Mode::Audit));
         assert_eq!(s.action(RuleId::PrivilegedPort), Action::Warn);
         assert_eq!(s.action(RuleId::RunAsRoot), Action::Off);
-        assert_eq!(s.rewrite.target.render("nginx"), "registry.example.com/platform/dhi-nginx");
+        assert_eq!(
+            s.rewrite.target.render("nginx"),
+            "registry.example.com/platform/dhi-nginx"
+        );
         let maps = s.mappings();
         assert_eq!(maps.len(), 8);
         assert_eq!(
@@ -397,13 +412,19 @@ catalog:
     #[test]
     fn bad_files_are_refused_with_the_reason() {
         let err = |yaml: &str| Settings::from_yaml(yaml).unwrap_err().to_string();
-        assert!(err("rules: {run-as-root: maybe}").contains("maybe"), "{}", err("rules: {run-as-root: maybe}"));
+        assert!(
+            err("rules: {run-as-root: maybe}").contains("maybe"),
+            "{}",
+            err("rules: {run-as-root: maybe}")
+        );
         assert!(err("rewirte: {}").contains("rewirte"));
         assert!(err("rules: {no-such-rule: deny}").contains("no-such-rule"));
         assert!(err("rewrite: {target: 'docker.io/{repo}'}").contains("dhi-{repo}"));
         assert!(err("rewrite: {target: dhi.io/nginx}").contains("{repo}"));
-        assert!(err("rewrite: {mappings: [{from: 'istio/proxyv2', to: x}]}")
-            .contains("docker.io/istio/proxyv2"));
+        assert!(
+            err("rewrite: {mappings: [{from: 'istio/proxyv2', to: x}]}")
+                .contains("docker.io/istio/proxyv2")
+        );
         assert!(err("rewrite: {mappings: [{from: 'docker.io/a/b:1', to: x}]}").contains("tag"));
         assert!(err("[1, 2").contains("invalid policy"));
     }
@@ -420,8 +441,14 @@ catalog:
 
     #[test]
     fn globs() {
-        assert!(glob_match("docker.io/library/busybox:*", "docker.io/library/busybox:1.37"));
-        assert!(!glob_match("docker.io/library/busybox:*", "docker.io/library/busybox"));
+        assert!(glob_match(
+            "docker.io/library/busybox:*",
+            "docker.io/library/busybox:1.37"
+        ));
+        assert!(!glob_match(
+            "docker.io/library/busybox:*",
+            "docker.io/library/busybox"
+        ));
         assert!(glob_match("*", ""));
         assert!(glob_match("*/debug/*", "gcr.io/x/debug/tool:1"));
         assert!(glob_match("a*b*c", "aXXbYYc"));

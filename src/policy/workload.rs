@@ -134,12 +134,18 @@ mod tests {
             WorkloadKind::from_api_version_kind("apps/v1", "Deployment"),
             Some(WorkloadKind::Deployment)
         );
-        assert_eq!(WorkloadKind::from_api_version_kind("v1", "Deployment"), None);
+        assert_eq!(
+            WorkloadKind::from_api_version_kind("v1", "Deployment"),
+            None
+        );
         assert_eq!(
             WorkloadKind::from_api_version_kind("example.com/v1", "Deployment"),
             None
         );
-        assert_eq!(WorkloadKind::from_api_version_kind("v1", "Pod"), Some(WorkloadKind::Pod));
+        assert_eq!(
+            WorkloadKind::from_api_version_kind("v1", "Pod"),
+            Some(WorkloadKind::Pod)
+        );
         assert_eq!(
             WorkloadKind::from_api_version_kind("batch/v1", "CronJob"),
             Some(WorkloadKind::CronJob)

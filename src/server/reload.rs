@@ -86,7 +86,12 @@ fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn reload_certificate(config: &Config, state: &AppState, certs: &SwappableCert, seen: &mut Seen) {
+async fn reload_certificate(
+    config: &Config,
+    state: &AppState,
+    certs: &SwappableCert,
+    seen: &mut Seen,
+) {
     let Ok((mut cert, key)) = config.tls.read() else {
         return; // Mid-rotation or briefly missing: the next tick sees the new files.
     };

@@ -39,7 +39,11 @@ impl<S> TimedIo<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -51,14 +55,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
             }
             Poll::Pending => {
                 ready!(this.deadline.as_mut().poll(cx));
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle too long")))
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle too long",
+                )))
             }
         }
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         // Writing a response is not idleness: without this, an answer that takes longer
         // than `idle` to compute and send (a large patch to a slow reader) was cut off by
         // the read side's deadline when hyper next polled for input.
