@@ -1,0 +1,4 @@
+//! Shared code of the fuzz targets.
+
+pub mod cases;
+pub mod checks;
