@@ -299,6 +299,11 @@ def check_answer(server: Server, path: str, body: bytes, ca: Path) -> dict:
     uid = json.loads(body)["request"]["uid"]
     if review.get("kind") != "AdmissionReview" or response.get("uid") != uid:
         raise RuntimeError(f"{server.kind} {path}: unexpected answer {data[:300]!r}")
+    # A denial (403) is a policy answer; any other status in the review (400: the server
+    # could not read the request) is an error, even though HTTP said 200.
+    status = response.get("status") or {}
+    if status.get("code") not in (None, 403):
+        raise RuntimeError(f"{server.kind} {path}: error answer {data[:300]!r}")
     return {
         "allowed": response.get("allowed"),
         "patch": response.get("patchType") is not None,
@@ -640,7 +645,12 @@ def main() -> int:
         # baseline alike.
         for rep in range(1, args.reps + 1):
             for case in cases:
-                run = measure(case, bins, certs, bodies, results, rep, args)
+                try:
+                    run = measure(case, bins, certs, bodies, results, rep, args)
+                except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+                    # A server that does not start, or answers wrongly: the run is void.
+                    log(f"load.py: FAILED: {case.name} rep {rep}: {err}")
+                    return 1
                 runs.append(run)
                 jsonl.write(json.dumps(run) + "\n")
                 jsonl.flush()
@@ -664,6 +674,12 @@ def main() -> int:
             latest.unlink()
         latest.symlink_to(results.name)
     print(header + table)
+    # Missed targets are for people to read (exit 0); errors are not.
+    failed = [f"{r['case']} rep {r['rep']}: {r['errors']}" for r in runs if sum(r["errors"].values())]
+    if failed:
+        log("load.py: FAILED: the load generator saw errors (connect/read/write/non-2xx/timeout): "
+            + "; ".join(failed))
+        return 1
     return 0
 
 
