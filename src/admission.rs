@@ -172,6 +172,15 @@ pub struct Answer {
     pub skipped: Vec<SkipReason>,
 }
 
+impl Answer {
+    /// Labels the answer with what the request was about, for metrics.
+    fn about(mut self, kind: Option<WorkloadKind>, operation: Operation) -> Self {
+        self.kind = kind;
+        self.operation = Some(operation);
+        self
+    }
+}
+
 /// Handles one AdmissionReview body for `webhook` in `mode`.
 pub fn handle(engine: &Engine, webhook: Webhook, mode: Mode, body: &[u8]) -> Answer {
     // Fast path: the objects are decoded with the review, in one pass over the body.
@@ -252,9 +261,7 @@ fn answer_request<'a, O: IntoView<'a>>(
             },
             req.kind.kind
         );
-        let mut answer = review_error(uid, message);
-        answer.operation = Some(operation);
-        return answer;
+        return review_error(uid, message).about(None, operation);
     };
     let allow = |kind, operation| Answer {
         operation: Some(operation),
@@ -272,13 +279,8 @@ fn answer_request<'a, O: IntoView<'a>>(
         Route::Review(scope) => scope,
     };
     let Some(object) = req.object else {
-        let mut answer = review_error(
-            uid,
-            format!("{operation:?} request for {kind} {name} has no object"),
-        );
-        answer.kind = Some(kind);
-        answer.operation = Some(operation);
-        return answer;
+        let message = format!("{operation:?} request for {kind} {name} has no object");
+        return review_error(uid, message).about(Some(kind), operation);
     };
     let decoded = object.into_view().and_then(|object| {
         let old = match (operation, req.old_object) {
@@ -290,10 +292,8 @@ fn answer_request<'a, O: IntoView<'a>>(
     let (object, old) = match decoded {
         Ok(pair) => pair,
         Err(err) => {
-            let mut answer = review_error(uid, format!("cannot read {kind} {name}: {err}"));
-            answer.kind = Some(kind);
-            answer.operation = Some(operation);
-            return answer;
+            let message = format!("cannot read {kind} {name}: {err}");
+            return review_error(uid, message).about(Some(kind), operation);
         }
     };
     // Controllers create pods with generateName: the request has no name yet.
