@@ -46,6 +46,10 @@ LABEL org.opencontainers.image.title="dhi-admission" \
       org.opencontainers.image.source="https://github.com/dhi-admission/dhi-admission" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/dhi-admission /dhi-admission
+# The binary is built with mimalloc's `no_thp`, so it never asks for transparent huge
+# pages; on nodes whose THP mode is `always` the kernel would still hand out 2 MiB
+# pages, and this makes mimalloc opt the process out (idle RSS ~10 MiB instead of ~17).
+ENV MIMALLOC_ALLOW_THP=0
 # The static image's nonroot account; the Deployment sets the same IDs explicitly.
 USER 65532:65532
 # 8443: admission (TLS); 9090: /metrics, /healthz, /readyz (plain HTTP).
