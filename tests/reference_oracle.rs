@@ -76,10 +76,10 @@ proptest! {
             (Ok(ours), Ok(theirs)) => {
                 prop_assert_eq!(&ours.registry, &theirs.registry().to_ascii_lowercase(), "{}", raw);
                 prop_assert_eq!(&ours.repository, theirs.repository(), "{}", raw);
-                prop_assert_eq!(ours.digest.as_deref(), theirs.digest(), "{}", raw);
+                prop_assert_eq!(ours.digest, theirs.digest(), "{}", raw);
                 // oci-spec fills in `latest`; we keep only what was written.
                 if ours.tag.is_some() || theirs.digest().is_some() {
-                    prop_assert_eq!(ours.tag.as_deref(), theirs.tag(), "{}", raw);
+                    prop_assert_eq!(ours.tag, theirs.tag(), "{}", raw);
                 } else {
                     prop_assert_eq!(theirs.tag(), Some("latest"), "{}", raw);
                 }

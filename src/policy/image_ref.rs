@@ -6,6 +6,7 @@
 //! keep whether the tag was written or implied, and lower-case the registry host, which
 //! DNS treats case-insensitively (`DHI.IO/python` pulls from `dhi.io`).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::reference::{self, GrammarError};
@@ -22,26 +23,27 @@ pub const MAX_REFERENCE_LEN: usize = 1024;
 /// Istio's sidecar injector fills `image: auto` in later; it is not a reference.
 pub const ISTIO_AUTO: &str = "auto";
 
-/// A parsed, normalised image reference.
+/// A parsed, normalised image reference, borrowed from the string it was read from:
+/// only a lower-cased host or Docker Hub's implied `library/` needs an allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
+pub struct ImageRef<'a> {
     /// Registry host (and port), lower-cased: `docker.io`, `dhi.io`, `localhost:5000`.
-    pub registry: String,
+    pub registry: Cow<'a, str>,
     /// Repository path inside the registry: `library/nginx`, `istio/proxyv2`.
-    pub repository: String,
+    pub repository: Cow<'a, str>,
     /// The tag as written; `None` when the reference relied on the implicit `latest`.
-    pub tag: Option<String>,
+    pub tag: Option<&'a str>,
     /// `algorithm:hex` when the reference is pinned by digest.
-    pub digest: Option<String>,
+    pub digest: Option<&'a str>,
 }
 
 /// The outcome of reading an `image` field.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageField {
+pub enum ImageField<'a> {
     /// A placeholder a later mutating webhook replaces (Istio's `auto`).
     Placeholder,
     /// A well-formed reference.
-    Ref(ImageRef),
+    Ref(ImageRef<'a>),
 }
 
 /// Why an image string is not a valid reference.
@@ -61,9 +63,9 @@ pub enum ImageRefError {
     Grammar(#[source] GrammarError),
 }
 
-impl ImageField {
+impl<'a> ImageField<'a> {
     /// Parses the `image` field of a container.
-    pub fn parse(raw: &str) -> Result<Self, ImageRefError> {
+    pub fn parse(raw: &'a str) -> Result<Self, ImageRefError> {
         if raw == ISTIO_AUTO {
             return Ok(Self::Placeholder);
         }
@@ -71,9 +73,9 @@ impl ImageField {
     }
 }
 
-impl ImageRef {
+impl<'a> ImageRef<'a> {
     /// Parses and normalises a reference (`nginx` is `docker.io/library/nginx`, implicit tag).
-    pub fn parse(raw: &str) -> Result<Self, ImageRefError> {
+    pub fn parse(raw: &'a str) -> Result<Self, ImageRefError> {
         if raw.trim().is_empty() {
             return Err(ImageRefError::Empty);
         }
@@ -86,25 +88,29 @@ impl ImageRef {
             GrammarError::Uppercase => ImageRefError::Uppercase,
             other => ImageRefError::Grammar(other),
         })?;
-        let mut registry = parts.domain.unwrap_or(DOCKER_HUB).to_ascii_lowercase();
-        if registry == DOCKER_HUB_LEGACY {
-            registry = DOCKER_HUB.to_owned();
-        }
+        let registry = match parts.domain {
+            None => Cow::Borrowed(DOCKER_HUB),
+            Some(host) if host.bytes().any(|b| b.is_ascii_uppercase()) => {
+                Cow::Owned(host.to_ascii_lowercase())
+            }
+            Some(host) => Cow::Borrowed(host),
+        };
+        let registry = match registry.as_ref() {
+            DOCKER_HUB_LEGACY => Cow::Borrowed(DOCKER_HUB),
+            // HTTPS is port 443: `dhi.io:443/python` pulls what `dhi.io/python` pulls, and
+            // must be judged as it (tests/no_bypass.rs: dhi_io_with_its_default_port_...).
+            "dhi.io:443" => Cow::Borrowed(DHI_REGISTRY),
+            _ => registry,
+        };
         let repository = if registry == DOCKER_HUB && !parts.path.contains('/') {
-            format!("library/{}", parts.path)
+            Cow::Owned(format!("library/{}", parts.path))
         } else {
-            parts.path.to_owned()
+            Cow::Borrowed(parts.path)
         };
         if repository.len() > reference::NAME_TOTAL_LENGTH_MAX {
             return Err(ImageRefError::Grammar(GrammarError::NameTooLong));
         }
-        let tag = parts.tag.map(str::to_owned);
-        let digest = parts.digest.map(str::to_owned);
-        // HTTPS is port 443: `dhi.io:443/python` pulls what `dhi.io/python` pulls, and must
-        // be judged as it (tests/no_bypass.rs: dhi_io_with_its_default_port_is_still_dhi_io).
-        if registry == "dhi.io:443" {
-            registry.truncate(DHI_REGISTRY.len());
-        }
+        let (tag, digest) = (parts.tag, parts.digest);
         Ok(Self {
             registry,
             repository,
@@ -117,10 +123,10 @@ impl ImageRef {
     pub fn name(&self) -> &str {
         self.repository
             .rsplit_once('/')
-            .map_or(self.repository.as_str(), |(_, name)| name)
+            .map_or(self.repository.as_ref(), |(_, name)| name)
     }
 
-    /// `registry/repository`, without tag or digest: the key for upstream mappings.
+    /// `registry/repository`, without tag or digest: how upstream mappings name it.
     pub fn location(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
@@ -129,7 +135,7 @@ impl ImageRef {
     /// `dhi.io/<repo>` or a mirror `<registry>/<path>/dhi-<repo>`.
     pub fn hardened_repo(&self) -> Option<&str> {
         if self.registry == DHI_REGISTRY {
-            return Some(&self.repository);
+            return Some(self.repository.as_ref());
         }
         self.name()
             .strip_prefix(MIRROR_PREFIX)
@@ -138,17 +144,17 @@ impl ImageRef {
 
     /// The tag to look up in the catalog (`latest` when none was written).
     pub fn tag_or_latest(&self) -> &str {
-        self.tag.as_deref().unwrap_or("latest")
+        self.tag.unwrap_or("latest")
     }
 }
 
-impl fmt::Display for ImageRef {
+impl fmt::Display for ImageRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.registry, self.repository)?;
-        if let Some(tag) = &self.tag {
+        if let Some(tag) = self.tag {
             write!(f, ":{tag}")?;
         }
-        if let Some(digest) = &self.digest {
+        if let Some(digest) = self.digest {
             write!(f, "@{digest}")?;
         }
         Ok(())
@@ -159,7 +165,7 @@ impl fmt::Display for ImageRef {
 mod tests {
     use super::*;
 
-    fn parse(raw: &str) -> ImageRef {
+    fn parse(raw: &str) -> ImageRef<'_> {
         ImageRef::parse(raw).unwrap_or_else(|err| panic!("{raw}: {err}"))
     }
 
@@ -175,7 +181,7 @@ mod tests {
 
     #[test]
     fn explicit_latest_is_kept() {
-        assert_eq!(parse("nginx:latest").tag.as_deref(), Some("latest"));
+        assert_eq!(parse("nginx:latest").tag, Some("latest"));
     }
 
     #[test]
@@ -191,16 +197,18 @@ mod tests {
         let r = parse("localhost:5000/istio/proxyv2:1.30.3");
         assert_eq!(r.registry, "localhost:5000");
         assert_eq!(r.repository, "istio/proxyv2");
-        assert_eq!(r.tag.as_deref(), Some("1.30.3"));
+        assert_eq!(r.tag, Some("1.30.3"));
     }
 
     #[test]
     fn tag_and_digest_both_kept() {
         let digest = format!("sha256:{}", "a".repeat(64));
-        let r = parse(&format!("dhi.io/python:3.13@{digest}"));
-        assert_eq!(r.tag.as_deref(), Some("3.13"));
-        assert_eq!(r.digest.as_deref(), Some(digest.as_str()));
-        let r = parse(&format!("dhi.io/python@{digest}"));
+        let pinned = format!("dhi.io/python:3.13@{digest}");
+        let r = parse(&pinned);
+        assert_eq!(r.tag, Some("3.13"));
+        assert_eq!(r.digest, Some(digest.as_str()));
+        let digest_only = format!("dhi.io/python@{digest}");
+        let r = parse(&digest_only);
         assert_eq!(r.tag, None);
     }
 

@@ -8,17 +8,19 @@ pub mod catalog;
 pub mod image_ref;
 pub mod patch;
 pub mod reference;
+mod rewrite;
 pub mod rules;
 pub mod settings;
 pub mod spec;
 pub mod workload;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use json_patch::PatchOperation;
 
 pub use catalog::Catalog;
+use rules::Purpose;
 pub use rules::{Evaluation, MutationKind, RuleId, SkipReason, Violation, Warning};
 pub use settings::{Action, Mode, Settings};
 pub use spec::ObjectView;
@@ -209,7 +211,7 @@ fn without_position(err: &serde_json::Error) -> String {
 pub struct Engine {
     settings: Settings,
     catalog: Catalog,
-    mappings: HashMap<String, settings::Mapping>,
+    mappings: rewrite::MappingTable,
 }
 
 impl Default for Engine {
@@ -222,7 +224,7 @@ impl Engine {
     /// Builds the engine for a policy.
     pub fn new(settings: Settings) -> Self {
         let catalog = Catalog::new(settings.catalog.clone());
-        let mappings = settings.mappings();
+        let mappings = rewrite::MappingTable::new(&settings);
         Self {
             settings,
             catalog,
@@ -275,8 +277,14 @@ impl Engine {
 
     /// Plans and judges an object without applying mode or webhook: the raw findings.
     pub fn evaluate(&self, subject: &Subject<'_, '_>) -> Evaluation {
+        self.evaluate_for(subject, Purpose::Patch)
+    }
+
+    fn evaluate_for(&self, subject: &Subject<'_, '_>, purpose: Purpose) -> Evaluation {
         match subject.kind.pod_spec(subject.object) {
-            Some(spec) => self.evaluate_spec(spec, subject.kind.spec_path(), subject.scope),
+            Some(spec) => {
+                self.evaluate_spec(spec, subject.kind.spec_path(), subject.scope, purpose)
+            }
             None => Evaluation::default(),
         }
     }
@@ -292,10 +300,14 @@ impl Engine {
                 return Decision::allowed_untouched();
             }
         }
-        let eval = self.evaluate(subject);
         match webhook {
-            Webhook::Mutate => self.mutate_decision(subject.kind, eval, mode),
-            Webhook::Validate => validate_decision(eval, mode),
+            Webhook::Mutate => {
+                let eval = self.evaluate_for(subject, Purpose::Patch);
+                self.mutate_decision(subject.kind, eval, mode)
+            }
+            Webhook::Validate => {
+                validate_decision(self.evaluate_for(subject, Purpose::Verdict), mode)
+            }
         }
     }
 

@@ -30,6 +30,31 @@ impl ContainerList {
     }
 }
 
+/// The securityContext fields injected into a container: `runAsUser` always, the
+/// others only where the container and the pod leave them unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InjectedUser {
+    /// `runAsUser`
+    pub uid: i64,
+    /// `runAsGroup`, if injected.
+    pub gid: Option<i64>,
+    /// Inject `runAsNonRoot: true`.
+    pub non_root: bool,
+}
+
+impl InjectedUser {
+    fn fields(self) -> Vec<(&'static str, Value)> {
+        let mut fields = vec![("runAsUser", Value::from(self.uid))];
+        if let Some(gid) = self.gid {
+            fields.push(("runAsGroup", Value::from(gid)));
+        }
+        if self.non_root {
+            fields.push(("runAsNonRoot", Value::Bool(true)));
+        }
+        fields
+    }
+}
+
 /// Collects operations against one pod spec, reached by `prefix` from the object root.
 #[derive(Debug)]
 pub struct SpecPatch {
@@ -68,17 +93,16 @@ impl SpecPatch {
         }));
     }
 
-    /// Adds fields to a container's securityContext, creating it when absent.
+    /// Adds the user fields to a container's securityContext, creating it when absent.
     pub fn add_container_security(
         &mut self,
         list: ContainerList,
         index: usize,
         has_context: bool,
-        fields: &[(&str, Value)],
+        user: InjectedUser,
     ) {
-        if fields.is_empty() {
-            return;
-        }
+        let fields = user.fields();
+        let fields = fields.as_slice();
         if has_context {
             for (key, value) in fields {
                 let path = self.container_pointer(list, index, &["securityContext", key]);
@@ -162,9 +186,13 @@ mod tests {
     fn pointers_are_escaped_and_parents_created() {
         let mut p = SpecPatch::new(&["spec", "template", "spec"]);
         p.set_image(ContainerList::Regular, 1, "dhi.io/nginx:1".into());
-        let f = [("runAsUser", json!(65532))];
-        p.add_container_security(ContainerList::Init, 0, false, &f);
-        p.add_container_security(ContainerList::Init, 2, true, &f);
+        let f = InjectedUser {
+            uid: 65532,
+            gid: None,
+            non_root: false,
+        };
+        p.add_container_security(ContainerList::Init, 0, false, f);
+        p.add_container_security(ContainerList::Init, 2, true, f);
         p.add_fs_group(false, 65532);
         p.add_pull_secrets(false, ["a/b~c"]);
         p.add_pull_secrets(true, ["d"]);

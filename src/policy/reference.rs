@@ -78,13 +78,24 @@ impl std::error::Error for GrammarError {}
 
 /// Splits and validates a reference.
 pub fn split(raw: &str) -> Result<Parts<'_>, GrammarError> {
-    let (name_tag, digest) = match raw.split_once('@') {
-        Some((name_tag, digest)) => (name_tag, Some(validate_digest(digest)?)),
+    let (name_tag, digest) = match memchr(raw.as_bytes(), b'@') {
+        Some(at) => (&raw[..at], Some(validate_digest(&raw[at + 1..])?)),
         None => (raw, None),
     };
-    // A ':' after the last '/' starts the tag; one before it belongs to a port.
-    let last_slash = name_tag.rfind('/');
-    let (name, tag) = match name_tag.rfind(':') {
+    // One pass for the separators: a ':' after the last '/' starts the tag; one before
+    // it belongs to a port.
+    let (mut first_slash, mut last_slash, mut last_colon) = (None, None, None);
+    for (i, b) in name_tag.bytes().enumerate() {
+        match b {
+            b'/' => {
+                first_slash.get_or_insert(i);
+                last_slash = Some(i);
+            }
+            b':' => last_colon = Some(i),
+            _ => {}
+        }
+    }
+    let (name, tag) = match last_colon {
         Some(colon) if last_slash.is_none_or(|slash| colon > slash) => {
             let tag = &name_tag[colon + 1..];
             if !is_tag(tag) {
@@ -94,14 +105,20 @@ pub fn split(raw: &str) -> Result<Parts<'_>, GrammarError> {
         }
         _ => (name_tag, None),
     };
-    let (domain, path) = match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
-            if !is_domain(first) {
-                return Err(GrammarError::InvalidFormat);
+    // With a tag, every '/' is before its ':', so the first '/' of `name_tag` is `name`'s.
+    let (domain, path) = match first_slash {
+        Some(slash) => {
+            let first = &name[..slash];
+            if first.bytes().any(|b| b == b'.' || b == b':') || first == "localhost" {
+                if !is_domain(first) {
+                    return Err(GrammarError::InvalidFormat);
+                }
+                (Some(first), &name[slash + 1..])
+            } else {
+                (None, name)
             }
-            (Some(first), rest)
         }
-        _ => (None, name),
+        None => (None, name),
     };
     if path.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(GrammarError::Uppercase);
@@ -115,6 +132,10 @@ pub fn split(raw: &str) -> Result<Parts<'_>, GrammarError> {
         tag,
         digest,
     })
+}
+
+fn memchr(bytes: &[u8], needle: u8) -> Option<usize> {
+    bytes.iter().position(|&b| b == needle)
 }
 
 /// `[a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )*`
@@ -146,8 +167,8 @@ fn is_path_component(component: &str) -> bool {
 
 /// `label ( "." label )* [ ":" port ]`
 fn is_domain(domain: &str) -> bool {
-    let (host, port) = match domain.split_once(':') {
-        Some((host, port)) => (host, Some(port)),
+    let (host, port) = match memchr(domain.as_bytes(), b':') {
+        Some(colon) => (&domain[..colon], Some(&domain[colon + 1..])),
         None => (domain, None),
     };
     let label_ok = |label: &str| {
@@ -173,9 +194,8 @@ fn is_tag(tag: &str) -> bool {
 
 /// `algorithm ":" hex`, with the hex length fixed for the algorithms registries use.
 fn validate_digest(digest: &str) -> Result<&str, GrammarError> {
-    let (algorithm, hex) = digest
-        .split_once(':')
-        .ok_or(GrammarError::DigestInvalidFormat)?;
+    let colon = memchr(digest.as_bytes(), b':').ok_or(GrammarError::DigestInvalidFormat)?;
+    let (algorithm, hex) = (&digest[..colon], &digest[colon + 1..]);
     let algorithm_ok = algorithm.split(['-', '_', '+', '.']).all(|part| {
         let b = part.as_bytes();
         !b.is_empty() && b[0].is_ascii_alphabetic() && b.iter().all(u8::is_ascii_alphanumeric)

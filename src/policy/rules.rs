@@ -8,11 +8,10 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::catalog::{ImageUser, Variant};
 use super::image_ref::{ImageField, ImageRef};
-use super::patch::{ContainerList, SpecPatch};
+use super::patch::{ContainerList, InjectedUser, SpecPatch};
 use super::settings::{Action, glob_match};
 use super::spec::{ContainerView, SpecView};
 use super::{Engine, Scope};
@@ -210,11 +209,37 @@ pub struct Evaluation {
 const SHELLS: &[&str] = &["sh", "bash", "ash", "dash", "zsh", "ksh", "busybox"];
 
 /// Facts about one container as it will run.
-struct Judged<'s> {
-    name: &'s str,
-    image: String,
+struct Judged<'c> {
+    name: &'c str,
+    image: Shown<'c>,
     user: ImageUser,
     uid: i64,
+}
+
+/// The image a container will run, printed only if a message needs it.
+enum Shown<'c> {
+    /// A hardened image, as written (normalised).
+    Hardened(ImageRef<'c>),
+    /// The hardened image an upstream one is rewritten to.
+    Rewritten(String),
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Hardened(image) => image.fmt(f),
+            Self::Rewritten(image) => f.write_str(image),
+        }
+    }
+}
+
+/// What an evaluation is for: the validating webhook needs the verdict only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// The patch, the verdict and every finding.
+    Patch,
+    /// The verdict and the findings it reports; no patch, no skipped-rewrite notes.
+    Verdict,
 }
 
 // === impl Engine: evaluation ===
@@ -226,6 +251,7 @@ impl Engine {
         spec: &SpecView<'_>,
         prefix: &'static [&'static str],
         scope: Scope,
+        purpose: Purpose,
     ) -> Evaluation {
         if spec.is_windows() {
             // Hardened images are Linux images; UID fields are invalid on Windows pods.
@@ -234,7 +260,7 @@ impl Engine {
         let mut pass = Pass {
             engine: self,
             spec,
-            patch: SpecPatch::new(prefix),
+            patch: (purpose == Purpose::Patch).then(|| SpecPatch::new(prefix)),
             eval: Evaluation::default(),
             rewrote: false,
             // `kubectl debug` reaches only the validating webhook: nothing rewrites its
@@ -266,44 +292,14 @@ impl Engine {
         pass.finish()
     }
 
-    /// The hardened reference an upstream image maps to: (image, repo, tag).
-    fn rewrite_target(&self, image: &ImageRef) -> Option<(String, String, String)> {
-        let rewrite = &self.settings.rewrite;
-        if !rewrite.enabled {
-            return None;
+    /// Exemption patterns match the normalised reference; printed only if there are any.
+    fn is_exempt_image(&self, image: &ImageRef<'_>) -> bool {
+        let patterns = &self.settings.exempt.images;
+        if patterns.is_empty() {
+            return false;
         }
-        let location = image.location();
-        let (repo, tag) = match self.mappings.get(&location) {
-            Some(m) => (
-                m.to.clone(),
-                image.tag.as_deref().map(|t| m.transform_tag(t)),
-            ),
-            None => {
-                let name = location.strip_prefix("docker.io/library/")?;
-                if !rewrite.official_images || !self.catalog.contains(name) {
-                    return None;
-                }
-                (name.to_owned(), image.tag.as_deref())
-            }
-        };
-        let mut target = rewrite.target.render(&repo);
-        if let Some(tag) = tag {
-            target.push(':');
-            target.push_str(tag);
-        }
-        // A stripped tag can be no tag at all (`v` → ``, `v.1` → `.1`): never rewrite to
-        // an image the kubelet could not pull (found by fuzz/engine_pod).
-        ImageRef::parse(&target).ok()?;
-        let tag = tag.unwrap_or("latest").to_owned();
-        Some((target, repo, tag))
-    }
-
-    fn is_exempt_image(&self, image: &str) -> bool {
-        self.settings
-            .exempt
-            .images
-            .iter()
-            .any(|pattern| glob_match(pattern, image))
+        let written = image.to_string();
+        patterns.iter().any(|pattern| glob_match(pattern, &written))
     }
 }
 
@@ -311,7 +307,8 @@ impl Engine {
 struct Pass<'e, 's, 'a> {
     engine: &'e Engine,
     spec: &'s SpecView<'a>,
-    patch: SpecPatch,
+    /// `None` when only the verdict is wanted.
+    patch: Option<SpecPatch>,
     eval: Evaluation,
     /// An image was rewritten: the rewrite target's pull secrets are needed.
     rewrote: bool,
@@ -340,52 +337,63 @@ impl Pass<'_, '_, '_> {
                      repository in lower case",
                     c.name
                 );
-                self.report(RuleId::InvalidImage, &c.name, raw, message);
+                self.report(RuleId::InvalidImage, &c.name, &raw, message);
                 return None;
             }
         };
-        let written = image.to_string();
-        if self.engine.is_exempt_image(&written) {
+        let engine = self.engine;
+        if engine.is_exempt_image(&image) {
             return None;
         }
         let spec = self.spec;
         let explicit_uid = effective(c, spec, |s| s.run_as_user, |p| p.run_as_user);
-        let (repo, tag, shown) = match image.hardened_repo() {
-            Some(repo) => (repo.to_owned(), image.tag_or_latest().to_owned(), written),
+        let (user, shown) = match image.hardened_repo() {
+            Some(repo) => {
+                let user = engine.catalog.lookup(repo, image.tag_or_latest());
+                (user, Shown::Hardened(image))
+            }
             None if !self.rewrite => return None,
             None => {
-                let (target, repo, tag) = self.engine.rewrite_target(&image)?;
-                let user = self.engine.catalog.lookup(&repo, &tag);
+                let target = engine.rewrite_target(&image)?;
+                let user = engine.catalog.lookup(target.repo, target.tag);
                 if let Some(reason) = skip_reason(spec, c, &image, &user, explicit_uid) {
-                    self.eval.warnings.push(Warning::RewriteSkipped {
-                        container: c.name.to_string(),
-                        image: written,
-                        target,
-                        reason,
-                    });
+                    if self.patch.is_some() {
+                        self.eval.warnings.push(Warning::RewriteSkipped {
+                            container: c.name.to_string(),
+                            image: image.to_string(),
+                            target: target.image,
+                            reason,
+                        });
+                    }
                     return None;
                 }
-                self.patch.set_image(list, index, target.clone());
+                if let Some(patch) = &mut self.patch {
+                    patch.set_image(list, index, target.image.clone());
+                }
                 self.eval.mutations.push(MutationKind::ImageRewrite);
                 self.rewrote = true;
-                (repo, tag, target)
+                (user, Shown::Rewritten(target.image))
             }
         };
-        let user = self.engine.catalog.lookup(&repo, &tag);
         if explicit_uid.is_none() && user.ids.uid != 0 {
-            let mut fields = Vec::with_capacity(3);
-            fields.push(("runAsUser", Value::from(user.ids.uid)));
+            let inject = InjectedUser {
+                uid: user.ids.uid,
+                gid: effective(c, spec, |s| s.run_as_group, |p| p.run_as_group)
+                    .is_none()
+                    .then_some(user.ids.gid),
+                non_root: effective(c, spec, |s| s.run_as_non_root, |p| p.run_as_non_root)
+                    .is_none(),
+            };
             self.eval.mutations.push(MutationKind::RunAsUser);
-            if effective(c, spec, |s| s.run_as_group, |p| p.run_as_group).is_none() {
-                fields.push(("runAsGroup", Value::from(user.ids.gid)));
+            if inject.gid.is_some() {
                 self.eval.mutations.push(MutationKind::RunAsGroup);
             }
-            if effective(c, spec, |s| s.run_as_non_root, |p| p.run_as_non_root).is_none() {
-                fields.push(("runAsNonRoot", Value::Bool(true)));
+            if inject.non_root {
                 self.eval.mutations.push(MutationKind::RunAsNonRoot);
             }
-            self.patch
-                .add_container_security(list, index, c.security_context.is_some(), &fields);
+            if let Some(patch) = &mut self.patch {
+                patch.add_container_security(list, index, c.security_context.is_some(), inject);
+            }
         }
         Some(Judged {
             name: &c.name,
@@ -459,16 +467,16 @@ impl Pass<'_, '_, '_> {
         if j.user.variant == Variant::Dev {
             self.eval.warnings.push(Warning::DevVariant {
                 container: j.name.to_owned(),
-                image: j.image.clone(),
+                image: j.image.to_string(),
             });
         }
     }
 
-    fn report(&mut self, rule: RuleId, container: &str, image: &str, message: String) {
+    fn report(&mut self, rule: RuleId, container: &str, image: &dyn fmt::Display, message: String) {
         let violation = Violation {
             rule,
             container: container.to_owned(),
-            image: image.to_owned(),
+            image: image.to_string(),
             message,
         };
         match self.engine.settings.action(rule) {
@@ -486,7 +494,9 @@ impl Pass<'_, '_, '_> {
             .fs_group
             .filter(|_| pod_ctx.and_then(|s| s.fs_group).is_none())
         {
-            self.patch.add_fs_group(pod_ctx.is_some(), gid);
+            if let Some(patch) = &mut self.patch {
+                patch.add_fs_group(pod_ctx.is_some(), gid);
+            }
             self.eval.mutations.push(MutationKind::FsGroup);
         }
         if self.rewrote {
@@ -501,12 +511,13 @@ impl Pass<'_, '_, '_> {
                 .filter(|name| !have.iter().any(|s| s.name == *name))
                 .collect();
             if !missing.is_empty() {
-                self.patch
-                    .add_pull_secrets(spec.image_pull_secrets.is_some(), missing);
+                if let Some(patch) = &mut self.patch {
+                    patch.add_pull_secrets(spec.image_pull_secrets.is_some(), missing);
+                }
                 self.eval.mutations.push(MutationKind::ImagePullSecret);
             }
         }
-        self.eval.patch = self.patch.into_ops();
+        self.eval.patch = self.patch.map(SpecPatch::into_ops).unwrap_or_default();
         self.eval
     }
 }
@@ -515,7 +526,7 @@ impl Pass<'_, '_, '_> {
 fn skip_reason(
     spec: &SpecView<'_>,
     c: &ContainerView<'_>,
-    image: &ImageRef,
+    image: &ImageRef<'_>,
     target: &ImageUser,
     explicit_uid: Option<i64>,
 ) -> Option<SkipReason> {
