@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use crate::policy::Operation;
+use crate::policy::spec::borrowed;
 use crate::policy::{
     Decision, DecodeError, Engine, MAX_LISTED, Mode, MutationKind, ObjectView, RequestInfo, Route,
     RuleId, SkipReason, Subject, Webhook, WorkloadKind, decode_object, shorten,
@@ -29,9 +30,9 @@ pub const KIND: &str = "AdmissionReview";
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
 struct ReviewIn<'a, O> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option")]
     api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     request: Option<RequestIn<'a, O>>,
@@ -44,11 +45,11 @@ struct RequestIn<'a, O> {
     uid: Cow<'a, str>,
     #[serde(borrow)]
     kind: GroupVersionKind<'a>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option")]
     sub_resource: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option")]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option")]
     namespace: Option<Cow<'a, str>>,
     operation: Operation,
     #[serde(default)]

@@ -4,12 +4,15 @@
 //! operation, mode, decision, rule, mutation, skip reason), never from request data.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::admission::Answer;
-use crate::policy::{Mode, Webhook};
+use crate::policy::{Mode, MutationKind, RuleId, SkipReason, Webhook};
+
+const WEBHOOKS: [Webhook; 2] = [Webhook::Mutate, Webhook::Validate];
+const MODES: [Mode; 2] = [Mode::Enforce, Mode::Audit];
 
 /// Latency buckets in seconds. Answers take tens of microseconds, so the low end is
 /// fine-grained enough to see sub-millisecond shifts; the top catches stalls up to the
@@ -20,14 +23,22 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// Every metric the server exports.
+///
+/// The series whose labels are all enums are resolved once, here: a label look-up
+/// hashes the values and takes a lock, several times per request otherwise. They are
+/// also exported from the start at zero, which `rate()` and alerts need.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
-    duration: HistogramVec,
-    violations: IntCounterVec,
-    mutations: IntCounterVec,
-    skipped: IntCounterVec,
+    /// By `Webhook as usize`.
+    duration: [Histogram; 2],
+    /// By `RuleId as usize`, then `Mode as usize`.
+    violations: [[IntCounter; 2]; 3],
+    /// By `MutationKind as usize`.
+    mutations: [IntCounter; 6],
+    /// By `SkipReason as usize`.
+    skipped: [IntCounter; 4],
     reloads: IntCounterVec,
     cert_expiry: Gauge,
 }
@@ -106,10 +117,12 @@ impl Metrics {
         Ok(Self {
             registry,
             requests,
-            duration,
-            violations,
-            mutations,
-            skipped,
+            duration: WEBHOOKS.map(|w| duration.with_label_values(&[w.as_str()])),
+            violations: RuleId::ALL.map(|rule| {
+                MODES.map(|mode| violations.with_label_values(&[rule.as_str(), mode.as_str()]))
+            }),
+            mutations: MutationKind::ALL.map(|m| mutations.with_label_values(&[m.as_str()])),
+            skipped: SkipReason::ALL.map(|r| skipped.with_label_values(&[r.as_str()])),
             reloads,
             cert_expiry,
         })
@@ -128,19 +141,15 @@ impl Metrics {
                 answer.outcome.as_str(),
             ])
             .inc();
-        self.duration
-            .with_label_values(&[webhook.as_str()])
-            .observe(seconds);
-        for rule in &answer.violations {
-            self.violations
-                .with_label_values(&[rule.as_str(), mode.as_str()])
-                .inc();
+        self.duration[webhook as usize].observe(seconds);
+        for &rule in &answer.violations {
+            self.violations[rule as usize][mode as usize].inc();
         }
-        for m in &answer.mutations {
-            self.mutations.with_label_values(&[m.as_str()]).inc();
+        for &m in &answer.mutations {
+            self.mutations[m as usize].inc();
         }
-        for reason in &answer.skipped {
-            self.skipped.with_label_values(&[reason.as_str()]).inc();
+        for &reason in &answer.skipped {
+            self.skipped[reason as usize].inc();
         }
     }
 
@@ -166,6 +175,37 @@ impl Metrics {
         // Encoding into a Vec only fails on invalid metric families, which we never build.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arrays above are indexed by discriminant: the `ALL` lists must be in
+    /// declaration order, or a count would land on another label.
+    #[test]
+    fn label_arrays_follow_declaration_order() {
+        assert!(WEBHOOKS.iter().enumerate().all(|(i, &w)| w as usize == i));
+        assert!(MODES.iter().enumerate().all(|(i, &m)| m as usize == i));
+        assert!(
+            RuleId::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, &r)| r as usize == i)
+        );
+        assert!(
+            MutationKind::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, &m)| m as usize == i)
+        );
+        assert!(
+            SkipReason::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, &r)| r as usize == i)
+        );
     }
 }
 

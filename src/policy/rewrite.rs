@@ -69,11 +69,7 @@ impl Engine {
                     (name, image.tag)
                 }
             };
-        let mut target = rewrite.target.render(repo);
-        if let Some(tag) = tag {
-            target.push(':');
-            target.push_str(tag);
-        }
+        let target = rewrite.target.render_tagged(repo, tag);
         // A stripped tag can be no tag at all (`v` → ``, `v.1` → `.1`), and a long name
         // can overflow the path limit: never rewrite to an image the kubelet could not
         // pull (found by fuzz/engine_pod).

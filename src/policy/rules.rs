@@ -81,6 +81,14 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 4] = [
+        Self::Digest,
+        Self::RunsAsRoot,
+        Self::PrivilegedPort,
+        Self::ShellCommand,
+    ];
+
     /// Metrics label.
     pub fn as_str(self) -> &'static str {
         match self {

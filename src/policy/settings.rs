@@ -114,7 +114,11 @@ impl Default for RewriteSettings {
 /// A rewrite target template such as `dhi.io/{repo}` or
 /// `registry.example.com/platform/dhi-{repo}`; validated when the policy is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RewriteTarget(String);
+pub struct RewriteTarget {
+    template: String,
+    /// The template split at each `{repo}`, so rendering is concatenation.
+    pieces: Vec<String>,
+}
 
 impl RewriteTarget {
     /// Placeholder for the DHI repository name.
@@ -126,7 +130,10 @@ impl RewriteTarget {
         if !template.contains(Self::REPO) {
             return Err(format!("rewrite target {template:?} must contain {{repo}}"));
         }
-        let target = Self(template.to_owned());
+        let target = Self {
+            template: template.to_owned(),
+            pieces: template.split(Self::REPO).map(str::to_owned).collect(),
+        };
         let probe = target.render("nginx");
         match super::image_ref::ImageRef::parse(&probe) {
             Ok(r) if r.hardened_repo() == Some("nginx") => Ok(target),
@@ -142,13 +149,34 @@ impl RewriteTarget {
 
     /// The image repository (without tag) for a DHI repository name.
     pub fn render(&self, repo: &str) -> String {
-        self.0.replace(Self::REPO, repo)
+        self.render_tagged(repo, None)
+    }
+
+    /// The image for a DHI repository name and tag, in one allocation.
+    pub fn render_tagged(&self, repo: &str, tag: Option<&str>) -> String {
+        let len =
+            self.template.len() + self.pieces.len() * repo.len() + tag.map_or(0, |t| t.len() + 1);
+        let mut out = String::with_capacity(len);
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if i > 0 {
+                out.push_str(repo);
+            }
+            out.push_str(piece);
+        }
+        if let Some(tag) = tag {
+            out.push(':');
+            out.push_str(tag);
+        }
+        out
     }
 }
 
 impl Default for RewriteTarget {
     fn default() -> Self {
-        Self("dhi.io/{repo}".to_owned())
+        Self {
+            template: "dhi.io/{repo}".to_owned(),
+            pieces: vec!["dhi.io/".to_owned(), String::new()],
+        }
     }
 }
 
@@ -356,6 +384,19 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrite_target_renders_every_placeholder() {
+        assert_eq!(
+            RewriteTarget::default(),
+            RewriteTarget::new("dhi.io/{repo}").unwrap()
+        );
+        let mirror = RewriteTarget::new("registry.example.com/{repo}/dhi-{repo}").unwrap();
+        assert_eq!(
+            mirror.render_tagged("nginx", Some("1.29")),
+            "registry.example.com/nginx/dhi-nginx:1.29"
+        );
+    }
 
     #[test]
     fn empty_file_is_the_default_policy() {

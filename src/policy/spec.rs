@@ -15,10 +15,10 @@ use serde::Deserialize;
 #[serde(rename_all = "camelCase")]
 pub struct ObjectView<'a> {
     /// `v1`, `apps/v1`, ... (absent in admission objects of some clients).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option")]
     pub api_version: Option<Cow<'a, str>>,
     /// `Pod`, `Deployment`, ...
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option")]
     pub kind: Option<Cow<'a, str>>,
     /// Name and namespace, for reports.
     #[serde(borrow, default)]
@@ -35,13 +35,18 @@ pub struct ObjectView<'a> {
 #[derive(Debug, Default, Deserialize, PartialEq)]
 pub struct MetaView<'a> {
     /// `metadata.name`
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option")]
     pub name: Option<Cow<'a, str>>,
     /// `metadata.generateName`, for pods created by controllers.
-    #[serde(borrow, default, rename = "generateName")]
+    #[serde(
+        borrow,
+        default,
+        rename = "generateName",
+        deserialize_with = "borrowed::option"
+    )]
     pub generate_name: Option<Cow<'a, str>>,
     /// `metadata.namespace`
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option")]
     pub namespace: Option<Cow<'a, str>>,
 }
 
@@ -103,10 +108,10 @@ pub struct ContainerView<'a> {
     #[serde(borrow, default)]
     pub name: Cow<'a, str>,
     /// Image reference; optional in workload templates.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option")]
     pub image: Option<Cow<'a, str>>,
     /// Entrypoint override: a shell here means the image needs one.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::option_vec")]
     pub command: Option<Vec<Cow<'a, str>>>,
     /// Declared ports.
     #[serde(default)]
@@ -191,6 +196,56 @@ pub struct NameRef<'a> {
     pub name: Cow<'a, str>,
 }
 
+/// Strings that borrow from the JSON unless it escapes them.
+///
+/// serde borrows a `Cow<str>` only when it is the field's whole type; inside `Option`
+/// or `Vec` it always copies, which was ten allocations per pod review.
+pub(crate) mod borrowed {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{Deserialize, Visitor};
+
+    struct Str<'a>(Cow<'a, str>);
+
+    impl<'de> Deserialize<'de> for Str<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct StrVisitor;
+            impl<'de> Visitor<'de> for StrVisitor {
+                type Value = Str<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(Str(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(Str(Cow::Owned(v.to_owned())))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                    Ok(Str(Cow::Owned(v)))
+                }
+            }
+            d.deserialize_str(StrVisitor)
+        }
+    }
+
+    /// `Option<Cow<str>>`, borrowed where it can be.
+    pub(crate) fn option<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Cow<'de, str>>, D::Error> {
+        Ok(Option::<Str<'de>>::deserialize(d)?.map(|s| s.0))
+    }
+
+    /// `Option<Vec<Cow<str>>>`, borrowed where it can be.
+    pub(crate) fn option_vec<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<Cow<'de, str>>>, D::Error> {
+        Ok(Option::<Vec<Str<'de>>>::deserialize(d)?.map(|v| v.into_iter().map(|s| s.0).collect()))
+    }
+}
+
 impl SpecView<'_> {
     /// Windows pods get no Linux-only fields and are not judged by Linux rules.
     pub fn is_windows(&self) -> bool {
@@ -216,5 +271,25 @@ impl SpecView<'_> {
                 )
             })
             .and_then(|s| s.value.trim().parse().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::ContainerView;
+
+    #[test]
+    fn strings_borrow_unless_escaped() {
+        let json = r#"{"name":"app","image":"dhi.io/python:3.13","command":["python","a\u003cb"]}"#;
+        let c: ContainerView<'_> = serde_json::from_str(json).unwrap();
+        assert!(matches!(c.image, Some(Cow::Borrowed("dhi.io/python:3.13"))));
+        let command = c.command.unwrap();
+        assert!(matches!(command[0], Cow::Borrowed("python")));
+        assert!(matches!(&command[1], Cow::Owned(s) if s == "a<b"));
+        let null: ContainerView<'_> = serde_json::from_str(r#"{"image":null}"#).unwrap();
+        assert_eq!(null.image, None);
+        assert!(serde_json::from_str::<ContainerView<'_>>(r#"{"image":5}"#).is_err());
     }
 }
