@@ -178,6 +178,12 @@ impl Metrics {
     }
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,11 +212,5 @@ mod tests {
                 .enumerate()
                 .all(|(i, &r)| r as usize == i)
         );
-    }
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Metrics")
     }
 }
