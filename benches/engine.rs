@@ -259,9 +259,8 @@ fn bench_reviews(c: &mut Criterion, engine: &Engine, cases: &[Case]) {
     group.finish();
 }
 
-/// The review with the object kept as raw JSON: how `admission::handle` reads a body
-/// whose object it could not decode (to answer with the uid and the field path). Here it
-/// only hands `decode_object` its input.
+/// The review with the object kept as raw JSON (as `admission::handle` reads a body whose
+/// object it could not decode): here only to hand `decode_object` its input.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope<'a> {
@@ -272,8 +271,6 @@ struct Envelope<'a> {
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct EnvelopeRequest<'a> {
-    #[serde(borrow)]
-    uid: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     object: Option<&'a serde_json::value::RawValue>,
 }
