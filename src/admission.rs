@@ -1,10 +1,12 @@
 //! AdmissionReview v1 in and out: decode, ask the engine, shape the answer.
 //!
-//! The request side is read into borrowed types that keep the object as raw JSON:
-//! building a `serde_json::Value` tree of a pod review costs more than the rest of the
-//! request together (kube's `AdmissionReview<DynamicObject>` does exactly that). The
-//! response mirrors `kube::core::admission::AdmissionResponse` field for field; tests
-//! decode every answer with kube's own types to keep the two in step.
+//! The request is read in one pass into borrowed, typed views of the few fields the
+//! engine needs: building a `serde_json::Value` tree of a pod review costs more than the
+//! rest of the request together (kube's `AdmissionReview<DynamicObject>` does exactly
+//! that). Only a request that fails that pass is read again, with the objects kept as
+//! raw JSON, to answer with its uid and the offending field. The response mirrors
+//! `kube::core::admission::AdmissionResponse` field for field; tests decode every answer
+//! with kube's own types to keep the two in step.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
