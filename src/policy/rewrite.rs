@@ -5,7 +5,7 @@
 //! reference: no key is built per request.
 
 use super::Engine;
-use super::image_ref::ImageRef;
+use super::image_ref::{DOCKER_HUB, ImageRef};
 use super::settings::{Mapping, Settings};
 
 /// The effective upstream mappings, sorted by `(registry, repository)`.
@@ -62,7 +62,7 @@ impl Engine {
                     let name = image
                         .repository
                         .strip_prefix("library/")
-                        .filter(|_| image.registry == super::image_ref::DOCKER_HUB)?;
+                        .filter(|_| image.registry == DOCKER_HUB)?;
                     if !rewrite.official_images || !self.catalog.contains(name) {
                         return None;
                     }
