@@ -102,21 +102,15 @@ impl SpecPatch {
         user: InjectedUser,
     ) {
         let fields = user.fields();
-        let fields = fields.as_slice();
         if has_context {
             for (key, value) in fields {
                 let path = self.container_pointer(list, index, &["securityContext", key]);
-                self.ops.push(PatchOperation::Add(AddOperation {
-                    path,
-                    value: value.clone(),
-                }));
+                self.ops
+                    .push(PatchOperation::Add(AddOperation { path, value }));
             }
         } else {
             let path = self.container_pointer(list, index, &["securityContext"]);
-            let object = fields
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect();
+            let object = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
             self.ops.push(PatchOperation::Add(AddOperation {
                 path,
                 value: Value::Object(object),

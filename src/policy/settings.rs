@@ -115,8 +115,8 @@ impl Default for RewriteSettings {
 /// `registry.example.com/platform/dhi-{repo}`; validated when the policy is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewriteTarget {
-    template: String,
-    /// The template split at each `{repo}`, so rendering is concatenation.
+    /// The template split at each `{repo}` (`dhi.io/{repo}` is `["dhi.io/", ""]`), so
+    /// rendering is concatenation.
     pieces: Vec<String>,
 }
 
@@ -124,16 +124,19 @@ impl RewriteTarget {
     /// Placeholder for the DHI repository name.
     pub const REPO: &'static str = "{repo}";
 
+    fn split(template: &str) -> Self {
+        Self {
+            pieces: template.split(Self::REPO).map(str::to_owned).collect(),
+        }
+    }
+
     /// Validates a template: it must contain `{repo}` and render to references that
     /// are recognised as hardened (host `dhi.io`, or a last component starting `dhi-`).
     pub fn new(template: &str) -> Result<Self, String> {
         if !template.contains(Self::REPO) {
             return Err(format!("rewrite target {template:?} must contain {{repo}}"));
         }
-        let target = Self {
-            template: template.to_owned(),
-            pieces: template.split(Self::REPO).map(str::to_owned).collect(),
-        };
+        let target = Self::split(template);
         let probe = target.render("nginx");
         match super::image_ref::ImageRef::parse(&probe) {
             Ok(r) if r.hardened_repo() == Some("nginx") => Ok(target),
@@ -154,8 +157,8 @@ impl RewriteTarget {
 
     /// The image for a DHI repository name and tag, in one allocation.
     pub fn render_tagged(&self, repo: &str, tag: Option<&str>) -> String {
-        let len =
-            self.template.len() + self.pieces.len() * repo.len() + tag.map_or(0, |t| t.len() + 1);
+        let fixed: usize = self.pieces.iter().map(String::len).sum();
+        let len = fixed + (self.pieces.len() - 1) * repo.len() + tag.map_or(0, |t| t.len() + 1);
         let mut out = String::with_capacity(len);
         for (i, piece) in self.pieces.iter().enumerate() {
             if i > 0 {
@@ -173,10 +176,7 @@ impl RewriteTarget {
 
 impl Default for RewriteTarget {
     fn default() -> Self {
-        Self {
-            template: "dhi.io/{repo}".to_owned(),
-            pieces: vec!["dhi.io/".to_owned(), String::new()],
-        }
+        Self::split("dhi.io/{repo}")
     }
 }
 
