@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use dhi_admission::admission::{self, Answer};
-use dhi_admission::policy::catalog::{Catalog, RepoOverride};
-use dhi_admission::policy::image_ref::ImageRef;
-use dhi_admission::policy::{Engine, Mode, Webhook};
+use dhi_policy::catalog::{Catalog, RepoOverride};
+use dhi_policy::image_ref::ImageRef;
+use dhi_policy::{Engine, Mode, Webhook};
 
 #[path = "../tests/common/fixtures.rs"]
 mod fixtures;
@@ -173,7 +173,7 @@ fn big_override_catalog(n: usize) -> Catalog {
                 uid: Some(10_000 + i as i64),
                 tags: [(
                     format!("{i}.0-custom"),
-                    dhi_admission::policy::catalog::Ids { uid: 1, gid: 1 },
+                    dhi_policy::catalog::Ids { uid: 1, gid: 1 },
                 )]
                 .into(),
                 ..Default::default()
@@ -297,7 +297,7 @@ fn bench_components(c: &mut Criterion, cases: &[Case]) {
     let envelope: Envelope<'_> = serde_json::from_slice(&case.body).expect("envelope");
     let object = envelope.request.object.expect("object").get();
     let images: Vec<String> = {
-        let view = dhi_admission::policy::decode_object(object).expect("decode");
+        let view = dhi_policy::decode_object(object).expect("decode");
         let spec = view.spec.as_ref().expect("spec");
         [&spec.init_containers, &spec.containers]
             .into_iter()
@@ -314,7 +314,7 @@ fn bench_components(c: &mut Criterion, cases: &[Case]) {
         })
     });
     group.bench_function("2-decode_object", |b| {
-        b.iter(|| dhi_admission::policy::decode_object(black_box(object)).is_ok())
+        b.iter(|| dhi_policy::decode_object(black_box(object)).is_ok())
     });
     group.bench_function(format!("3-parse-{}-images", images.len()), |b| {
         b.iter(|| {

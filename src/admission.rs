@@ -15,11 +15,11 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub use crate::policy::Operation;
-use crate::policy::spec::borrowed;
-use crate::policy::{
-    Decision, DecodeError, Engine, MAX_LISTED, Mode, MutationKind, ObjectView, RequestInfo, Route,
-    RuleId, SkipReason, Subject, Webhook, WorkloadKind, decode_object, shorten,
+pub use dhi_policy::Operation;
+use dhi_policy::spec::borrowed;
+use dhi_policy::{
+    Admission, Decision, Engine, MAX_LISTED, Mode, MutationKind, ObjectSource, ObjectView, Request,
+    RequestError, RuleId, SkipReason, Webhook, WorkloadKind, shorten,
 };
 
 /// The only review version kube-apiserver is configured to send us.
@@ -37,44 +37,7 @@ struct ReviewIn<'a, O> {
     #[serde(borrow, default, deserialize_with = "borrowed::option")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    request: Option<RequestIn<'a, O>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
-struct RequestIn<'a, O> {
-    #[serde(borrow)]
-    uid: Cow<'a, str>,
-    #[serde(borrow)]
-    kind: GroupVersionKind<'a>,
-    #[serde(borrow, default, deserialize_with = "borrowed::option")]
-    sub_resource: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "borrowed::option")]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "borrowed::option")]
-    namespace: Option<Cow<'a, str>>,
-    operation: Operation,
-    #[serde(default)]
-    object: Option<O>,
-    #[serde(default)]
-    old_object: Option<O>,
-}
-
-/// An object as it arrives in a review.
-trait IntoView<'a> {
-    fn into_view(self) -> Result<ObjectView<'a>, DecodeError>;
-}
-
-impl<'a> IntoView<'a> for ObjectView<'a> {
-    fn into_view(self) -> Result<ObjectView<'a>, DecodeError> {
-        Ok(self)
-    }
-}
-
-impl<'a> IntoView<'a> for &'a RawValue {
-    fn into_view(self) -> Result<ObjectView<'a>, DecodeError> {
-        decode_object(self.get())
-    }
+    request: Option<Request<'a, O>>,
 }
 
 /// Enough of a review to answer an error with the request's uid.
@@ -88,14 +51,6 @@ struct UidOnly<'a> {
 struct UidRequest<'a> {
     #[serde(borrow)]
     uid: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct GroupVersionKind<'a> {
-    #[serde(borrow, default)]
-    group: Cow<'a, str>,
-    #[serde(borrow)]
-    kind: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -204,7 +159,7 @@ pub fn handle(engine: &Engine, webhook: Webhook, mode: Mode, body: &[u8]) -> Ans
     }
 }
 
-fn answer_review<'a, O: IntoView<'a>>(
+fn answer_review<'a, O: ObjectSource<'a>>(
     engine: &Engine,
     webhook: Webhook,
     mode: Mode,
@@ -230,101 +185,44 @@ fn answer_review<'a, O: IntoView<'a>>(
     answer_request(engine, webhook, mode, request)
 }
 
-fn answer_request<'a, O: IntoView<'a>>(
+fn answer_request<'a, O: ObjectSource<'a>>(
     engine: &Engine,
     webhook: Webhook,
     mode: Mode,
-    req: RequestIn<'a, O>,
+    mut request: Request<'a, O>,
 ) -> Answer {
-    let uid = req.uid.as_ref();
-    let operation = req.operation;
-    let namespace = req.namespace.as_deref().unwrap_or("");
-    let name = req.name.as_deref().unwrap_or("");
-    if matches!(operation, Operation::Delete | Operation::Connect) {
-        // Nothing to judge, whatever the kind (CONNECT carries PodExecOptions and the like).
-        let kind = WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind);
-        return Answer {
-            kind,
-            operation: Some(operation),
-            ..respond(
-                uid,
-                &Decision::allowed_untouched(),
-                kind.unwrap_or(WorkloadKind::Pod),
-                name,
-            )
-        };
-    }
-    let Some(kind) = WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind) else {
-        let message = format!(
-            "dhi-admission does not review {}/{}: remove it from the webhook rules",
-            if req.kind.group.is_empty() {
-                "core"
-            } else {
-                &req.kind.group
-            },
-            req.kind.kind
+    let Some(uid) = request.uid.take() else {
+        return http_error(
+            400,
+            "request body is not a valid AdmissionReview: request.uid is missing".to_owned(),
         );
-        return review_error(uid, message).about(None, operation);
     };
-    let allow = |kind, operation| Answer {
-        operation: Some(operation),
-        kind: Some(kind),
-        ..respond(uid, &Decision::allowed_untouched(), kind, name)
-    };
-    let info = RequestInfo {
-        kind,
-        operation,
-        sub_resource: req.sub_resource.as_deref(),
-        namespace,
-    };
-    let scope = match engine.route(webhook, &info) {
-        Route::Untouched(_) => return allow(kind, operation),
-        Route::Review(scope) => scope,
-    };
-    let Some(object) = req.object else {
-        let message = format!("{operation:?} request for {kind} {name} has no object");
-        return review_error(uid, message).about(Some(kind), operation);
-    };
-    let decoded = object.into_view().and_then(|object| {
-        let old = match (operation, req.old_object) {
-            (Operation::Update, Some(old)) => Some(old.into_view()?),
-            _ => None,
-        };
-        Ok((object, old))
-    });
-    let (object, old) = match decoded {
-        Ok(pair) => pair,
-        Err(err) => {
-            let message = format!("cannot read {kind} {name}: {err}");
-            return review_error(uid, message).about(Some(kind), operation);
+    let operation = request.operation;
+    let namespace = request.namespace.clone().unwrap_or_default();
+    match engine.admit(webhook, mode, request) {
+        Ok(Admission {
+            kind,
+            name,
+            decision,
+        }) => {
+            log_decision(
+                &uid, &namespace, &name, kind, operation, webhook, mode, &decision,
+            );
+            Answer {
+                kind,
+                operation: Some(operation),
+                ..respond(&uid, &decision, kind.unwrap_or(WorkloadKind::Pod), &name)
+            }
         }
-    };
-    // Controllers create pods with generateName: the request has no name yet.
-    let meta = object.metadata.as_ref();
-    let name = match (
-        name,
-        meta.and_then(|m| m.name.as_deref()),
-        meta.and_then(|m| m.generate_name.as_deref()),
-    ) {
-        ("", Some(n), _) => n.to_owned(),
-        ("", None, Some(prefix)) => format!("{prefix}*"),
-        (n, ..) => n.to_owned(),
-    };
-    let name = name.as_str();
-    let subject = Subject {
-        kind,
-        object: &object,
-        old_object: old.as_ref(),
-        scope,
-    };
-    let decision = engine.review(&subject, webhook, mode);
-    log_decision(
-        uid, namespace, name, kind, operation, webhook, mode, &decision,
-    );
-    Answer {
-        kind: Some(kind),
-        operation: Some(operation),
-        ..respond(uid, &decision, kind, name)
+        Err(err) => {
+            let kind = match &err {
+                RequestError::UnsupportedKind { .. } => None,
+                RequestError::NoObject { kind, .. } | RequestError::Unreadable { kind, .. } => {
+                    Some(*kind)
+                }
+            };
+            review_error(&uid, err.to_string()).about(kind, operation)
+        }
     }
 }
 
@@ -333,12 +231,13 @@ fn log_decision(
     uid: &str,
     namespace: &str,
     name: &str,
-    kind: WorkloadKind,
+    kind: Option<WorkloadKind>,
     operation: Operation,
     webhook: Webhook,
     mode: Mode,
     d: &Decision,
 ) {
+    let kind = kind.map_or("", WorkloadKind::as_str);
     let op = operation.as_str();
     let hook = webhook.as_str();
     // Skipped rewrites (every Istio pod's istio-init) reach kubectl and the metrics; at

@@ -23,12 +23,11 @@ use anyhow::anyhow;
 use clap::ValueEnum;
 use serde_json::Value;
 
-use crate::config::Policy;
-use crate::policy::{Engine, Mode, Settings};
-use input::{Cause, Document, Source};
-use objects::{Item, Target};
+use crate::config::ActivePolicy;
+use dhi_policy::{Engine, Finding, Mode};
+use input::{Cause, Document};
+use objects::{Candidate, Item};
 use report::{Entry, Report};
-use review::Finding;
 
 /// Arguments of `dhi-admission check`.
 #[derive(Debug, clap::Args)]
@@ -41,8 +40,8 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Judge as the webhook in this mode [default: the policy file's mode, else enforce].
-    #[arg(long, value_enum)]
-    pub mode: Option<ModeArg>,
+    #[arg(long, value_name = "enforce|audit")]
+    pub mode: Option<Mode>,
     /// Report format.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -51,24 +50,6 @@ pub struct CheckArgs {
     /// verdicts are those of the patched objects.
     #[arg(long)]
     pub fix: bool,
-}
-
-/// `--mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    /// Deny violations, apply patches.
-    Enforce,
-    /// Admit everything; violations become warnings.
-    Audit,
-}
-
-impl From<ModeArg> for Mode {
-    fn from(mode: ModeArg) -> Self {
-        match mode {
-            ModeArg::Enforce => Self::Enforce,
-            ModeArg::Audit => Self::Audit,
-        }
-    }
 }
 
 /// `--output`.
@@ -85,14 +66,14 @@ pub fn run(args: CheckArgs) -> ExitCode {
     match check(&args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {err:#}");
             ExitCode::from(report::EXIT_BAD_INPUT)
         }
     }
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(args.config.as_deref(), args.mode.map(Mode::from))?;
+    let policy = load_policy(args.config.as_deref(), args.mode)?;
     let (engine, mode) = (&policy.engine, policy.mode);
     let mut entries = Vec::new();
     let mut documents = Vec::new();
@@ -126,13 +107,11 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The policy file, or the built-in policy, with the mode as the server resolves it.
-fn load_policy(path: Option<&Path>, mode: Option<Mode>) -> anyhow::Result<Policy> {
-    let Some(path) = path else {
-        return Ok(Policy::new(Settings::default(), mode));
-    };
-    let text = input::read_text(&Source::File(path.to_owned()))
-        .map_err(|cause| anyhow!("policy {}: {cause}", path.display()))?;
-    Ok(Policy::from_text(path, &text, mode)?)
+fn load_policy(path: Option<&Path>, mode: Option<Mode>) -> anyhow::Result<ActivePolicy> {
+    Ok(match path {
+        Some(path) => ActivePolicy::load(path, mode)?.0,
+        None => ActivePolicy::new(Default::default(), mode),
+    })
 }
 
 /// The entries for one document; with `fix`, the document is patched in place.
@@ -145,28 +124,30 @@ fn check_document(engine: &Engine, mode: Mode, fix: bool, document: &mut Documen
         .into_iter()
         .map(|item| match item {
             Item::Skipped(skipped) => Entry::Skipped(skipped),
-            Item::Target(target) => check_target(engine, mode, fix, target, &mut document.value),
+            Item::Candidate(candidate) => {
+                check_candidate(engine, mode, fix, candidate, &mut document.value)
+            }
         })
         .collect()
 }
 
-fn check_target(
+fn check_candidate(
     engine: &Engine,
     mode: Mode,
     fix: bool,
-    target: Target,
+    candidate: Candidate,
     document: &mut Value,
 ) -> Entry {
-    let finding = review::review(engine, mode, &target, document).and_then(|finding| {
+    let finding = review::review(engine, mode, &candidate, document).and_then(|finding| {
         if fix && !finding.patch.is_empty() {
-            apply_patch(engine, mode, &target, document, finding)
+            apply_patch(engine, mode, &candidate, document, finding)
         } else {
             Ok(finding)
         }
     });
     match finding {
-        Ok(finding) => Entry::Checked { target, finding },
-        Err(cause) => Entry::Error(cause.at(target.origin)),
+        Ok(finding) => Entry::Checked { candidate, finding },
+        Err(cause) => Entry::Error(cause.at(candidate.origin)),
     }
 }
 
@@ -175,15 +156,15 @@ fn check_target(
 fn apply_patch(
     engine: &Engine,
     mode: Mode,
-    target: &Target,
+    candidate: &Candidate,
     document: &mut Value,
     planned: Finding,
 ) -> Result<Finding, Cause> {
     // `review` read the object at this pointer, so it is there.
-    if let Some(object) = document.pointer_mut(&target.origin.pointer) {
+    if let Some(object) = document.pointer_mut(candidate.origin.pointer.as_str()) {
         json_patch::patch(object, &planned.patch).map_err(Cause::Patch)?;
     }
-    let fixed = review::review(engine, mode, target, document)?;
+    let fixed = review::review(engine, mode, candidate, document)?;
     Ok(Finding {
         patch: planned.patch,
         ..fixed

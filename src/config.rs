@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::policy::{Engine, Mode, Settings};
+use std::io::Read as _;
+
 use crate::tls::KeyPairPaths;
+use dhi_policy::policy_file::PolicyFileError;
+use dhi_policy::{Engine, Mode, PolicyFile};
 
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
@@ -62,20 +65,23 @@ impl Default for Limits {
     }
 }
 
-/// The policy in force: the engine and the server-wide mode.
+/// The policy in force: the engine built from the policy file, and the server-wide mode.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub struct ActivePolicy {
     /// The engine built from the policy file.
     pub engine: Engine,
     /// The server-wide mode (`/mutate`, `/validate`).
     pub mode: Mode,
 }
 
+/// Policy files larger than this are refused: a policy is a few kilobytes.
+pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
+
 /// Why a policy file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// Unreadable.
-    #[error("cannot read policy {path}: {source}")]
+    #[error("cannot read policy {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -83,41 +89,78 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
+    /// Over [`MAX_POLICY_BYTES`].
+    #[error("policy {path} is larger than {MAX_POLICY_BYTES} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Not text.
+    #[error("policy {path} is not UTF-8")]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Where the text breaks.
+        #[source]
+        source: std::str::Utf8Error,
+    },
     /// Invalid.
-    #[error("policy {path}: {source}")]
+    #[error("policy {path}")]
     Invalid {
         /// The file.
         path: PathBuf,
         /// What is wrong.
         #[source]
-        source: crate::policy::settings::SettingsError,
+        source: PolicyFileError,
     },
 }
 
-impl Policy {
-    /// The policy from its file contents; `mode` (the command line) wins over the file.
-    pub fn from_text(path: &Path, text: &str, mode: Option<Mode>) -> Result<Self, PolicyError> {
-        let settings = Settings::from_yaml(text).map_err(|source| PolicyError::Invalid {
+/// Reads a policy file's bytes, bounded. The only place a policy file is read: the
+/// server at start and on reload, and `check`.
+pub fn read_policy_bytes(path: &Path) -> Result<Vec<u8>, PolicyError> {
+    let read_error = |source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        return Err(PolicyError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+impl ActivePolicy {
+    /// Reads and parses a policy file; `mode` (the command line) wins over the file's.
+    /// Also returns the bytes, which the reloader compares later versions with.
+    pub fn load(path: &Path, mode: Option<Mode>) -> Result<(Self, Vec<u8>), PolicyError> {
+        let bytes = read_policy_bytes(path)?;
+        Ok((Self::from_bytes(path, &bytes, mode)?, bytes))
+    }
+
+    /// The policy from a policy file's contents; `mode` (the command line) wins over the file.
+    pub fn from_bytes(path: &Path, bytes: &[u8], mode: Option<Mode>) -> Result<Self, PolicyError> {
+        let text = std::str::from_utf8(bytes).map_err(|source| PolicyError::NotUtf8 {
             path: path.to_owned(),
             source,
         })?;
-        Ok(Self::new(settings, mode))
-    }
-
-    /// Reads a policy file.
-    pub fn load(path: &Path, mode: Option<Mode>) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        let file = PolicyFile::from_yaml(text).map_err(|source| PolicyError::Invalid {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_text(path, &text, mode)
+        Ok(Self::new(file, mode))
     }
 
-    /// A policy from settings.
-    pub fn new(settings: Settings, mode: Option<Mode>) -> Self {
-        let mode = mode.or(settings.mode).unwrap_or_default();
+    /// The policy of a parsed policy file.
+    pub fn new(file: PolicyFile, mode: Option<Mode>) -> Self {
+        let mode = mode.or(file.mode).unwrap_or_default();
         Self {
-            engine: Engine::new(settings),
+            engine: Engine::new(file),
             mode,
         }
     }

@@ -1,7 +1,7 @@
 //! dhi-admission: a Kubernetes admission webhook that makes workloads run on Docker
 //! Hardened Images, rejecting what cannot and patching what can.
 //!
-//! The binary is a thin shell over this library: [`policy`] is the one engine that
+//! The binary is a thin shell over this library: the `dhi-policy` crate is the one engine that
 //! the server ([`server`]), the `check` command ([`check`]) and the tests share.
 
 #![forbid(unsafe_code)]
@@ -12,6 +12,5 @@ pub mod certs;
 pub mod check;
 pub mod config;
 pub mod metrics;
-pub mod policy;
 pub mod server;
 pub mod tls;

@@ -9,7 +9,7 @@ use prometheus::{
 };
 
 use crate::admission::Answer;
-use crate::policy::{Mode, MutationKind, RuleId, SkipReason, Webhook};
+use dhi_policy::{Mode, MutationKind, RuleId, SkipReason, Webhook};
 
 const WEBHOOKS: [Webhook; 2] = [Webhook::Mutate, Webhook::Validate];
 const MODES: [Mode; 2] = [Mode::Enforce, Mode::Audit];

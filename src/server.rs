@@ -33,10 +33,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Answer};
-use crate::config::{Config, Limits, Policy};
+use crate::config::{ActivePolicy, Config, Limits};
 use crate::metrics::Metrics;
-use crate::policy::{Mode, Webhook};
 use crate::tls::{KeyPairPaths, SwappableCert};
+use dhi_policy::{Mode, Webhook};
 use timed_io::TimedIo;
 
 /// Arguments of `dhi-admission serve`.
@@ -135,7 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Shared by every request.
 pub struct AppState {
-    policy: ArcSwap<Policy>,
+    policy: ArcSwap<ActivePolicy>,
     metrics: Metrics,
     ready: AtomicBool,
     limits: Limits,
@@ -143,7 +143,7 @@ pub struct AppState {
 
 impl AppState {
     /// State for a policy, with metrics registered into a fresh registry.
-    pub fn new(policy: Policy, limits: Limits) -> anyhow::Result<Arc<Self>> {
+    pub fn new(policy: ActivePolicy, limits: Limits) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             policy: ArcSwap::from_pointee(policy),
             metrics: Metrics::new(prometheus::Registry::new())?,
@@ -318,13 +318,10 @@ impl Server {
         // these bytes, so a change made while the server starts is not missed.
         let (policy, policy_bytes) = match &config.policy {
             Some(path) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("cannot read policy {}", path.display()))?;
-                let text = std::str::from_utf8(&bytes)
-                    .with_context(|| format!("policy {} is not UTF-8", path.display()))?;
-                (Policy::from_text(path, text, config.mode)?, Some(bytes))
+                let (policy, bytes) = ActivePolicy::load(path, config.mode)?;
+                (policy, Some(bytes))
             }
-            None => (Policy::new(Default::default(), config.mode), None),
+            None => (ActivePolicy::new(Default::default(), config.mode), None),
         };
         let state = AppState::new(policy, config.limits)?;
         if let Ok(expiry) = crate::certs::cert_not_after(&String::from_utf8_lossy(&pair.cert_pem)) {

@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use dhi_admission::policy::Catalog;
-use dhi_admission::policy::catalog::{Variant, builtin_facts};
+use dhi_policy::Catalog;
+use dhi_policy::catalog::{Variant, builtin_facts};
 use serde_json::Value;
 
 fn export() -> Option<Value> {

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
 use dhi_admission::admission;
-use dhi_admission::policy::{Engine, Mode, Webhook};
+use dhi_policy::{Engine, Mode, Webhook};
 use serde_json::{Value, json};
 
 const FIXTURES: &str = "tests/fixtures/check";
@@ -606,7 +606,7 @@ fn verdicts_warnings_and_pod_patches_are_the_webhooks() {
                     .unwrap()
                     .iter()
                     .filter_map(Value::as_str)
-                    .map(|w| dhi_admission::policy::shorten(w.to_owned()))
+                    .map(|w| dhi_policy::shorten(w.to_owned()))
                     .collect();
                 let expected: BTreeSet<String> = expected.into_iter().map(str::to_owned).collect();
                 assert_eq!(reported, expected, "{context}");

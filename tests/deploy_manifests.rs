@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dhi_admission::config::Limits;
-use dhi_admission::policy::{
-    Action, Engine, Mode, RuleId, Scope, Settings, SkipReason, Subject, Webhook, WorkloadKind,
+use dhi_policy::{
+    Action, Engine, Mode, PolicyFile, RuleId, Scope, SkipReason, Subject, Webhook, WorkloadKind,
     catalog, decode_object,
 };
 use k8s_openapi::api::admissionregistration::v1::{
@@ -1236,7 +1236,7 @@ fn check_deployment(r: &Rendered) {
 }
 
 fn check_policy(text: &str) {
-    let settings = Settings::from_yaml(text).unwrap_or_else(|e| panic!("policy.yaml: {e}"));
+    let settings = PolicyFile::from_yaml(text).unwrap_or_else(|e| panic!("policy.yaml: {e}"));
     assert_eq!(
         settings.mode, None,
         "the mode comes from --mode and the namespace labels"
@@ -1252,7 +1252,7 @@ fn check_policy(text: &str) {
     );
     assert_eq!(
         settings.mappings(),
-        Settings::default().mappings(),
+        PolicyFile::default().mappings(),
         "the built-in mappings"
     );
 }
@@ -1366,7 +1366,7 @@ fn check_cert_manager(r: &Rendered) {
 
 // === the policy engine on our manifests ===
 
-fn review(engine: &Engine, doc: &Value, webhook: Webhook) -> dhi_admission::policy::Decision {
+fn review(engine: &Engine, doc: &Value, webhook: Webhook) -> dhi_policy::Decision {
     let json = serde_json::to_string(doc).unwrap();
     let object = decode_object(&json).unwrap();
     let kind = WorkloadKind::from_api_version_kind(
@@ -1383,7 +1383,7 @@ fn review(engine: &Engine, doc: &Value, webhook: Webhook) -> dhi_admission::poli
     engine.review(&subject, webhook, Mode::Enforce)
 }
 
-fn evaluate(engine: &Engine, doc: &Value) -> dhi_admission::policy::Evaluation {
+fn evaluate(engine: &Engine, doc: &Value) -> dhi_policy::Evaluation {
     let json = serde_json::to_string(doc).unwrap();
     let object = decode_object(&json).unwrap();
     let kind = WorkloadKind::from_api_version_kind(

@@ -1,13 +1,13 @@
 //! Behaviour of the policy engine, rule by rule, through its public API.
 
-use dhi_admission::policy::{
-    Decision, Engine, Evaluation, Mode, RuleId, Scope, Settings, Subject, Warning, Webhook,
+use dhi_policy::{
+    Decision, Engine, Evaluation, Mode, PolicyFile, RuleId, Scope, Subject, Warning, Webhook,
     WorkloadKind, decode_object,
 };
 use serde_json::{Value, json};
 
 fn engine(yaml: &str) -> Engine {
-    Engine::new(Settings::from_yaml(yaml).expect("policy"))
+    Engine::new(PolicyFile::from_yaml(yaml).expect("policy"))
 }
 
 fn pod(spec: Value) -> Value {
@@ -534,11 +534,11 @@ fn warnings_fit_kube_apiserver_limit() {
     assert_eq!(d.warnings.len(), 1);
     // The decision keeps the whole text (check prints it); the webhook edge cuts it.
     assert!(d.warnings[0].len() > 400);
-    let cut = dhi_admission::policy::shorten(d.warnings[0].clone());
+    let cut = dhi_policy::shorten(d.warnings[0].clone());
     assert!(cut.len() <= 255 && cut.ends_with('…'), "{cut}");
     assert!(d.warnings[0].starts_with(cut.trim_end_matches('…')));
     // Multi-byte characters are never split.
-    let wide = dhi_admission::policy::shorten("é".repeat(300));
+    let wide = dhi_policy::shorten("é".repeat(300));
     assert!(wide.len() <= 255 && wide.ends_with('…'));
 }
 

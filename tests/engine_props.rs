@@ -2,9 +2,9 @@
 //! touch only hardened (or rewritten) containers, and validating the fixed object
 //! gives the verdict the engine gave the original.
 
-use dhi_admission::policy::image_ref::ImageRef;
-use dhi_admission::policy::{
-    Engine, Evaluation, Mode, Scope, Settings, Subject, Webhook, WorkloadKind, decode_object,
+use dhi_policy::image_ref::ImageRef;
+use dhi_policy::{
+    Engine, Evaluation, Mode, PolicyFile, Scope, Subject, Webhook, WorkloadKind, decode_object,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -133,7 +133,7 @@ fn engines() -> Vec<Engine> {
     vec![
         Engine::default(),
         Engine::new(
-            Settings::from_yaml(
+            PolicyFile::from_yaml(
                 "rewrite:\n  target: registry.example.com/platform/dhi-{repo}\n  officialImages: true\n  imagePullSecrets: [dhi-pull, extra]\n",
             )
             .unwrap(),

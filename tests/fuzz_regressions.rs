@@ -14,7 +14,7 @@ mod checks;
 
 use std::path::{Path, PathBuf};
 
-use dhi_admission::policy::{Engine, Settings, WorkloadKind};
+use dhi_policy::{Engine, PolicyFile, WorkloadKind};
 use serde_json::Value;
 
 fn files(dirs: &[&str]) -> Vec<PathBuf> {
@@ -109,7 +109,7 @@ fn engine_pod_cases() {
     {
         let case: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         let engine =
-            Engine::new(Settings::from_yaml(case["policy"].as_str().unwrap()).expect("policy"));
+            Engine::new(PolicyFile::from_yaml(case["policy"].as_str().unwrap()).expect("policy"));
         let kind = WorkloadKind::ALL
             .into_iter()
             .find(|k| k.as_str() == case["kind"])
@@ -136,9 +136,10 @@ fn mapping_targets_must_be_hardened_references() {
         "rewrite: {mappings: [{from: docker.io/acme/web, to: ''}]}",
         "rewrite: {target: 'registry.example.com/platform/dhi-{repo}', mappings: [{from: docker.io/acme/web, to: acme/web}]}",
     ] {
-        let err = Settings::from_yaml(yaml).expect_err(yaml).to_string();
+        let err = PolicyFile::from_yaml(yaml).expect_err(yaml).to_string();
         assert!(err.contains("hardened"), "{yaml}: {err}");
     }
     // A path is fine under dhi.io, where the whole repository is the DHI name.
-    Settings::from_yaml("rewrite: {mappings: [{from: docker.io/acme/web, to: acme/web}]}").unwrap();
+    PolicyFile::from_yaml("rewrite: {mappings: [{from: docker.io/acme/web, to: acme/web}]}")
+        .unwrap();
 }

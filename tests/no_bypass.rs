@@ -7,8 +7,9 @@
 
 use base64::Engine as _;
 use dhi_admission::admission;
-use dhi_admission::policy::{
-    Decision, Engine, Mode, RuleId, Scope, Settings, Subject, Webhook, WorkloadKind, decode_object,
+use dhi_policy::{
+    Decision, Engine, Mode, PolicyFile, RuleId, Scope, Subject, Webhook, WorkloadKind,
+    decode_object,
 };
 use serde_json::{Value, json};
 
@@ -17,7 +18,7 @@ use RuleId::{InvalidImage, PrivilegedPort, RunAsRoot};
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn engine(yaml: &str) -> Engine {
-    Engine::new(Settings::from_yaml(yaml).expect("policy"))
+    Engine::new(PolicyFile::from_yaml(yaml).expect("policy"))
 }
 
 fn pod(spec: Value) -> Value {

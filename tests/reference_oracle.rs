@@ -2,7 +2,7 @@
 //! same grammar, on generated reference-like strings: both accept the same strings and
 //! split them the same way. Differences that are deliberate are filtered out below.
 
-use dhi_admission::policy::image_ref::ImageRef;
+use dhi_policy::image_ref::ImageRef;
 use oci_spec::distribution::Reference;
 use proptest::prelude::*;
 

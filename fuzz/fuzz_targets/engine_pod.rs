@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use dhi_admission::policy::Engine;
+use dhi_policy::Engine;
 use dhi_admission_fuzz::{cases, checks};
 use libfuzzer_sys::fuzz_target;
 

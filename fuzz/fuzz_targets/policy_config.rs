@@ -1,4 +1,4 @@
-//! Arbitrary strings into `Settings::from_yaml`: no panic, no hang (libFuzzer's
+//! Arbitrary strings into `PolicyFile::from_yaml`: no panic, no hang (libFuzzer's
 //! -timeout catches hangs; serde-saphyr's budgets bound alias expansion), and an
 //! accepted policy rewrites only to references recognised as hardened.
 #![no_main]

@@ -3,7 +3,7 @@
 //! on combinations rather than on JSON syntax.
 
 use arbitrary::{Arbitrary, Unstructured};
-use dhi_admission::policy::WorkloadKind;
+use dhi_policy::WorkloadKind;
 
 pub use crate::checks::{POLICIES, engine};
 use serde_json::{Map, Value, json};

@@ -11,10 +11,10 @@ use std::fmt;
 
 use base64::Engine as _;
 use dhi_admission::admission;
-use dhi_admission::policy::image_ref::{ImageField, ImageRef};
-use dhi_admission::policy::settings::glob_match;
-use dhi_admission::policy::{
-    Engine, MAX_WARNING_LEN, Mode, Scope, Settings, Subject, Webhook, WorkloadKind, decode_object,
+use dhi_policy::glob::glob_match;
+use dhi_policy::image_ref::{ImageField, ImageRef};
+use dhi_policy::{
+    Engine, MAX_WARNING_LEN, Mode, PolicyFile, Scope, Subject, Webhook, WorkloadKind, decode_object,
 };
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
@@ -34,7 +34,7 @@ pub const POLICIES: &[&str] = &[
 
 /// Builds the engine for policy `i`.
 pub fn engine(i: usize) -> Engine {
-    Engine::new(Settings::from_yaml(POLICIES[i % POLICIES.len()]).expect("built-in fuzz policy"))
+    Engine::new(PolicyFile::from_yaml(POLICIES[i % POLICIES.len()]).expect("built-in fuzz policy"))
 }
 
 /// Both webhooks in both modes.
@@ -346,10 +346,10 @@ pub fn check_image_ref(raw: &str) {
 // Policy files
 // ---------------------------------------------------------------------------------------
 
-/// `Settings::from_yaml` never panics; an accepted policy builds an engine whose
+/// `PolicyFile::from_yaml` never panics; an accepted policy builds an engine whose
 /// rewrites produce references the engine recognises as the hardened images named.
 pub fn check_policy(text: &str) {
-    let Ok(settings) = Settings::from_yaml(text) else {
+    let Ok(settings) = PolicyFile::from_yaml(text) else {
         return;
     };
     let engine = Engine::new(settings.clone());
@@ -410,7 +410,7 @@ pub fn may_touch(engine: &Engine, image: Option<&str>) -> bool {
     let Ok(ImageField::Ref(r)) = ImageField::parse(raw) else {
         return false;
     };
-    let settings = engine.settings();
+    let settings = engine.policy_file();
     if settings
         .exempt
         .images
@@ -423,7 +423,7 @@ pub fn may_touch(engine: &Engine, image: Option<&str>) -> bool {
 }
 
 fn is_mapped(engine: &Engine, r: &ImageRef) -> bool {
-    let settings = engine.settings();
+    let settings = engine.policy_file();
     if !settings.rewrite.enabled {
         return false;
     }
@@ -564,10 +564,7 @@ fn check_security_fields(path: &str, fields: &Value) {
     }
 }
 
-fn subject<'o, 'a>(
-    kind: WorkloadKind,
-    object: &'o dhi_admission::policy::ObjectView<'a>,
-) -> Subject<'o, 'a> {
+fn subject<'o, 'a>(kind: WorkloadKind, object: &'o dhi_policy::ObjectView<'a>) -> Subject<'o, 'a> {
     Subject {
         kind,
         object,
@@ -610,7 +607,7 @@ pub fn check_engine_object(engine: &Engine, kind: WorkloadKind, object: &Value) 
     );
 
     // Webhook and mode on top of the evaluation.
-    let mutates = !kind.is_template() || engine.settings().templates.mutate;
+    let mutates = !kind.is_template() || engine.policy_file().templates.mutate;
     for (webhook, mode) in COMBOS {
         let d = engine.review(&subject(kind, &view), webhook, mode);
         match (webhook, mode) {

@@ -10,11 +10,12 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use json_patch::jsonptr::PointerBuf;
 use serde_json::Value;
 use serde_saphyr::granit_parser::{Event, Parser, ScanError};
 use serde_saphyr::{SnippetMode, UserMessageFormatter};
 
-use crate::policy::{DecodeError, WorkloadKind};
+use dhi_policy::{DecodeError, WorkloadKind};
 
 /// Inputs larger than this are refused rather than parsed.
 pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
@@ -55,7 +56,7 @@ pub struct Origin {
     /// The document, counted from 1; `None` for the source as a whole.
     pub document: Option<usize>,
     /// JSON Pointer to the object inside the document; empty for the document itself.
-    pub pointer: String,
+    pub pointer: PointerBuf,
 }
 
 impl Origin {
@@ -63,7 +64,7 @@ impl Origin {
         Self {
             source: source.clone(),
             document: None,
-            pointer: String::new(),
+            pointer: PointerBuf::new(),
         }
     }
 
@@ -78,8 +79,7 @@ impl Origin {
     pub fn child(&self, tokens: &[&str]) -> Self {
         let mut pointer = self.pointer.clone();
         for token in tokens {
-            pointer.push('/');
-            pointer.push_str(&token.replace('~', "~0").replace('/', "~1"));
+            pointer.push_back(*token);
         }
         Self {
             pointer,
@@ -90,14 +90,15 @@ impl Origin {
     /// The pointer written as a field path: `/items/2/request/object` is `items[2].request.object`.
     pub fn field_path(&self) -> String {
         let mut path = String::new();
-        for token in self.pointer.split('/').skip(1) {
+        for token in self.pointer.tokens() {
+            let token = token.decoded();
             if token.bytes().all(|b| b.is_ascii_digit()) {
                 path.push_str(&format!("[{token}]"));
             } else {
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(&token.replace("~1", "/").replace("~0", "~"));
+                path.push_str(&token);
             }
         }
         path
@@ -153,7 +154,7 @@ pub enum Cause {
     #[error("{0}")]
     Shape(String),
     /// A pod-carrying object has a field of the wrong type.
-    #[error("cannot read {kind}: {}: {}", error.path, without_position(&error.message))]
+    #[error("cannot read {kind}: {error}")]
     Decode {
         /// The object's kind.
         kind: WorkloadKind,
@@ -179,20 +180,6 @@ impl Cause {
             cause: self,
         }
     }
-}
-
-/// A decode message without serde_json's `at line 1 column 289`, which counts in the
-/// engine's re-serialised copy of the object, not in the file.
-fn without_position(message: &str) -> &str {
-    let Some((head, tail)) = message.rsplit_once(" at line ") else {
-        return message;
-    };
-    let is_position = tail.split_once(" column ").is_some_and(|(line, column)| {
-        [line, column]
-            .iter()
-            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    });
-    if is_position { head } else { message }
 }
 
 /// One non-empty document of an input.
@@ -567,19 +554,6 @@ mod tests {
     }
 
     #[test]
-    fn decode_messages_lose_positions_in_the_engine_copy() {
-        assert_eq!(
-            without_position(r#"invalid type: string "zero", expected i64 at line 1 column 289"#),
-            r#"invalid type: string "zero", expected i64"#
-        );
-        assert_eq!(
-            without_position("expected i64 at line one"),
-            "expected i64 at line one"
-        );
-        assert_eq!(without_position("no position"), "no position");
-    }
-
-    #[test]
     fn json_streams_split_into_values() {
         let docs = split("a.json", r#"{"kind": "Pod"} {"kind": "Service"}"#);
         assert_eq!(
@@ -612,13 +586,15 @@ mod tests {
         let origin = Origin::document(&file("x.yaml"), 2)
             .child(&["items", "3"])
             .child(&["request", "object"]);
-        assert_eq!(origin.pointer, "/items/3/request/object");
+        assert_eq!(origin.pointer.as_str(), "/items/3/request/object");
         assert_eq!(
             origin.to_string(),
             "x.yaml, document 2, items[3].request.object"
         );
         assert_eq!(
-            Origin::child(&Origin::source(&Source::Stdin), &["a/b"]).pointer,
+            Origin::child(&Origin::source(&Source::Stdin), &["a/b"])
+                .pointer
+                .as_str(),
             "/a~1b"
         );
         assert_eq!(Origin::source(&Source::Stdin).to_string(), "<stdin>");

@@ -1,40 +1,59 @@
 //! From documents to the objects the webhook would be asked about.
 //!
 //! A document is a manifest, a `List` of them, or an AdmissionReview as kube-apiserver
-//! sends it. Each object found is either a [`Target`], described as the request the
-//! webhook would receive, or [`Skipped`] with the reason.
+//! sends it. Each object found is either a [`Candidate`], with what it takes to ask the
+//! engine about it as the webhook would be asked, or [`Skipped`] with the reason.
 
-use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::input::{Cause, Document, InputError, Origin};
-use crate::admission::{self, Operation};
-use crate::policy::WorkloadKind;
+use crate::admission;
+use dhi_policy::{GroupKind, Request, WorkloadKind};
 
-/// An object that carries a pod spec, and how the webhook would be asked about it.
+/// An object that carries a pod spec, found in a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Candidate {
     /// Where the object is; its pointer is where patches apply.
     pub origin: Origin,
     /// The kind, which says where the pod spec is.
     pub kind: WorkloadKind,
-    /// The request the webhook would receive.
-    pub request: Request,
-}
-
-/// The parts of an admission request that decide how the webhook answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// CREATE for manifests.
-    pub operation: Operation,
-    /// `ephemeralcontainers`, `status`...; `None` for the object itself.
-    pub sub_resource: Option<String>,
-    /// The request's namespace, for exemptions and reports.
+    /// The request's namespace, else the object's: for exemptions and reports.
     pub namespace: Option<String>,
     /// The object's name.
     pub name: Option<String>,
-    /// Pointer (in the document) to the object before an UPDATE.
-    pub old_object: Option<String>,
+    /// Where the `request` of the AdmissionReview it came in is; `None` for a manifest,
+    /// which kube-apiserver would send as a CREATE.
+    pub review: Option<Origin>,
+}
+
+impl Candidate {
+    /// The request the webhook would receive for this object, read from `document`.
+    pub fn request<'d>(&'d self, document: &'d Value) -> Result<Request<'d, &'d Value>, Cause> {
+        let object = document
+            .pointer(self.origin.pointer.as_str())
+            .filter(|object| !object.is_null());
+        let namespace = self.namespace.as_deref();
+        let Some(review) = &self.review else {
+            let object = object.ok_or_else(|| {
+                Cause::Shape(format!("the request for {} has no object", self.kind))
+            })?;
+            return Ok(Request::create(self.kind.into(), namespace, object));
+        };
+        let old_object = review.child(&["oldObject"]);
+        let old_object = document
+            .pointer(old_object.pointer.as_str())
+            .filter(|old| !old.is_null());
+        let request = document
+            .pointer(review.pointer.as_str())
+            .ok_or_else(|| Cause::Shape("AdmissionReview has no request".to_owned()))
+            .and_then(parse_request)?;
+        let mut request = request.with_objects(object, old_object);
+        if request.namespace.is_none() {
+            request.namespace = namespace.map(Into::into);
+        }
+        Ok(request)
+    }
 }
 
 /// A document or object the webhook does not review.
@@ -56,7 +75,7 @@ pub struct Skipped {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     /// An object to review.
-    Target(Target),
+    Candidate(Candidate),
     /// Something that is not reviewed.
     Skipped(Skipped),
 }
@@ -108,19 +127,15 @@ fn collect(
 
 /// A manifest is what kube-apiserver would send on CREATE.
 fn manifest_item(value: &Value, origin: Origin, api_version: &str, kind: &str) -> Item {
-    let Some(kind) = WorkloadKind::from_api_version_kind(api_version, kind) else {
+    let Some(kind) = GroupKind::from_api_version(api_version, kind).workload() else {
         return Item::Skipped(skipped(value, origin, Some(kind), NO_POD_SPEC));
     };
-    Item::Target(Target {
+    Item::Candidate(Candidate {
         origin,
         kind,
-        request: Request {
-            operation: Operation::Create,
-            sub_resource: None,
-            namespace: metadata(value, "namespace"),
-            name: metadata(value, "name"),
-            old_object: None,
-        },
+        namespace: metadata(value, "namespace"),
+        name: metadata(value, "name"),
+        review: None,
     })
 }
 
@@ -139,28 +154,6 @@ fn metadata(object: &Value, field: &str) -> Option<String> {
     value.as_str().map(str::to_owned)
 }
 
-/// The fields of an AdmissionReview request that route it; the objects stay in the
-/// document, addressed by pointer.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewRequest {
-    kind: GroupKind,
-    operation: Operation,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct GroupKind {
-    #[serde(default)]
-    group: String,
-    kind: String,
-}
-
 /// An AdmissionReview stands for the object of its request, as the webhook gets it.
 fn review_item(review: &Value, origin: Origin, api_version: &str) -> Result<Item, InputError> {
     if api_version != admission::API_VERSION {
@@ -170,47 +163,47 @@ fn review_item(review: &Value, origin: Origin, api_version: &str) -> Result<Item
         );
         return Err(Cause::Shape(message).at(origin));
     }
-    let request = review_request(review).map_err(|msg| Cause::Shape(msg).at(origin.clone()))?;
+    let request = review
+        .get("request")
+        .ok_or_else(|| Cause::Shape("AdmissionReview has no request".to_owned()))
+        .and_then(parse_request)
+        .map_err(|cause| cause.at(origin.clone()))?;
     let object = &review["request"]["object"];
     let object_origin = origin.child(&["request", "object"]);
-    let namespace = request.namespace.or_else(|| metadata(object, "namespace"));
-    let name = request.name.or_else(|| metadata(object, "name"));
-    let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else {
+    let namespace = request
+        .namespace
+        .map(String::from)
+        .or_else(|| metadata(object, "namespace"));
+    let name = request
+        .name
+        .map(String::from)
+        .or_else(|| metadata(object, "name"));
+    let Some(kind) = request.kind.workload() else {
         return Ok(Item::Skipped(Skipped {
             origin: object_origin,
-            kind: Some(request.kind.kind),
+            kind: Some(request.kind.kind.into_owned()),
             namespace,
             name,
             reason: NO_POD_SPEC.to_owned(),
         }));
     };
-    let has_old_object = review["request"]
-        .get("oldObject")
-        .is_some_and(|old| !old.is_null());
-    Ok(Item::Target(Target {
+    Ok(Item::Candidate(Candidate {
         origin: object_origin,
         kind,
-        request: Request {
-            operation: request.operation,
-            sub_resource: request.sub_resource.filter(|s| !s.is_empty()),
-            namespace,
-            name,
-            old_object: has_old_object.then(|| origin.child(&["request", "oldObject"]).pointer),
-        },
+        namespace,
+        name,
+        review: Some(origin.child(&["request"])),
     }))
 }
 
-/// The routing fields of `review.request`, or what is wrong with them.
-fn review_request(review: &Value) -> Result<ReviewRequest, String> {
-    let request = review
-        .get("request")
-        .ok_or_else(|| "AdmissionReview has no request".to_owned())?;
+/// `review.request` without its objects, or what is wrong with it.
+fn parse_request(request: &Value) -> Result<Request<'_, IgnoredAny>, Cause> {
     serde_path_to_error::deserialize(request).map_err(|err| {
         let field = match err.path().to_string().as_str() {
             "." => "request".to_owned(),
             path => format!("request.{path}"),
         };
-        format!("invalid AdmissionReview: {field}: {}", err.inner())
+        Cause::Shape(format!("invalid AdmissionReview: {field}: {}", err.inner()))
     })
 }
 
@@ -226,7 +219,7 @@ mod tests {
             origin: Origin {
                 source: Source::Stdin,
                 document: Some(1),
-                pointer: String::new(),
+                pointer: json_patch::jsonptr::PointerBuf::new(),
             },
             value,
         }
@@ -238,8 +231,11 @@ mod tests {
             .unwrap()
             .into_iter()
             .map(|item| match item {
-                Item::Target(t) => (t.origin.pointer, t.kind.to_string()),
-                Item::Skipped(s) => (s.origin.pointer, format!("skipped: {}", s.reason)),
+                Item::Candidate(c) => (c.origin.pointer.to_string(), c.kind.to_string()),
+                Item::Skipped(s) => (
+                    s.origin.pointer.to_string(),
+                    format!("skipped: {}", s.reason),
+                ),
             })
             .collect()
     }
@@ -306,22 +302,20 @@ mod tests {
                 "oldObject": pod("a"),
             },
         });
-        let items = items(&document(review)).unwrap();
-        let Item::Target(target) = &items[0] else {
+        let items = items(&document(review.clone())).unwrap();
+        let Item::Candidate(candidate) = &items[0] else {
             panic!("{items:?}")
         };
-        assert_eq!(target.origin.pointer, "/request/object");
-        assert_eq!(target.kind, WorkloadKind::Pod);
-        assert_eq!(
-            target.request,
-            Request {
-                operation: Operation::Update,
-                sub_resource: Some("ephemeralcontainers".to_owned()),
-                namespace: Some("shop".to_owned()),
-                name: Some("a".to_owned()),
-                old_object: Some("/request/oldObject".to_owned()),
-            }
-        );
+        assert_eq!(candidate.origin.pointer.as_str(), "/request/object");
+        assert_eq!(candidate.kind, WorkloadKind::Pod);
+        assert_eq!(candidate.namespace.as_deref(), Some("shop"));
+        assert_eq!(candidate.name.as_deref(), Some("a"));
+        let request = candidate.request(&review).unwrap();
+        assert_eq!(request.operation, dhi_policy::Operation::Update);
+        assert_eq!(request.sub_resource.as_deref(), Some("ephemeralcontainers"));
+        assert_eq!(request.namespace.as_deref(), Some("shop"));
+        assert_eq!(request.object, Some(&review["request"]["object"]));
+        assert_eq!(request.old_object, Some(&review["request"]["oldObject"]));
     }
 
     #[test]

@@ -7,9 +7,8 @@ use json_patch::PatchOperation;
 use serde::Serialize;
 
 use super::input::{InputError, Origin};
-use super::objects::{Skipped, Target};
-use super::review::{Finding, PatchTarget};
-use crate::policy::{Mode, Violation};
+use super::objects::{Candidate, Skipped};
+use dhi_policy::{Finding, Mode, PatchedBy, Violation};
 
 /// Exit status when an object is denied.
 const EXIT_DENIED: u8 = 1;
@@ -22,7 +21,7 @@ pub enum Entry {
     /// An object the webhook reviews, and its verdict.
     Checked {
         /// The object.
-        target: Target,
+        candidate: Candidate,
         /// The verdict and the patch.
         finding: Finding,
     },
@@ -104,7 +103,9 @@ impl Report {
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
         for entry in &self.entries {
             match entry {
-                Entry::Checked { target, finding } => self.write_finding(out, target, finding)?,
+                Entry::Checked { candidate, finding } => {
+                    self.write_finding(out, candidate, finding)?
+                }
                 Entry::Skipped(skipped) => write_skipped(out, skipped)?,
                 Entry::Error(_) => {}
             }
@@ -115,7 +116,7 @@ impl Report {
     fn write_finding(
         &self,
         out: &mut impl Write,
-        target: &Target,
+        target: &Candidate,
         finding: &Finding,
     ) -> io::Result<()> {
         let verdict = if finding.allowed {
@@ -123,10 +124,7 @@ impl Report {
         } else {
             "DENIED"
         };
-        let name = display_name(
-            target.request.namespace.as_deref(),
-            target.request.name.as_deref(),
-        );
+        let name = display_name(target.namespace.as_deref(), target.name.as_deref());
         writeln!(
             out,
             "{verdict:<7} {} {name} ({})",
@@ -142,7 +140,7 @@ impl Report {
             writeln!(out, "  warning: {warning}")?;
         }
         if !finding.patch.is_empty() {
-            writeln!(out, "  {}", self.patch_heading(finding.patch_target))?;
+            writeln!(out, "  {}", self.patch_heading(finding.patched_by))?;
             for op in &finding.patch {
                 writeln!(out, "    {}", describe(op))?;
             }
@@ -150,13 +148,13 @@ impl Report {
         Ok(())
     }
 
-    fn patch_heading(&self, target: PatchTarget) -> String {
+    fn patch_heading(&self, target: PatchedBy) -> String {
         let who = match target {
-            PatchTarget::Object => "applied to this object by the webhook",
-            PatchTarget::Pods => "applied by the webhook when the pods are created",
-            PatchTarget::None => "not applied by the webhook to this request",
+            PatchedBy::Object => "applied to this object by the webhook",
+            PatchedBy::Pods => "applied by the webhook when the pods are created",
+            PatchedBy::None => "not applied by the webhook to this request",
         };
-        let audit = if self.mode == Mode::Audit && target != PatchTarget::None {
+        let audit = if self.mode == Mode::Audit && target != PatchedBy::None {
             " in enforce mode; audit mode only reports it"
         } else {
             ""
@@ -177,8 +175,8 @@ impl Report {
         };
         for entry in &self.entries {
             match entry {
-                Entry::Checked { target, finding } => {
-                    report.objects.push(JsonObject::new(target, finding))
+                Entry::Checked { candidate, finding } => {
+                    report.objects.push(JsonObject::new(candidate, finding))
                 }
                 Entry::Skipped(skipped) => report.skipped.push(JsonSkipped::new(skipped)),
                 Entry::Error(err) => report.errors.push(JsonError::new(err)),
@@ -265,7 +263,7 @@ impl<'r> JsonOrigin<'r> {
         Self {
             source: origin.source.to_string(),
             document: origin.document,
-            path: &origin.pointer,
+            path: origin.pointer.as_str(),
         }
     }
 }
@@ -288,17 +286,17 @@ struct JsonObject<'r> {
 }
 
 impl<'r> JsonObject<'r> {
-    fn new(target: &'r Target, finding: &'r Finding) -> Self {
+    fn new(target: &'r Candidate, finding: &'r Finding) -> Self {
         Self {
             origin: JsonOrigin::new(&target.origin),
             kind: target.kind.as_str(),
-            namespace: target.request.namespace.as_deref(),
-            name: target.request.name.as_deref(),
+            namespace: target.namespace.as_deref(),
+            name: target.name.as_deref(),
             allowed: finding.allowed,
             violations: &finding.violations,
             warnings: &finding.warnings,
             patch: &finding.patch,
-            patch_target: finding.patch_target.as_str(),
+            patch_target: finding.patched_by.as_str(),
             not_reviewed: finding.not_reviewed.as_deref(),
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::AppState;
-use crate::config::{Config, Policy};
+use crate::config::{ActivePolicy, Config, read_policy_bytes};
 use crate::metrics::Reloaded;
 use crate::tls::SwappableCert;
 
@@ -134,16 +134,13 @@ fn reload_policy(config: &Config, state: &AppState, seen: &mut Seen) {
     let Some(path) = &config.policy else {
         return;
     };
-    let Ok(text) = std::fs::read(path) else {
+    let Ok(text) = read_policy_bytes(path) else {
         return;
     };
     if !seen.is_new(&text) {
         return;
     }
-    let parsed = std::str::from_utf8(&text)
-        .map_err(|err| format!("policy {} is not UTF-8: {err}", path.display()))
-        .and_then(|s| Policy::from_text(path, s, config.mode).map_err(|err| err.to_string()));
-    match parsed {
+    match ActivePolicy::from_bytes(path, &text, config.mode) {
         Ok(policy) => {
             tracing::info!(policy = %path.display(), mode = %policy.mode, "policy reloaded");
             state.policy.store(Arc::new(policy));
@@ -153,7 +150,7 @@ fn reload_policy(config: &Config, state: &AppState, seen: &mut Seen) {
         }
         Err(err) => {
             state.metrics.reload(Reloaded::Config, false);
-            tracing::error!(error = %err, "new policy refused; the previous one stays in force");
+            tracing::error!(error = %format_args!("{:#}", anyhow::Error::new(err)), "new policy refused; the previous one stays in force");
             seen.refused = Some(text);
         }
     }

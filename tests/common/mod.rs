@@ -25,9 +25,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use dhi_admission::certs::GeneratedCerts;
 use dhi_admission::config::{Config, Limits};
-use dhi_admission::policy::Mode;
 use dhi_admission::server::Server;
 use dhi_admission::tls::KeyPairPaths;
+use dhi_policy::Mode;
 use http::{HeaderMap, Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -533,7 +533,7 @@ impl TestServer {
             .await
             .expect("server thread ended before binding")
             .unwrap_or_else(|err| panic!("Server::bind failed: {err}"));
-        Self {
+        let server = Self {
             addr,
             metrics_addr,
             material,
@@ -541,7 +541,22 @@ impl TestServer {
             stop: Some(stop_tx),
             go: Some(go_tx),
             thread: Some(thread),
+        };
+        if !hold {
+            // `serve` turns ready after `bind` returned the addresses: wait for it, as
+            // kube-apiserver's endpoints would, so no test races the start.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while http_get(metrics_addr, "/readyz")
+                .await
+                .ok()
+                .map(|(status, _)| status)
+                != Some(200)
+            {
+                assert!(Instant::now() < deadline, "the server never became ready");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
+        server
     }
 
     /// A cheap handle for clients (cloneable into tasks).

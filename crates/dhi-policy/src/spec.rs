@@ -200,7 +200,7 @@ pub struct NameRef<'a> {
 ///
 /// serde borrows a `Cow<str>` only when it is the field's whole type; inside `Option`
 /// or `Vec` it always copies, which was ten allocations per pod review.
-pub(crate) mod borrowed {
+pub mod borrowed {
     use std::borrow::Cow;
     use std::fmt;
 
@@ -232,14 +232,12 @@ pub(crate) mod borrowed {
     }
 
     /// `Option<Cow<str>>`, borrowed where it can be.
-    pub(crate) fn option<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Cow<'de, str>>, D::Error> {
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
         Ok(Option::<Str<'de>>::deserialize(d)?.map(|s| s.0))
     }
 
     /// `Option<Vec<Cow<str>>>`, borrowed where it can be.
-    pub(crate) fn option_vec<'de, D: Deserializer<'de>>(
+    pub fn option_vec<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Vec<Cow<'de, str>>>, D::Error> {
         Ok(Option::<Vec<Str<'de>>>::deserialize(d)?.map(|v| v.into_iter().map(|s| s.0).collect()))

@@ -4,68 +4,17 @@
 //! keys are errors: a typo in a policy must not silently weaken it.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 
 use serde::Deserialize;
 
-use super::catalog::RepoOverride;
-use super::rules::RuleId;
-
-/// Enforce (deny and patch) or audit (allow, report what would happen).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Deny violations, apply patches.
-    #[default]
-    Enforce,
-    /// Allow everything unchanged; findings become warnings and audit annotations.
-    Audit,
-}
-
-impl Mode {
-    /// The mode's name, also its metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Enforce => "enforce",
-            Self::Audit => "audit",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "enforce" => Ok(Self::Enforce),
-            "audit" => Ok(Self::Audit),
-            other => Err(format!("unknown mode {other:?}: expected enforce or audit")),
-        }
-    }
-}
-
-/// What a rule does when it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Reject the object (in enforce mode).
-    Deny,
-    /// Admit it with a warning.
-    Warn,
-    /// Do not evaluate the rule.
-    Off,
-}
+use crate::catalog::RepoOverride;
+use crate::image_ref::ImageRef;
+use crate::model::{Action, Mode, RuleId};
 
 /// The whole policy file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct Settings {
+pub struct PolicyFile {
     /// Server-wide mode; `--mode` on the command line wins over it.
     pub mode: Option<Mode>,
     /// Per-rule action (`run-as-root: warn`); unlisted rules deny.
@@ -87,7 +36,7 @@ pub struct RewriteSettings {
     /// Rewrite upstream images at all.
     pub enabled: bool,
     /// Where hardened images are pulled from: `{repo}` is the DHI repository name.
-    pub target: RewriteTarget,
+    pub target: TargetTemplate,
     /// Also rewrite Docker Official Images (`docker.io/library/<name>`) the catalog has.
     pub official_images: bool,
     /// `imagePullSecrets` to add to pods whose images were rewritten.
@@ -102,7 +51,7 @@ impl Default for RewriteSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            target: RewriteTarget::default(),
+            target: TargetTemplate::default(),
             official_images: false,
             image_pull_secrets: Vec::new(),
             default_mappings: true,
@@ -114,13 +63,13 @@ impl Default for RewriteSettings {
 /// A rewrite target template such as `dhi.io/{repo}` or
 /// `registry.example.com/platform/dhi-{repo}`; validated when the policy is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RewriteTarget {
+pub struct TargetTemplate {
     /// The template split at each `{repo}` (`dhi.io/{repo}` is `["dhi.io/", ""]`), so
     /// rendering is concatenation.
     pieces: Vec<String>,
 }
 
-impl RewriteTarget {
+impl TargetTemplate {
     /// Placeholder for the DHI repository name.
     pub const REPO: &'static str = "{repo}";
 
@@ -138,7 +87,7 @@ impl RewriteTarget {
         }
         let target = Self::split(template);
         let probe = target.render("nginx");
-        match super::image_ref::ImageRef::parse(&probe) {
+        match ImageRef::parse(&probe) {
             Ok(r) if r.hardened_repo() == Some("nginx") => Ok(target),
             Ok(_) => Err(format!(
                 "rewrite target {template:?} must be dhi.io/{{repo}} or end in /dhi-{{repo}}, \
@@ -174,13 +123,13 @@ impl RewriteTarget {
     }
 }
 
-impl Default for RewriteTarget {
+impl Default for TargetTemplate {
     fn default() -> Self {
         Self::split("dhi.io/{repo}")
     }
 }
 
-impl<'de> Deserialize<'de> for RewriteTarget {
+impl<'de> Deserialize<'de> for TargetTemplate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         Self::new(&s).map_err(serde::de::Error::custom)
@@ -280,7 +229,7 @@ pub struct Exemptions {
 
 /// Why a policy file was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
+pub enum PolicyFileError {
     /// The YAML does not describe a policy.
     #[error("invalid policy: {0}")]
     Yaml(#[source] Box<serde_saphyr::Error>),
@@ -294,16 +243,16 @@ pub enum SettingsError {
     },
 }
 
-impl Settings {
+impl PolicyFile {
     /// Parses a policy file. An empty document is the default policy.
-    pub fn from_yaml(text: &str) -> Result<Self, SettingsError> {
+    pub fn from_yaml(text: &str) -> Result<Self, PolicyFileError> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
         let settings: Self =
-            serde_saphyr::from_str(text).map_err(|err| SettingsError::Yaml(Box::new(err)))?;
+            serde_saphyr::from_str(text).map_err(|err| PolicyFileError::Yaml(Box::new(err)))?;
         for m in &settings.rewrite.mappings {
-            let parsed = super::image_ref::ImageRef::parse(&m.from);
+            let parsed = ImageRef::parse(&m.from);
             let reason = match parsed {
                 Err(err) => Some(err.to_string()),
                 Ok(r) if r.tag.is_some() || r.digest.is_some() => {
@@ -318,7 +267,7 @@ impl Settings {
             // named, or rewriting would break pods or escape the rules (found by
             // fuzz/policy_config: `to: "i!pio-proxyv2"` was accepted).
             let target = settings.rewrite.target.render(&m.to);
-            let reason = reason.or_else(|| match super::image_ref::ImageRef::parse(&target) {
+            let reason = reason.or_else(|| match ImageRef::parse(&target) {
                 Ok(r) if r.hardened_repo() == Some(m.to.as_str()) => None,
                 _ => Some(format!(
                     "to: {:?} rewrites to {target:?}, which is not an image of the hardened \
@@ -327,7 +276,7 @@ impl Settings {
                 )),
             });
             if let Some(reason) = reason {
-                return Err(SettingsError::Mapping {
+                return Err(PolicyFileError::Mapping {
                     from: m.from.clone(),
                     reason,
                 });
@@ -357,30 +306,6 @@ impl Settings {
     }
 }
 
-/// `*`-glob match over bytes: `*` matches any run of characters, including `/`.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            backtrack = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((star, matched)) = backtrack {
-            // Let the last `*` swallow one more character and retry.
-            pi = star + 1;
-            ti = matched + 1;
-            backtrack = Some((star, matched + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&b| b == b'*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,10 +313,10 @@ mod tests {
     #[test]
     fn rewrite_target_renders_every_placeholder() {
         assert_eq!(
-            RewriteTarget::default(),
-            RewriteTarget::new("dhi.io/{repo}").unwrap()
+            TargetTemplate::default(),
+            TargetTemplate::new("dhi.io/{repo}").unwrap()
         );
-        let mirror = RewriteTarget::new("registry.example.com/{repo}/dhi-{repo}").unwrap();
+        let mirror = TargetTemplate::new("registry.example.com/{repo}/dhi-{repo}").unwrap();
         assert_eq!(
             mirror.render_tagged("nginx", Some("1.29")),
             "registry.example.com/nginx/dhi-nginx:1.29"
@@ -400,8 +325,8 @@ mod tests {
 
     #[test]
     fn empty_file_is_the_default_policy() {
-        let s = Settings::from_yaml("").unwrap();
-        assert_eq!(s, Settings::default());
+        let s = PolicyFile::from_yaml("").unwrap();
+        assert_eq!(s, PolicyFile::default());
         assert!(s.rewrite.enabled);
         assert_eq!(s.action(RuleId::RunAsRoot), Action::Deny);
         assert_eq!(s.mappings().len(), 8);
@@ -409,7 +334,7 @@ mod tests {
 
     #[test]
     fn full_file_parses() {
-        let s = Settings::from_yaml(
+        let s = PolicyFile::from_yaml(
             r#"
 mode: audit
 rules:
@@ -452,7 +377,7 @@ catalog:
 
     #[test]
     fn bad_files_are_refused_with_the_reason() {
-        let err = |yaml: &str| Settings::from_yaml(yaml).unwrap_err().to_string();
+        let err = |yaml: &str| PolicyFile::from_yaml(yaml).unwrap_err().to_string();
         assert!(
             err("rules: {run-as-root: maybe}").contains("maybe"),
             "{}",
@@ -478,26 +403,5 @@ catalog:
         let istio = m.iter().find(|m| m.to == "istio-proxyv2").unwrap();
         assert_eq!(istio.transform_tag("1.30.3-distroless"), "1.30.3");
         assert_eq!(istio.transform_tag("1.30.3"), "1.30.3");
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match(
-            "docker.io/library/busybox:*",
-            "docker.io/library/busybox:1.37"
-        ));
-        assert!(!glob_match(
-            "docker.io/library/busybox:*",
-            "docker.io/library/busybox"
-        ));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("*/debug/*", "gcr.io/x/debug/tool:1"));
-        assert!(glob_match("a*b*c", "aXXbYYc"));
-        assert!(!glob_match("a*b*c", "aXXbYY"));
-        assert!(glob_match("exact", "exact"));
-        assert!(!glob_match("exact", "exactly"));
-        // Pathological patterns stay linear-ish, not exponential.
-        let text = "a".repeat(10_000);
-        assert!(!glob_match("*a*a*a*a*a*b", &text));
     }
 }

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::spec::{ObjectView, SpecView};
+use crate::spec::{ObjectView, SpecView};
 
 /// A kind that carries a pod spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +59,15 @@ impl WorkloadKind {
             ("batch", "CronJob") => Self::CronJob,
             _ => return None,
         })
+    }
+
+    /// The API group (empty for the core group).
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::Pod | Self::PodTemplate | Self::ReplicationController => "",
+            Self::Deployment | Self::StatefulSet | Self::DaemonSet | Self::ReplicaSet => "apps",
+            Self::Job | Self::CronJob => "batch",
+        }
     }
 
     /// Recognises a manifest's `apiVersion` (`apps/v1`) and `kind`.
@@ -150,6 +159,16 @@ mod tests {
             WorkloadKind::from_api_version_kind("batch/v1", "CronJob"),
             Some(WorkloadKind::CronJob)
         );
+    }
+
+    #[test]
+    fn every_kind_names_its_own_group() {
+        for kind in WorkloadKind::ALL {
+            assert_eq!(
+                WorkloadKind::from_group_kind(kind.group(), kind.as_str()),
+                Some(kind)
+            );
+        }
     }
 
     #[test]

@@ -7,198 +7,12 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
-use super::catalog::{ImageUser, Variant};
-use super::image_ref::{ImageField, ImageRef};
-use super::patch::{ContainerList, InjectedUser, SpecPatch};
-use super::settings::{Action, glob_match};
-use super::spec::{ContainerView, SpecView};
-use super::{Engine, Scope};
-
-/// The rules that can deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RuleId {
-    /// A hardened container would run as UID 0.
-    RunAsRoot,
-    /// A hardened nonroot container declares a port below 1024.
-    PrivilegedPort,
-    /// An image field is not a valid reference (the kubelet could not pull it).
-    InvalidImage,
-}
-
-impl RuleId {
-    /// Every rule.
-    pub const ALL: [Self; 3] = [Self::RunAsRoot, Self::PrivilegedPort, Self::InvalidImage];
-
-    /// The rule id as written in policies, reports and metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RunAsRoot => "run-as-root",
-            Self::PrivilegedPort => "privileged-port",
-            Self::InvalidImage => "invalid-image",
-        }
-    }
-}
-
-impl fmt::Display for RuleId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A rule that matched a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Violation {
-    /// Which rule.
-    pub rule: RuleId,
-    /// The container's name.
-    pub container: String,
-    /// The image as it will run.
-    pub image: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}] {}", self.rule, self.message)
-    }
-}
-
-/// Why an upstream image was left alone although the catalog maps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SkipReason {
-    /// The digest names upstream content; a rewritten tag would name other content.
-    Digest,
-    /// The container runs as root (Istio's `istio-init` needs root and NET_ADMIN).
-    RunsAsRoot,
-    /// The container declares a port the nonroot image could not bind.
-    PrivilegedPort,
-    /// The command starts a shell, which hardened images do not have.
-    ShellCommand,
-}
-
-impl SkipReason {
-    /// Every reason, in declaration order.
-    pub const ALL: [Self; 4] = [
-        Self::Digest,
-        Self::RunsAsRoot,
-        Self::PrivilegedPort,
-        Self::ShellCommand,
-    ];
-
-    /// Metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Digest => "digest",
-            Self::RunsAsRoot => "runs_as_root",
-            Self::PrivilegedPort => "privileged_port",
-            Self::ShellCommand => "shell_command",
-        }
-    }
-
-    fn explain(self) -> &'static str {
-        match self {
-            Self::Digest => "it is pinned by digest, which names the upstream content",
-            Self::RunsAsRoot => "it runs as root and the hardened image is nonroot",
-            Self::PrivilegedPort => {
-                "it declares a port below 1024 that a nonroot image cannot bind"
-            }
-            Self::ShellCommand => "its command starts a shell and the hardened image has none",
-        }
-    }
-}
-
-/// What a patch changes, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MutationKind {
-    /// An upstream image replaced by its hardened equivalent.
-    ImageRewrite,
-    /// `runAsUser` injected.
-    RunAsUser,
-    /// `runAsGroup` injected.
-    RunAsGroup,
-    /// `runAsNonRoot: true` injected.
-    RunAsNonRoot,
-    /// Pod `fsGroup` injected.
-    FsGroup,
-    /// `imagePullSecrets` added for the rewrite target.
-    ImagePullSecret,
-}
-
-impl MutationKind {
-    /// Every kind.
-    pub const ALL: [Self; 6] = [
-        Self::ImageRewrite,
-        Self::RunAsUser,
-        Self::RunAsGroup,
-        Self::RunAsNonRoot,
-        Self::FsGroup,
-        Self::ImagePullSecret,
-    ];
-
-    /// Metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ImageRewrite => "image_rewrite",
-            Self::RunAsUser => "run_as_user",
-            Self::RunAsGroup => "run_as_group",
-            Self::RunAsNonRoot => "run_as_non_root",
-            Self::FsGroup => "fs_group",
-            Self::ImagePullSecret => "image_pull_secret",
-        }
-    }
-}
-
-/// A finding that admits the object but should be seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Warning {
-    /// A rule whose action is `warn` matched.
-    Rule(Violation),
-    /// A dev variant (root, shell, package manager) in a workload.
-    DevVariant {
-        /// Container name.
-        container: String,
-        /// The image.
-        image: String,
-    },
-    /// An upstream image the catalog maps was not rewritten.
-    RewriteSkipped {
-        /// Container name.
-        container: String,
-        /// The upstream image.
-        image: String,
-        /// The hardened image it would have become.
-        target: String,
-        /// Why not.
-        reason: SkipReason,
-    },
-}
-
-impl fmt::Display for Warning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Rule(v) => write!(f, "{v}"),
-            Self::DevVariant { container, image } => write!(
-                f,
-                "container {container:?} uses dev variant {image} (root, shell, package manager): \
-                 use the runtime variant (tag without -dev) in production"
-            ),
-            Self::RewriteSkipped {
-                container,
-                image,
-                target,
-                reason,
-            } => write!(
-                f,
-                "container {container:?}: {image} not rewritten to {target}: {}",
-                reason.explain()
-            ),
-        }
-    }
-}
+use crate::Engine;
+use crate::catalog::{ImageUser, Variant};
+use crate::image_ref::{ImageField, ImageRef};
+use crate::model::{Action, MutationKind, RuleId, Scope, SkipReason, Violation, Warning};
+use crate::patch::{ContainerList, InjectedUser, SpecPatch};
+use crate::spec::{ContainerView, PodSecurityContextView, SecurityContextView, SpecView};
 
 /// The engine's findings for one pod spec.
 #[derive(Debug, Default)]
@@ -243,72 +57,58 @@ impl fmt::Display for Shown<'_> {
 
 /// What an evaluation is for: the validating webhook needs the verdict only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Purpose {
+pub(crate) enum Purpose {
     /// The patch, the verdict and every finding.
     Patch,
     /// The verdict and the findings it reports; no patch, no skipped-rewrite notes.
     Verdict,
 }
 
-// === impl Engine: evaluation ===
-
-impl Engine {
-    /// Plans the patch for a pod spec and judges the result.
-    pub(super) fn evaluate_spec(
-        &self,
-        spec: &SpecView<'_>,
-        prefix: &'static [&'static str],
-        scope: Scope,
-        purpose: Purpose,
-    ) -> Evaluation {
-        if spec.is_windows() {
-            // Hardened images are Linux images; UID fields are invalid on Windows pods.
-            return Evaluation::default();
+/// Plans the patch for a pod spec and judges the result.
+pub(crate) fn evaluate(
+    engine: &Engine,
+    spec: &SpecView<'_>,
+    prefix: &'static [&'static str],
+    scope: Scope,
+    purpose: Purpose,
+) -> Evaluation {
+    if spec.is_windows() {
+        // Hardened images are Linux images; UID fields are invalid on Windows pods.
+        return Evaluation::default();
+    }
+    let mut pass = Pass {
+        engine,
+        spec,
+        patch: (purpose == Purpose::Patch).then(|| SpecPatch::new(prefix)),
+        eval: Evaluation::default(),
+        rewrote: false,
+        // `kubectl debug` reaches only the validating webhook: nothing rewrites its
+        // containers, so judge them as they are.
+        rewrite: scope == Scope::All,
+        fs_group: None,
+    };
+    let lists = [
+        (ContainerList::Init, &spec.init_containers),
+        (ContainerList::Regular, &spec.containers),
+        (ContainerList::Ephemeral, &spec.ephemeral_containers),
+    ];
+    for (list, containers) in lists {
+        if scope == Scope::EphemeralOnly && list != ContainerList::Ephemeral {
+            continue;
         }
-        let mut pass = Pass {
-            engine: self,
-            spec,
-            patch: (purpose == Purpose::Patch).then(|| SpecPatch::new(prefix)),
-            eval: Evaluation::default(),
-            rewrote: false,
-            // `kubectl debug` reaches only the validating webhook: nothing rewrites its
-            // containers, so judge them as they are.
-            rewrite: scope == Scope::All,
-            fs_group: None,
-        };
-        let lists = [
-            (ContainerList::Init, &spec.init_containers),
-            (ContainerList::Regular, &spec.containers),
-            (ContainerList::Ephemeral, &spec.ephemeral_containers),
-        ];
-        for (list, containers) in lists {
-            if scope == Scope::EphemeralOnly && list != ContainerList::Ephemeral {
-                continue;
-            }
-            for (index, c) in containers.iter().flatten().enumerate() {
-                if let Some(judged) = pass.plan(c, list, index) {
-                    if list != ContainerList::Ephemeral
-                        && pass.fs_group.is_none()
-                        && judged.user.ids.gid != 0
-                    {
-                        pass.fs_group = Some(judged.user.ids.gid);
-                    }
-                    pass.judge(c, &judged);
+        for (index, c) in containers.iter().flatten().enumerate() {
+            if let Some(judged) = pass.plan(c, list, index) {
+                if list != ContainerList::Ephemeral
+                    && pass.fs_group.is_none()
+                    && judged.user.ids.gid != 0
+                {
+                    pass.fs_group = Some(judged.user.ids.gid);
                 }
+                pass.judge(c, &judged);
             }
         }
-        pass.finish()
     }
-
-    /// Exemption patterns match the normalised reference; printed only if there are any.
-    fn is_exempt_image(&self, image: &ImageRef<'_>) -> bool {
-        let patterns = &self.settings.exempt.images;
-        if patterns.is_empty() {
-            return false;
-        }
-        let written = image.to_string();
-        patterns.iter().any(|pattern| glob_match(pattern, &written))
-    }
+    pass.finish()
 }
 
 /// One evaluation of one pod spec: the patch and findings gathered container by container.
@@ -357,13 +157,13 @@ impl Pass<'_, '_, '_> {
         let explicit_uid = effective(c, spec, |s| s.run_as_user, |p| p.run_as_user);
         let (user, shown) = match image.hardened_repo() {
             Some(repo) => {
-                let user = engine.catalog.lookup(repo, image.tag_or_latest());
+                let user = engine.catalog().lookup(repo, image.tag_or_latest());
                 (user, Shown::Hardened(image))
             }
             None if !self.rewrite => return None,
             None => {
                 let target = engine.rewrite_target(&image)?;
-                let user = engine.catalog.lookup(target.repo, target.tag);
+                let user = engine.catalog().lookup(target.repo, target.tag);
                 if let Some(reason) = skip_reason(spec, c, &image, &user, explicit_uid) {
                     if self.patch.is_some() {
                         self.eval.warnings.push(Warning::RewriteSkipped {
@@ -487,7 +287,7 @@ impl Pass<'_, '_, '_> {
             image: image.to_string(),
             message,
         };
-        match self.engine.settings.action(rule) {
+        match self.engine.policy_file().action(rule) {
             Action::Deny => self.eval.violations.push(violation),
             Action::Warn => self.eval.warnings.push(Warning::Rule(violation)),
             Action::Off => {}
@@ -511,7 +311,7 @@ impl Pass<'_, '_, '_> {
             let have = spec.image_pull_secrets.as_deref().unwrap_or_default();
             let missing: Vec<&str> = self
                 .engine
-                .settings
+                .policy_file()
                 .rewrite
                 .image_pull_secrets
                 .iter()
@@ -590,8 +390,8 @@ fn explicit_pod_uid(spec: &SpecView<'_>) -> Option<i64> {
 fn effective<T>(
     c: &ContainerView<'_>,
     spec: &SpecView<'_>,
-    container: impl Fn(&super::spec::SecurityContextView) -> Option<T>,
-    pod: impl Fn(&super::spec::PodSecurityContextView<'_>) -> Option<T>,
+    container: impl Fn(&SecurityContextView) -> Option<T>,
+    pod: impl Fn(&PodSecurityContextView<'_>) -> Option<T>,
 ) -> Option<T> {
     c.security_context
         .as_ref()

@@ -1,6 +1,6 @@
 //! Container image references: parsing, normalisation, and what makes one "hardened".
 //!
-//! Parsing follows the Docker reference grammar ([`super::reference`], checked against
+//! Parsing follows the Docker reference grammar ([`crate::reference`], checked against
 //! `oci-spec`'s distribution reference), so that what we judge is what the kubelet would
 //! pull. On top of it we normalise as Docker does (`nginx` is `docker.io/library/nginx`),
 //! keep whether the tag was written or implied, and lower-case the registry host, which
@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use super::reference::{self, GrammarError};
+use crate::reference::{self, GrammarError};
 
 /// Docker Hub, the registry of references that name none.
 pub const DOCKER_HUB: &str = "docker.io";

@@ -1,0 +1,297 @@
+//! The engine's vocabulary: what is asked (webhook, operation, mode), what rules exist
+//! and what they can do, and what an evaluation finds. A leaf: it imports nothing else
+//! from the crate, so every other module can use it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Which webhook is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Webhook {
+    /// Return the patch.
+    Mutate,
+    /// Return the verdict.
+    Validate,
+}
+
+impl Webhook {
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutate => "mutate",
+            Self::Validate => "validate",
+        }
+    }
+}
+
+/// Which containers a request may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// The whole pod spec.
+    #[default]
+    All,
+    /// Only ephemeral containers (the `pods/ephemeralcontainers` subresource, `kubectl debug`).
+    EphemeralOnly,
+}
+
+/// The admission operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    /// CREATE
+    Create,
+    /// UPDATE
+    Update,
+    /// DELETE
+    Delete,
+    /// CONNECT
+    Connect,
+}
+
+impl Operation {
+    /// As in the AdmissionReview; also the metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
+/// Enforce (deny and patch) or audit (allow, report what would happen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny violations, apply patches.
+    #[default]
+    Enforce,
+    /// Allow everything unchanged; findings become warnings and audit annotations.
+    Audit,
+}
+
+impl Mode {
+    /// The mode's name, also its metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "enforce" => Ok(Self::Enforce),
+            "audit" => Ok(Self::Audit),
+            other => Err(format!("unknown mode {other:?}: expected enforce or audit")),
+        }
+    }
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Reject the object (in enforce mode).
+    Deny,
+    /// Admit it with a warning.
+    Warn,
+    /// Do not evaluate the rule.
+    Off,
+}
+
+/// The rules that can deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleId {
+    /// A hardened container would run as UID 0.
+    RunAsRoot,
+    /// A hardened nonroot container declares a port below 1024.
+    PrivilegedPort,
+    /// An image field is not a valid reference (the kubelet could not pull it).
+    InvalidImage,
+}
+
+impl RuleId {
+    /// Every rule.
+    pub const ALL: [Self; 3] = [Self::RunAsRoot, Self::PrivilegedPort, Self::InvalidImage];
+
+    /// The rule id as written in policies, reports and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RunAsRoot => "run-as-root",
+            Self::PrivilegedPort => "privileged-port",
+            Self::InvalidImage => "invalid-image",
+        }
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rule that matched a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Which rule.
+    pub rule: RuleId,
+    /// The container's name.
+    pub container: String,
+    /// The image as it will run.
+    pub image: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.rule, self.message)
+    }
+}
+
+/// Why an upstream image was left alone although the catalog maps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// The digest names upstream content; a rewritten tag would name other content.
+    Digest,
+    /// The container runs as root (Istio's `istio-init` needs root and NET_ADMIN).
+    RunsAsRoot,
+    /// The container declares a port the nonroot image could not bind.
+    PrivilegedPort,
+    /// The command starts a shell, which hardened images do not have.
+    ShellCommand,
+}
+
+impl SkipReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 4] = [
+        Self::Digest,
+        Self::RunsAsRoot,
+        Self::PrivilegedPort,
+        Self::ShellCommand,
+    ];
+
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Digest => "digest",
+            Self::RunsAsRoot => "runs_as_root",
+            Self::PrivilegedPort => "privileged_port",
+            Self::ShellCommand => "shell_command",
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            Self::Digest => "it is pinned by digest, which names the upstream content",
+            Self::RunsAsRoot => "it runs as root and the hardened image is nonroot",
+            Self::PrivilegedPort => {
+                "it declares a port below 1024 that a nonroot image cannot bind"
+            }
+            Self::ShellCommand => "its command starts a shell and the hardened image has none",
+        }
+    }
+}
+
+/// What a patch changes, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MutationKind {
+    /// An upstream image replaced by its hardened equivalent.
+    ImageRewrite,
+    /// `runAsUser` injected.
+    RunAsUser,
+    /// `runAsGroup` injected.
+    RunAsGroup,
+    /// `runAsNonRoot: true` injected.
+    RunAsNonRoot,
+    /// Pod `fsGroup` injected.
+    FsGroup,
+    /// `imagePullSecrets` added for the rewrite target.
+    ImagePullSecret,
+}
+
+impl MutationKind {
+    /// Every kind.
+    pub const ALL: [Self; 6] = [
+        Self::ImageRewrite,
+        Self::RunAsUser,
+        Self::RunAsGroup,
+        Self::RunAsNonRoot,
+        Self::FsGroup,
+        Self::ImagePullSecret,
+    ];
+
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ImageRewrite => "image_rewrite",
+            Self::RunAsUser => "run_as_user",
+            Self::RunAsGroup => "run_as_group",
+            Self::RunAsNonRoot => "run_as_non_root",
+            Self::FsGroup => "fs_group",
+            Self::ImagePullSecret => "image_pull_secret",
+        }
+    }
+}
+
+/// A finding that admits the object but should be seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// A rule whose action is `warn` matched.
+    Rule(Violation),
+    /// A dev variant (root, shell, package manager) in a workload.
+    DevVariant {
+        /// Container name.
+        container: String,
+        /// The image.
+        image: String,
+    },
+    /// An upstream image the catalog maps was not rewritten.
+    RewriteSkipped {
+        /// Container name.
+        container: String,
+        /// The upstream image.
+        image: String,
+        /// The hardened image it would have become.
+        target: String,
+        /// Why not.
+        reason: SkipReason,
+    },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rule(v) => write!(f, "{v}"),
+            Self::DevVariant { container, image } => write!(
+                f,
+                "container {container:?} uses dev variant {image} (root, shell, package manager): \
+                 use the runtime variant (tag without -dev) in production"
+            ),
+            Self::RewriteSkipped {
+                container,
+                image,
+                target,
+                reason,
+            } => write!(
+                f,
+                "container {container:?}: {image} not rewritten to {target}: {}",
+                reason.explain()
+            ),
+        }
+    }
+}
