@@ -359,12 +359,17 @@ fn review_error(uid: &str, message: String) -> Answer {
 /// A plain HTTP error with a `metav1.Status` body, for bodies that are not reviews.
 pub fn http_error(code: u16, message: String) -> Answer {
     tracing::warn!(status = code, error = %message, "rejected request");
+    // metav1.StatusReason for each code the server answers with.
     let reason = match code {
+        400 => "BadRequest",
         404 => "NotFound",
         405 => "MethodNotAllowed",
+        408 => "Timeout",
         413 => "RequestEntityTooLarge",
         415 => "UnsupportedMediaType",
-        _ => "BadRequest",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        _ => "InternalError",
     };
     let status = StatusOut {
         status: "Failure",

@@ -59,8 +59,8 @@ pub enum ImageRefError {
     #[error("reference is {0} bytes long; the longest valid one is {MAX_REFERENCE_LEN}")]
     TooLong(usize),
     /// The reference does not follow the Docker grammar.
-    #[error("{0}")]
-    Grammar(#[source] GrammarError),
+    #[error(transparent)]
+    Grammar(GrammarError),
 }
 
 impl<'a> ImageField<'a> {

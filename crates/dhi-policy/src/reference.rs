@@ -22,8 +22,6 @@
 //! as in Docker. Docker also reads a segment with upper case as a domain (`Foo/bar`);
 //! that reading cannot be told from a mistyped repository, so it is refused.
 
-use std::fmt;
-
 /// The longest repository path (after `library/` is added for Docker Hub).
 pub const NAME_TOTAL_LENGTH_MAX: usize = 255;
 const TAG_MAX: usize = 128;
@@ -42,39 +40,30 @@ pub struct Parts<'a> {
 }
 
 /// Why a string is not a reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GrammarError {
     /// The name, domain or overall shape is malformed.
+    #[error("invalid reference format")]
     InvalidFormat,
     /// The tag is malformed or longer than 128 characters.
+    #[error("invalid tag format")]
     TagInvalidFormat,
     /// The digest is not `algorithm:hex` with at least 32 hex digits.
+    #[error("invalid checksum digest format")]
     DigestInvalidFormat,
     /// A sha256/sha384/sha512 digest of the wrong length.
+    #[error("invalid checksum digest length")]
     DigestInvalidLength,
     /// A digest algorithm other than sha256, sha384 or sha512.
+    #[error("unsupported digest algorithm")]
     DigestUnsupported,
     /// The repository path is longer than 255 characters.
+    #[error("repository name must not be more than 255 characters")]
     NameTooLong,
     /// The repository path contains upper-case letters.
+    #[error("repository name must be lowercase")]
     Uppercase,
 }
-
-impl fmt::Display for GrammarError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::InvalidFormat => "invalid reference format",
-            Self::TagInvalidFormat => "invalid tag format",
-            Self::DigestInvalidFormat => "invalid checksum digest format",
-            Self::DigestInvalidLength => "invalid checksum digest length",
-            Self::DigestUnsupported => "unsupported digest algorithm",
-            Self::NameTooLong => "repository name must not be more than 255 characters",
-            Self::Uppercase => "repository name must be lowercase",
-        })
-    }
-}
-
-impl std::error::Error for GrammarError {}
 
 /// Splits and validates a reference.
 pub fn split(raw: &str) -> Result<Parts<'_>, GrammarError> {
