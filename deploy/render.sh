@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Renders every overlay with kustomize, as `kubectl apply -k` would, into one YAML file
-# each, so CI catches an overlay that kustomize itself refuses (a patch whose `test` op
-# no longer matches the base, a missing file) and the output can be reviewed or diffed.
+# Renders the base and every overlay with kustomize, as `kubectl apply -k` would, into
+# one YAML file each. The renders are committed in deploy/rendered/, so a change to the
+# manifests shows its effect in review, and tests/deploy_manifests.rs checks them.
 #
-#   deploy/render.sh [OUT_DIR]        (default: target/deploy)
+#   deploy/render.sh [OUT_DIR]        (default: deploy/rendered)
+#   deploy/render.sh --check          (CI: fail if deploy/rendered/ is not current)
 #
 # Uses `kubectl kustomize`, else a standalone `kustomize build`. With neither installed
-# it says so and exits 0, unless DHI_RENDER_REQUIRED=1 (then it fails): the Rust test
-# tests/deploy_manifests.rs renders the same overlays with its own kustomize subset and
-# checks them either way.
+# it says so and exits 0, unless DHI_RENDER_REQUIRED=1 (then it fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=${1:-target/deploy}
-overlays=(enforce audit cert-manager monitoring)
+check=0
+if [ "${1:-}" = --check ]; then
+  check=1
+  out=$(mktemp -d)
+  trap 'rm -rf "$out"' EXIT
+else
+  out=${1:-deploy/rendered}
+fi
+dirs=(base overlays/enforce overlays/audit overlays/cert-manager overlays/monitoring)
 
 if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
   render=(kubectl kustomize)
@@ -26,8 +32,16 @@ else
 fi
 
 mkdir -p "$out"
-for name in "${overlays[@]}"; do
+for dir in "${dirs[@]}"; do
+  name=$(basename "$dir")
   file="$out/$name.yaml"
-  "${render[@]}" "deploy/overlays/$name" >"$file"
+  "${render[@]}" "deploy/$dir" >"$file"
   printf '%-14s %3d objects  %s\n' "$name" "$(grep -c '^kind:' "$file")" "$file"
 done
+
+if [ "$check" = 1 ]; then
+  if ! diff -ru deploy/rendered "$out"; then
+    echo "render.sh: deploy/rendered/ is out of date: run deploy/render.sh and commit" >&2
+    exit 1
+  fi
+fi
