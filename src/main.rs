@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use dhi_admission::{certs, check, server};
 
-// A faster allocator cut CPU per request by about 30% in the field measurements. Built
-// with `no_thp` (Cargo.toml): transparent huge pages cost 6-8 MiB of idle RSS and no
-// measurable CPU.
+// mimalloc: the allocator is a large share of the request path's CPU. Built with
+// `no_thp` (Cargo.toml): transparent huge pages raise idle RSS and buy no CPU here.
+// Figures in bench/README.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

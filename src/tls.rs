@@ -139,7 +139,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// ring, with the SHA-256 suites first: with [`ServerConfig::ignore_client_order`] a
 /// handshake then skips SHA-384 key derivation, which ring does without acceleration on
-/// some CPUs (measured at about 9% of a full handshake).
+/// some CPUs (see bench/README.md).
 fn provider() -> CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites.sort_by_key(|suite| {

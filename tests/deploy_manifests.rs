@@ -283,7 +283,10 @@ fn list<'v>(v: &'v Value, key: &str) -> &'v [Value] {
 
 /// The committed render of a kustomization directory (`deploy/base`, `deploy/overlays/x`).
 fn render(dir: &Path) -> Vec<Value> {
-    let name = dir.file_name().and_then(|n| n.to_str()).expect("directory name");
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("directory name");
     let path = deploy().join("rendered").join(format!("{name}.yaml"));
     assert!(
         path.exists(),
@@ -294,7 +297,12 @@ fn render(dir: &Path) -> Vec<Value> {
     // kustomize refuses two objects with one identity.
     let mut ids = BTreeSet::new();
     for o in &objects {
-        assert!(ids.insert(identity(o)), "{}: {:?} twice", rel(&path), identity(o));
+        assert!(
+            ids.insert(identity(o)),
+            "{}: {:?} twice",
+            rel(&path),
+            identity(o)
+        );
     }
     objects
 }

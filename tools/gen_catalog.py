@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Generate src/policy/catalog/data.rs from the DHI catalog export (images.json).
+"""Generate crates/dhi-policy/src/catalog/data.rs from the DHI catalog export (images.json).
 
-Usage: tools/gen_catalog.py [../shared/dhi-catalog/images.json] > src/policy/catalog/data.rs
+Usage: tools/gen_catalog.py [../shared/dhi-catalog/images.json] > crates/dhi-policy/src/catalog/data.rs
 
 The output is plain static data: sorted slices the catalog binary-searches, so a lookup
 allocates nothing and start-up parses nothing. Re-run it when the export is refreshed;

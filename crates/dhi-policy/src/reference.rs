@@ -1,9 +1,9 @@
 //! The Docker image reference grammar (distribution/reference), parsed by hand.
 //!
-//! `oci-spec` implements the same grammar as one large regex. Measured in the server,
-//! compiling it cost about 120 ms of start-up and 48 MiB of resident memory (its `\w`
-//! is Unicode-aware), and matching it dominated the per-request CPU of the engine. This
-//! parser walks the string once and allocates nothing; `tests/reference_oracle.rs`
+//! `oci-spec` implements the same grammar as one large regex, whose compilation costs
+//! start-up time and resident memory (its `\w` is Unicode-aware) and whose matching
+//! dominated the engine's per-request CPU (figures in bench/README.md). This parser
+//! walks the string once and allocates nothing; `tests/reference_oracle.rs`
 //! checks it against `oci-spec` on generated references, so the grammar stays the same.
 //!
 //! ```text

@@ -1,7 +1,7 @@
 //! Borrowed, typed views of the few pod-spec fields the rules read.
 //!
 //! Decoding into these skips everything else without building a `serde_json::Value`
-//! tree (which measured as half the CPU of a request). Strings borrow from the request
+//! tree (which costs more than the rest of a request; see bench/README.md). Strings borrow from the request
 //! body unless they contain escapes. `null` reads as absent, as the API server does.
 //! The views derive `PartialEq` so an UPDATE that leaves them unchanged is recognised.
 
@@ -199,7 +199,7 @@ pub struct NameRef<'a> {
 /// Strings that borrow from the JSON unless it escapes them.
 ///
 /// serde borrows a `Cow<str>` only when it is the field's whole type; inside `Option`
-/// or `Vec` it always copies, which was ten allocations per pod review.
+/// or `Vec` it always copies: an allocation per string on the request path.
 pub mod borrowed {
     use std::borrow::Cow;
     use std::fmt;
