@@ -1,15 +1,101 @@
-//! Server configuration: command-line arguments to a plain [`Config`] that tests write
-//! literally, and the policy file with the mode it implies.
+//! Server configuration: `serve`'s arguments to a plain [`Config`] (a pure conversion;
+//! tests write configs literally), and the policy file with the mode it implies.
 
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use std::io::Read as _;
-
-use crate::tls::KeyPairPaths;
 use dhi_policy::policy_file::PolicyFileError;
 use dhi_policy::{Engine, Mode, PolicyFile};
+
+use crate::tls::KeyPairPaths;
+
+/// The development certificate `serve` uses when given none.
+pub const DEV_CERT: &str = "certs/tls.crt";
+/// Its key.
+pub const DEV_KEY: &str = "certs/tls.key";
+
+/// Arguments of `dhi-admission serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TLS listener for the webhook endpoints.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "DHI_LISTEN")]
+    pub listen: SocketAddr,
+    /// Plain HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9090", env = "DHI_METRICS_LISTEN")]
+    pub metrics_listen: SocketAddr,
+    /// Serving certificate (PEM chain, leaf first). Default: certs/tls.crt.
+    #[arg(long, requires = "tls_key", env = "DHI_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving key (PEM). Default: certs/tls.key.
+    #[arg(long, requires = "tls_cert", env = "DHI_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (kube-apiserver's).
+    #[arg(long, env = "DHI_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Policy file (YAML); the built-in policy when absent.
+    #[arg(long, env = "DHI_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Server-wide mode; wins over the policy file's `mode` [default: enforce].
+    #[arg(long, env = "DHI_MODE")]
+    pub mode: Option<Mode>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_body)]
+    pub max_body_bytes: usize,
+    /// Grace period for in-flight requests after SIGTERM, in seconds.
+    #[arg(long, default_value_t = Limits::default().shutdown_grace.as_secs())]
+    pub shutdown_grace_seconds: u64,
+    /// How often certificate and policy files are checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub reload_interval_ms: u64,
+}
+
+impl ServeArgs {
+    /// No certificate given: `serve` uses the development one, generating it first if
+    /// there is none yet. An action of `serve`, not of parsing the arguments.
+    pub fn uses_development_certificate(&self) -> bool {
+        self.tls_cert.is_none()
+    }
+}
+
+impl From<ServeArgs> for Config {
+    fn from(args: ServeArgs) -> Self {
+        let ServeArgs {
+            listen,
+            metrics_listen,
+            tls_cert,
+            tls_key,
+            client_ca,
+            config,
+            mode,
+            max_body_bytes,
+            shutdown_grace_seconds,
+            reload_interval_ms,
+        } = args;
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => KeyPairPaths { cert, key },
+            _ => KeyPairPaths {
+                cert: PathBuf::from(DEV_CERT),
+                key: PathBuf::from(DEV_KEY),
+            },
+        };
+        Self {
+            listen,
+            metrics_listen,
+            tls,
+            client_ca,
+            policy: config,
+            mode,
+            limits: Limits {
+                max_body: max_body_bytes,
+                shutdown_grace: Duration::from_secs(shutdown_grace_seconds),
+                ..Limits::default()
+            },
+            reload_interval: Duration::from_millis(reload_interval_ms.max(50)),
+        }
+    }
+}
 
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]

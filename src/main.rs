@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dhi_admission::{certs, check, server};
+use dhi_admission::{certs, check, config, server};
 
 // mimalloc: the allocator is a large share of the request path's CPU. Built with
 // `no_thp` (Cargo.toml): transparent huge pages raise idle RSS and buy no CPU here.
@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the admission webhook server.
-    Serve(server::ServeArgs),
+    Serve(config::ServeArgs),
     /// Evaluate manifests offline, with the same verdicts as the webhook.
     Check(check::CheckArgs),
     /// Certificates for development and for in-cluster bootstrap.

@@ -10,7 +10,6 @@ mod timed_io;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,104 +32,37 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Answer};
-use crate::config::{ActivePolicy, Config, Limits};
+use crate::config::{ActivePolicy, Config, Limits, ServeArgs};
 use crate::metrics::Metrics;
 use crate::tls::{KeyPairPaths, SwappableCert};
 use dhi_policy::{Mode, Webhook};
 use timed_io::TimedIo;
 
-/// Arguments of `dhi-admission serve`.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// TLS listener for the webhook endpoints.
-    #[arg(long, default_value = "0.0.0.0:8443", env = "DHI_LISTEN")]
-    pub listen: SocketAddr,
-    /// Plain HTTP listener for /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:9090", env = "DHI_METRICS_LISTEN")]
-    pub metrics_listen: SocketAddr,
-    /// Serving certificate (PEM chain, leaf first). Default: certs/tls.crt.
-    #[arg(long, requires = "tls_key", env = "DHI_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Serving key (PEM). Default: certs/tls.key.
-    #[arg(long, requires = "tls_cert", env = "DHI_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this CA (kube-apiserver's).
-    #[arg(long, env = "DHI_CLIENT_CA")]
-    pub client_ca: Option<PathBuf>,
-    /// Policy file (YAML); the built-in policy when absent.
-    #[arg(long, env = "DHI_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Server-wide mode; wins over the policy file's `mode` [default: enforce].
-    #[arg(long, env = "DHI_MODE")]
-    pub mode: Option<Mode>,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_body)]
-    pub max_body_bytes: usize,
-    /// Grace period for in-flight requests after SIGTERM, in seconds.
-    #[arg(long, default_value_t = Limits::default().shutdown_grace.as_secs())]
-    pub shutdown_grace_seconds: u64,
-    /// How often certificate and policy files are checked for changes, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    pub reload_interval_ms: u64,
-}
-
-impl ServeArgs {
-    /// Resolves the arguments, generating a development certificate when none is given
-    /// and none exists at the default location.
-    pub fn into_config(self) -> anyhow::Result<Config> {
-        let Self {
-            listen,
-            metrics_listen,
-            tls_cert,
-            tls_key,
-            client_ca,
-            config,
-            mode,
-            max_body_bytes,
-            shutdown_grace_seconds,
-            reload_interval_ms,
-        } = self;
-        let tls = match (tls_cert, tls_key) {
-            (Some(cert), Some(key)) => KeyPairPaths { cert, key },
-            _ => {
-                let paths = KeyPairPaths {
-                    cert: PathBuf::from("certs/tls.crt"),
-                    key: PathBuf::from("certs/tls.key"),
-                };
-                if let Some(names) = crate::certs::ensure_dev_certificate(&paths.cert, &paths.key)
-                    .context("generating the development certificate")?
-                {
-                    tracing::warn!(
-                        cert = %paths.cert.display(),
-                        key = %paths.key.display(),
-                        names = %names.join(", "),
-                        "generated a self-signed development certificate; use --tls-cert/--tls-key in clusters"
-                    );
-                }
-                paths
-            }
-        };
-        Ok(Config {
-            listen,
-            metrics_listen,
-            tls,
-            client_ca,
-            policy: config,
-            mode,
-            limits: Limits {
-                max_body: max_body_bytes,
-                shutdown_grace: Duration::from_secs(shutdown_grace_seconds),
-                ..Limits::default()
-            },
-            reload_interval: Duration::from_millis(reload_interval_ms.max(50)),
-        })
-    }
-}
-
-/// Runs the server until SIGTERM or SIGINT, then drains and returns.
+/// Runs the server until SIGTERM or SIGINT, then drains and returns. Without
+/// `--tls-cert`/`--tls-key` it serves the development certificate, generating it first
+/// when there is none.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let server = Server::bind(args.into_config()?).await?;
+    let development = args.uses_development_certificate();
+    let config = Config::from(args);
+    if development {
+        ensure_development_certificate(&config.tls)?;
+    }
+    let server = Server::bind(config).await?;
     server.serve(shutdown_signal()).await
+}
+
+fn ensure_development_certificate(paths: &KeyPairPaths) -> anyhow::Result<()> {
+    let generated = crate::certs::ensure_dev_certificate(&paths.cert, &paths.key)
+        .context("generating the development certificate")?;
+    if let Some(names) = generated {
+        tracing::warn!(
+            cert = %paths.cert.display(),
+            key = %paths.key.display(),
+            names = %names.join(", "),
+            "generated a development certificate signed by a new local CA (certs/ca.crt); use --tls-cert/--tls-key in clusters"
+        );
+    }
+    Ok(())
 }
 
 /// Shared by every request.
