@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod app;
+pub mod expect;
 pub mod fixtures;
 
 pub use fixtures::*;

@@ -1,0 +1,68 @@
+//! The webhook router driven in process with `tower::ServiceExt::oneshot`: no socket, no
+//! TLS. For the admission protocol, status codes and routing; transport is tested over
+//! real TLS elsewhere.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dhi_admission::config::ActivePolicy;
+use dhi_admission::server::{AppState, webhook_router};
+use http::{Method, Request, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::{DEFAULT_POLICY, JSON, Reply, test_limits};
+
+/// The webhook's routes with the tests' default policy.
+pub struct App {
+    state: Arc<AppState>,
+}
+
+impl App {
+    /// The router with the default test policy, in enforce mode.
+    pub fn new() -> Self {
+        let policy =
+            ActivePolicy::from_bytes("policy.yaml".as_ref(), DEFAULT_POLICY.as_bytes(), None)
+                .expect("the default test policy parses");
+        let state = AppState::new(policy, test_limits()).expect("state");
+        Self { state }
+    }
+
+    /// Sends one request through the router.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let request = request
+            .body(axum::body::Body::from(body.into()))
+            .expect("request");
+        let response = webhook_router(self.state.clone())
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let (parts, body) = response.into_parts();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: body.collect().await.expect("body").to_bytes(),
+        }
+    }
+
+    /// POSTs a JSON body.
+    pub async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> Reply {
+        self.send(Method::POST, path, Some(JSON), body).await
+    }
+
+    /// POSTs a review.
+    pub async fn post_json(&mut self, path: &str, review: &Value) -> Reply {
+        self.post(path, serde_json::to_vec(review).unwrap()).await
+    }
+}
