@@ -465,6 +465,7 @@ pub fn http_error(code: u16, message: String) -> Answer {
         405 => "MethodNotAllowed",
         413 => "RequestEntityTooLarge",
         415 => "UnsupportedMediaType",
+        503 => "ServiceUnavailable",
         _ => "BadRequest",
     };
     let status = StatusOut {
