@@ -111,10 +111,18 @@ impl ConnState {
             (self.idle_since() + limits.idle_timeout, ConnClosed::Idle)
         };
         if now >= deadline {
-            Err(reason)
-        } else {
-            Ok(deadline.min(age_limit))
+            return Err(reason);
         }
+        // Deadlines are checked lazily: when the timer fires, the state is read again.
+        // That is right for deadlines that only move later (a new request postpones
+        // idleness), but a first request that ends now makes the connection idle from
+        // now: look again by then at the latest.
+        let next = if reason == ConnClosed::NoRequest {
+            deadline.min(now + limits.idle_timeout)
+        } else {
+            deadline
+        };
+        Ok(next.min(age_limit))
     }
 }
 
@@ -399,6 +407,11 @@ mod tests {
         assert!(age <= at(300) && age >= at(270), "{:?}", age - born);
         // No request yet: the first-request deadline.
         assert_eq!(conn.check(at(1), &limits, age), Ok(at(10)));
+        let short_idle = Limits {
+            idle_timeout: Duration::from_secs(3),
+            ..limits
+        };
+        assert_eq!(conn.check(at(1), &short_idle, age), Ok(at(4)));
         assert_eq!(conn.check(at(10), &limits, age), Err(ConnClosed::NoRequest));
         // A request in flight: never idle, however long; looked at again later.
         let busy = conn.begin();
