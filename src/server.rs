@@ -185,7 +185,11 @@ pub struct AppState {
     ready: AtomicBool,
     limits: Limits,
     budget: BodyBudget,
+    large_reviews: tokio::sync::Semaphore,
 }
+
+/// Reviews of bodies larger than this run one at a time.
+const LARGE_REVIEW: usize = 1024 * 1024;
 
 impl AppState {
     /// State for a policy, with metrics registered into a fresh registry.
@@ -196,6 +200,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             limits,
             budget: BodyBudget::new(limits.body_budget, limits.body_budget_wait),
+            large_reviews: tokio::sync::Semaphore::new(1),
         }))
     }
 
@@ -258,6 +263,13 @@ async fn admit(
     // The reservation in the body budget is held until the answer is built: the body
     // and the engine's work on it are what it stands for.
     let body = read_body(&state, request).await;
+    // The engine's working set grows with a review's structure (100,000 containers in
+    // 3.6 MB take well over 100 MiB): large reviews are reviewed one at a time, so
+    // that the peak is one of them, not one per runtime worker.
+    let _one_at_a_time = match &body {
+        Ok((bytes, _)) if bytes.len() > LARGE_REVIEW => state.large_reviews.acquire().await.ok(),
+        _ => None,
+    };
     let policy = state.policy.load();
     let mode = if audit { Mode::Audit } else { policy.mode };
     let answer = match body {
