@@ -3,7 +3,7 @@
 //! Same TLS configuration (`dhi_admission::tls::server_config`, the same ECDSA key
 //! pair), same Tokio runtime, the same connection stack (`dhi_admission::server::serve_tls`:
 //! accept loop, connection limit, `TCP_NODELAY`, handshake and idle timeouts, hyper-util
-//! auto builder settings, graceful drain) and the same allocator (mimalloc) as
+//! auto builder settings, connection age and cap, graceful drain) and the same allocator (mimalloc) as
 //! `dhi-admission serve`. The handler only reads `request.uid` and echoes it in an
 //! allowing AdmissionReview, so `bench/load.sh` can tell what the engine and the webhook
 //! handler cost on top of TLS, HTTP and one JSON pass over the body.
@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
@@ -32,7 +33,6 @@ use dhi_admission::config::Limits;
 use dhi_admission::tls::{KeyPairPaths, SwappableCert};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -130,7 +130,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let pair = paths.load().context("loading the serving certificate")?;
     let certs = Arc::new(SwappableCert::new(pair.certified));
     let tls = dhi_admission::tls::server_config(certs, None)?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let tls = Arc::new(ArcSwap::from_pointee(tls));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -151,9 +151,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // same settings, timeouts, connection limit and graceful drain.
     let served = dhi_admission::server::serve_tls(
         listener,
-        acceptor,
+        tls,
         limits,
         router(),
+        None,
         dhi_admission::server::shutdown_signal(),
     )
     .await;

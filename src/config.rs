@@ -43,6 +43,24 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_body)]
     pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once, all requests together; past it a request
+    /// waits briefly, then gets 503 [default: an eighth of the container's memory
+    /// limit (cgroup), 32 MiB when unlimited].
+    #[arg(long, env = "DHI_MAX_BUFFERED_BODY_BYTES")]
+    pub max_buffered_body_bytes: Option<usize>,
+    /// Close connections with no request in flight for this long, in seconds.
+    #[arg(long, env = "DHI_IDLE_TIMEOUT_SECONDS", default_value_t = Limits::default().idle_timeout.as_secs())]
+    pub idle_timeout_seconds: u64,
+    /// Time to receive an HTTP/1.1 request's headers once they started, in seconds.
+    #[arg(long, env = "DHI_HEADER_TIMEOUT_SECONDS", default_value_t = Limits::default().header_timeout.as_secs())]
+    pub header_timeout_seconds: u64,
+    /// Close connections gracefully past this age, in seconds (each one between 90%
+    /// and 100% of it).
+    #[arg(long, env = "DHI_MAX_CONNECTION_AGE_SECONDS", default_value_t = Limits::default().max_connection_age.as_secs())]
+    pub max_connection_age_seconds: u64,
+    /// Connections served at once; at the cap the longest-idle one is closed.
+    #[arg(long, env = "DHI_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
     /// Grace period for in-flight requests after SIGTERM, in seconds.
     #[arg(long, default_value_t = Limits::default().shutdown_grace.as_secs())]
     pub shutdown_grace_seconds: u64,
@@ -57,11 +75,11 @@ impl ServeArgs {
     pub fn uses_development_certificate(&self) -> bool {
         self.tls_cert.is_none()
     }
-}
 
-impl From<ServeArgs> for Config {
-    fn from(args: ServeArgs) -> Self {
-        let ServeArgs {
+    /// The configuration these arguments describe, for a container with this memory
+    /// limit (it sizes the default body budget). Pure: reads and writes nothing.
+    pub fn into_config(self, container_memory_limit: Option<u64>) -> anyhow::Result<Config> {
+        let Self {
             listen,
             metrics_listen,
             tls_cert,
@@ -70,9 +88,27 @@ impl From<ServeArgs> for Config {
             config,
             mode,
             max_body_bytes,
+            max_buffered_body_bytes,
+            idle_timeout_seconds,
+            header_timeout_seconds,
+            max_connection_age_seconds,
+            max_connections,
             shutdown_grace_seconds,
             reload_interval_ms,
-        } = args;
+        } = self;
+        let body_budget = max_buffered_body_bytes
+            .unwrap_or_else(|| body_budget_for(container_memory_limit, max_body_bytes));
+        let limits = Limits {
+            max_body: max_body_bytes,
+            body_budget,
+            idle_timeout: Duration::from_secs(idle_timeout_seconds.max(1)),
+            header_timeout: Duration::from_secs(header_timeout_seconds.max(1)),
+            max_connection_age: Duration::from_secs(max_connection_age_seconds.max(1)),
+            max_connections: max_connections.max(1),
+            shutdown_grace: Duration::from_secs(shutdown_grace_seconds),
+            ..Limits::default()
+        };
+        limits.check()?;
         let tls = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => KeyPairPaths { cert, key },
             _ => KeyPairPaths {
@@ -80,20 +116,16 @@ impl From<ServeArgs> for Config {
                 key: PathBuf::from(DEV_KEY),
             },
         };
-        Self {
+        Ok(Config {
             listen,
             metrics_listen,
             tls,
             client_ca,
             policy: config,
             mode,
-            limits: Limits {
-                max_body: max_body_bytes,
-                shutdown_grace: Duration::from_secs(shutdown_grace_seconds),
-                ..Limits::default()
-            },
+            limits,
             reload_interval: Duration::from_millis(reload_interval_ms.max(50)),
-        }
+        })
     }
 }
 
@@ -123,17 +155,34 @@ pub struct Config {
 pub struct Limits {
     /// Largest request body accepted (Kubernetes objects top out near 1.5 MiB).
     pub max_body: usize,
-    /// Time to complete the TLS handshake and send the first bytes of a request.
+    /// Time from accepting a connection to the start of its first request (TLS
+    /// handshake and request headers included).
     pub handshake_timeout: Duration,
+    /// Time an HTTP/1.1 client gets to send a request's headers once their first byte
+    /// arrived on a kept-alive connection.
+    pub header_timeout: Duration,
     /// Time to send a whole request body.
     pub request_timeout: Duration,
-    /// How long an idle keep-alive connection is kept (kube-apiserver keeps its own
-    /// idle connections for 90 s; closing earlier would waste its handshakes). hyper
-    /// runs one timer from the end of a response to the end of the next request's
-    /// headers, so this also bounds how long a client may take to send headers.
+    /// How long a connection with no request in flight is kept (kube-apiserver keeps
+    /// its own idle connections for 90 s; closing earlier would waste its handshakes).
+    /// Only requests count: pings, window updates and stray bytes do not.
     pub idle_timeout: Duration,
-    /// Connections served at once; more wait in the kernel's accept queue.
+    /// Age past which a connection is closed gracefully (HTTP/2 GOAWAY, HTTP/1.1
+    /// `Connection: close` on the current answer), so that kube-apiserver's long-lived
+    /// connections spread over new replicas after a scale-out. Each connection's limit
+    /// is drawn between 90% and 100% of this, so connections opened together do not
+    /// all reconnect at once.
+    pub max_connection_age: Duration,
+    /// Time a connection being closed (idle, too old, evicted) gets to finish what it
+    /// has in flight before it is dropped.
+    pub close_grace: Duration,
+    /// Connections served at once; at the cap the longest-idle one is closed to admit
+    /// a new one.
     pub max_connections: usize,
+    /// Bytes of request bodies held at once, all requests together.
+    pub body_budget: usize,
+    /// How long a request waits for room in the body budget before it is shed (503).
+    pub body_budget_wait: Duration,
     /// Time in-flight requests get to finish after SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -143,12 +192,86 @@ impl Default for Limits {
         Self {
             max_body: 4 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            max_connection_age: Duration::from_secs(300),
+            close_grace: Duration::from_secs(10),
             max_connections: 1024,
+            body_budget: FALLBACK_BODY_BUDGET,
+            body_budget_wait: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(20),
         }
     }
+}
+
+impl Limits {
+    /// Refuses limits that cannot work together: the largest body must fit in the
+    /// share of the body budget that large bodies may use (three quarters).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let large_share = self.body_budget - self.body_budget / 4;
+        anyhow::ensure!(
+            large_share >= self.max_body,
+            "--max-buffered-body-bytes {} leaves {} bytes (three quarters) for large bodies, \
+             less than --max-body-bytes {}: raise it to at least {}",
+            self.body_budget,
+            large_share,
+            self.max_body,
+            self.max_body.div_ceil(3) * 4
+        );
+        Ok(())
+    }
+}
+
+/// The body budget when the container has no memory limit: what the shipped limit
+/// (256 MiB) gives.
+pub const FALLBACK_BODY_BUDGET: usize = 32 * 1024 * 1024;
+
+/// The body budget for a container memory limit (`None`: unlimited).
+///
+/// An eighth of the limit: bodies are buffered whole and the engine's working set is
+/// about as large again, and 1,024 idle TLS connections take 30 to 50 MiB of their
+/// own. At least twice `max_body`, so that one largest body always fits in the share
+/// large bodies may use (three quarters, see `server::budget`).
+pub fn body_budget_for(memory_limit: Option<u64>, max_body: usize) -> usize {
+    let derived = match memory_limit {
+        Some(limit) => usize::try_from(limit / 8).unwrap_or(usize::MAX),
+        None => FALLBACK_BODY_BUDGET,
+    };
+    derived.min(1 << 30).max(max_body.saturating_mul(2))
+}
+
+/// The memory limit of this process's container, from cgroup v2 (`memory.max`) or
+/// v1 (`memory.limit_in_bytes`); `None` when unlimited or unknown.
+pub fn container_memory_limit() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let own = read("/proc/self/cgroup")
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("0::").map(str::to_owned))
+        })
+        .filter(|path| path != "/");
+    let mut v2 = own.and_then(|path| read(&format!("/sys/fs/cgroup{path}/memory.max")));
+    if v2.is_none() {
+        v2 = read("/sys/fs/cgroup/memory.max");
+    }
+    let v1 = read("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    parse_memory_limit(v2.as_deref(), v1.as_deref())
+}
+
+/// The limit from the cgroup files' contents: v2 `max` or a number, v1 a number where
+/// anything near `i64::MAX` (rounded to pages) means unlimited.
+pub fn parse_memory_limit(v2: Option<&str>, v1: Option<&str>) -> Option<u64> {
+    if let Some(text) = v2 {
+        let text = text.trim();
+        return if text == "max" {
+            None
+        } else {
+            text.parse().ok()
+        };
+    }
+    let limit: u64 = v1?.trim().parse().ok()?;
+    (limit < 1 << 60).then_some(limit)
 }
 
 /// The policy in force: the engine built from the policy file, and the server-wide mode.
@@ -249,5 +372,37 @@ impl ActivePolicy {
             engine: Engine::new(file),
             mode,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limits_from_cgroup_files() {
+        assert_eq!(parse_memory_limit(Some("max\n"), None), None);
+        assert_eq!(
+            parse_memory_limit(Some("268435456\n"), Some("1024")),
+            Some(256 << 20)
+        );
+        assert_eq!(
+            parse_memory_limit(None, Some("268435456\n")),
+            Some(256 << 20)
+        );
+        assert_eq!(parse_memory_limit(None, Some("9223372036854771712")), None);
+        assert_eq!(parse_memory_limit(None, Some("garbage")), None);
+        assert_eq!(parse_memory_limit(None, None), None);
+    }
+
+    #[test]
+    fn body_budget_follows_the_memory_limit() {
+        let max_body = 4 << 20;
+        assert_eq!(body_budget_for(Some(256 << 20), max_body), 32 << 20);
+        assert_eq!(body_budget_for(Some(2 << 30), max_body), 256 << 20);
+        assert_eq!(body_budget_for(None, max_body), FALLBACK_BODY_BUDGET);
+        // Never below two largest bodies, never above 1 GiB.
+        assert_eq!(body_budget_for(Some(16 << 20), max_body), 8 << 20);
+        assert_eq!(body_budget_for(Some(64 << 30), max_body), 1 << 30);
     }
 }

@@ -4,8 +4,8 @@
 //! operation, mode, decision, rule, mutation, skip reason), never from request data.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::admission::Answer;
@@ -41,6 +41,68 @@ pub struct Metrics {
     skipped: [IntCounter; 4],
     reloads: IntCounterVec,
     cert_expiry: Gauge,
+    /// By `ConnClosed as usize`.
+    closed: [IntCounter; 5],
+    open: IntGauge,
+    /// By `ShedReason as usize`.
+    shed: [IntCounter; 1],
+}
+
+/// Why the server closed a connection (connections closed by the client, or after an
+/// error, are not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnClosed {
+    /// No request in flight for the idle timeout.
+    Idle,
+    /// Past the maximum connection age.
+    MaxAge,
+    /// The longest-idle connection, closed at the cap to admit a new one.
+    Evicted,
+    /// No request started within the handshake timeout of connecting.
+    NoRequest,
+    /// An HTTP/1.1 request head not received within the header timeout.
+    HeaderTimeout,
+}
+
+impl ConnClosed {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 5] = [
+        Self::Idle,
+        Self::MaxAge,
+        Self::Evicted,
+        Self::NoRequest,
+        Self::HeaderTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::MaxAge => "max_age",
+            Self::Evicted => "evicted",
+            Self::NoRequest => "no_request",
+            Self::HeaderTimeout => "header_timeout",
+        }
+    }
+}
+
+/// Why a request was refused (503) before its body was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShedReason {
+    /// No room in the budget of request body bytes held at once.
+    BodyMemory,
+}
+
+impl ShedReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 1] = [Self::BodyMemory];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BodyMemory => "body_memory",
+        }
+    }
 }
 
 /// What was reloaded.
@@ -48,6 +110,8 @@ pub struct Metrics {
 pub enum Reloaded {
     /// The serving certificate and key.
     Certificate,
+    /// The client CA bundle (`--client-ca`).
+    ClientCa,
     /// The policy file.
     Config,
 }
@@ -113,7 +177,28 @@ impl Metrics {
         registry.register(Box::new(skipped.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(cert_expiry.clone()))?;
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "dhi_admission_connections_closed_total",
+                "Connections closed by the server, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let open = IntGauge::new(
+            "dhi_admission_connections",
+            "TLS connections open (handshaking, serving or closing).",
+        )?;
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "dhi_admission_requests_shed_total",
+                "Requests refused with 503 before their body was read, by reason.",
+            ),
+            &["reason"],
+        )?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(closed.clone()))?;
+        registry.register(Box::new(open.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -125,6 +210,9 @@ impl Metrics {
             skipped: SkipReason::ALL.map(|r| skipped.with_label_values(&[r.as_str()])),
             reloads,
             cert_expiry,
+            closed: ConnClosed::ALL.map(|r| closed.with_label_values(&[r.as_str()])),
+            open,
+            shed: ShedReason::ALL.map(|r| shed.with_label_values(&[r.as_str()])),
         })
     }
 
@@ -157,11 +245,27 @@ impl Metrics {
     pub fn reload(&self, what: Reloaded, ok: bool) {
         let what = match what {
             Reloaded::Certificate => "certificate",
+            Reloaded::ClientCa => "client_ca",
             Reloaded::Config => "config",
         };
         self.reloads
             .with_label_values(&[what, if ok { "success" } else { "failure" }])
             .inc();
+    }
+
+    /// Counts a connection the server closed.
+    pub fn connection_closed(&self, reason: ConnClosed) {
+        self.closed[reason as usize].inc();
+    }
+
+    /// Sets the number of open connections.
+    pub fn connections_open(&self, n: usize) {
+        self.open.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a shed request.
+    pub fn request_shed(&self, reason: ShedReason) {
+        self.shed[reason as usize].inc();
     }
 
     /// Sets the serving certificate's expiry.
@@ -208,6 +312,18 @@ mod tests {
         );
         assert!(
             SkipReason::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, &r)| r as usize == i)
+        );
+        assert!(
+            ConnClosed::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, &r)| r as usize == i)
+        );
+        assert!(
+            ShedReason::ALL
                 .iter()
                 .enumerate()
                 .all(|(i, &r)| r as usize == i)

@@ -4,6 +4,8 @@
 //! Run it with `cargo run --release -- serve`: without `--tls-cert`/`--tls-key` and
 //! with no `certs/tls.crt`, it generates a development certificate first.
 
+mod budget;
+mod conns;
 mod reload;
 mod timed_io;
 
@@ -22,19 +24,19 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Answer};
-use crate::config::{ActivePolicy, Config, Limits, ServeArgs};
-use crate::metrics::Metrics;
-use crate::tls::{KeyPairPaths, SwappableCert};
+use crate::config::{ActivePolicy, Config, Limits, ServeArgs, read_policy_bytes};
+use crate::metrics::{Metrics, ShedReason};
+use crate::tls::{KeyPairPaths, LoadedPair, SwappableCert};
+use budget::{BodyBudget, Reservation};
 use dhi_policy::{Mode, Webhook};
 use timed_io::TimedIo;
 
@@ -43,7 +45,7 @@ use timed_io::TimedIo;
 /// when there is none.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let development = args.uses_development_certificate();
-    let config = Config::from(args);
+    let config = args.into_config(crate::config::container_memory_limit())?;
     if development {
         ensure_development_certificate(&config.tls)?;
     }
@@ -71,7 +73,12 @@ pub struct AppState {
     metrics: Metrics,
     ready: AtomicBool,
     limits: Limits,
+    budget: BodyBudget,
+    large_reviews: tokio::sync::Semaphore,
 }
+
+/// Reviews of bodies larger than this run one at a time.
+const LARGE_REVIEW: usize = 1024 * 1024;
 
 impl AppState {
     /// State for a policy, with metrics registered into a fresh registry.
@@ -81,6 +88,8 @@ impl AppState {
             metrics: Metrics::new(prometheus::Registry::new())?,
             ready: AtomicBool::new(false),
             limits,
+            budget: BodyBudget::new(limits.body_budget, limits.body_budget_wait),
+            large_reviews: tokio::sync::Semaphore::new(1),
         }))
     }
 
@@ -140,11 +149,20 @@ async fn admit(
     audit: bool,
 ) -> Response {
     let started = Instant::now();
-    let body = read_body(&state.limits, request).await;
+    // The reservation in the body budget is held until the answer is built: the body
+    // and the engine's work on it are what it stands for.
+    let body = read_body(&state, request).await;
+    // The engine's working set grows with a review's structure (100,000 containers in
+    // 3.6 MB take well over 100 MiB): large reviews are reviewed one at a time, so
+    // that the peak is one of them, not one per runtime worker.
+    let _one_at_a_time = match &body {
+        Ok((bytes, _)) if bytes.len() > LARGE_REVIEW => state.large_reviews.acquire().await.ok(),
+        _ => None,
+    };
     let policy = state.policy.load();
     let mode = if audit { Mode::Audit } else { policy.mode };
     let answer = match body {
-        Ok(body) => {
+        Ok((body, _reservation)) => {
             // The engine is synchronous: a panic is caught here and costs this request only.
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 admission::handle(&policy.engine, webhook, mode, &body)
@@ -164,8 +182,13 @@ async fn admit(
     reply(answer)
 }
 
-/// Reads a JSON body within the size and time limits, or the error answer to send.
-async fn read_body(limits: &Limits, request: Request) -> Result<bytes::Bytes, Answer> {
+/// Reads a JSON body within the size and time limits and the body budget, or the
+/// error answer to send. The body's room in the budget comes with it.
+async fn read_body(
+    state: &AppState,
+    request: Request,
+) -> Result<(bytes::Bytes, Reservation<'_>), Answer> {
+    let limits = &state.limits;
     let (parts, body) = request.into_parts();
     check_content_type(&parts.headers)?;
     let declared = parts
@@ -176,14 +199,37 @@ async fn read_body(limits: &Limits, request: Request) -> Result<bytes::Bytes, An
     if declared.is_some_and(|len| len > limits.max_body as u64) {
         return Err(too_large(limits));
     }
-    let collect = Limited::new(body, limits.max_body).collect();
+    let declared = declared.map(|len| len as usize);
+    let mut reservation = state.budget.reservation();
+    // Room for the announced length before a byte of the body is read.
+    if let Some(len) = declared {
+        reservation.grow_to(len).await.map_err(|_| shed(state))?;
+    }
+    let collect = async {
+        let mut body = std::pin::pin!(body);
+        let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|err| {
+                admission::http_error(400, format!("cannot read request body: {err}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            let total = buf.len() + data.len();
+            if total > limits.max_body {
+                return Err(too_large(limits));
+            }
+            // Without a length, room is taken as the bytes arrive.
+            if declared.is_none_or(|len| total > len) {
+                reservation.grow_to(total).await.map_err(|_| shed(state))?;
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(buf.freeze())
+    };
     match tokio::time::timeout(limits.request_timeout, collect).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(too_large(limits)),
-        Ok(Err(err)) => Err(admission::http_error(
-            400,
-            format!("cannot read request body: {err}"),
-        )),
+        Ok(Ok(body)) => Ok((body, reservation)),
+        Ok(Err(answer)) => Err(answer),
         Err(_) => Err(admission::http_error(
             408,
             format!(
@@ -192,6 +238,19 @@ async fn read_body(limits: &Limits, request: Request) -> Result<bytes::Bytes, An
             ),
         )),
     }
+}
+
+/// The answer to a request shed for want of room in the body budget.
+fn shed(state: &AppState) -> Answer {
+    state.metrics.request_shed(ShedReason::BodyMemory);
+    admission::http_error(
+        503,
+        format!(
+            "server busy: no room within {:?} in the budget of {} bytes of request bodies \
+             held at once (--max-buffered-body-bytes); the body was not read, retry shortly",
+            state.limits.body_budget_wait, state.limits.body_budget
+        ),
+    )
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), Answer> {
@@ -235,32 +294,66 @@ pub struct Server {
     metrics_listener: TcpListener,
     state: Arc<AppState>,
     certs: Arc<SwappableCert>,
-    acceptor: TlsAcceptor,
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
     baseline: reload::Baseline,
+}
+
+/// The files a server starts from, read once.
+struct StartFiles {
+    pair: LoadedPair,
+    client_ca: Option<Vec<u8>>,
+    policy: Option<Vec<u8>>,
+}
+
+fn read_start_files(config: &Config) -> anyhow::Result<StartFiles> {
+    let pair = config
+        .tls
+        .load()
+        .context("loading the serving certificate")?;
+    let client_ca = match &config.client_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read client CA {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let policy = match &config.policy {
+        Some(path) => Some(read_policy_bytes(path)?),
+        None => None,
+    };
+    Ok(StartFiles {
+        pair,
+        client_ca,
+        policy,
+    })
 }
 
 impl Server {
     /// Loads certificate and policy and binds both listeners (port 0 picks a free one).
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let pair = config
-            .tls
-            .load()
-            .context("loading the serving certificate")?;
-        // The policy file is read once: the reloader compares later versions with
-        // these bytes, so a change made while the server starts is not missed.
-        let (policy, policy_bytes) = match &config.policy {
-            Some(path) => {
-                let (policy, bytes) = ActivePolicy::load(path, config.mode)?;
-                (policy, Some(bytes))
-            }
-            None => (ActivePolicy::new(Default::default(), config.mode), None),
+        config.limits.check()?;
+        // The files are read once (on the blocking pool): the reloader compares later
+        // versions with these bytes, so a change made while the server starts is not
+        // missed.
+        let StartFiles {
+            pair,
+            client_ca,
+            policy: policy_bytes,
+        } = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || read_start_files(&config)).await??
+        };
+        let policy = match (&config.policy, &policy_bytes) {
+            (Some(path), Some(bytes)) => ActivePolicy::from_bytes(path, bytes, config.mode)?,
+            _ => ActivePolicy::new(Default::default(), config.mode),
         };
         let state = AppState::new(policy, config.limits)?;
         if let Ok(expiry) = crate::certs::cert_not_after(&String::from_utf8_lossy(&pair.cert_pem)) {
             state.metrics.set_cert_expiry(expiry);
         }
-        let certs = Arc::new(SwappableCert::new(pair.certified));
-        let tls = crate::tls::server_config(certs.clone(), config.client_ca.as_deref())?;
+        let certs = Arc::new(SwappableCert::new(pair.certified.clone()));
+        let ca = config.client_ca.as_deref().zip(client_ca.as_deref());
+        let tls = crate::tls::server_config_with_ca(certs.clone(), ca)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -273,8 +366,8 @@ impl Server {
             metrics_listener,
             state,
             certs,
-            acceptor: TlsAcceptor::from(Arc::new(tls)),
-            baseline: reload::Baseline::new(&pair.cert_pem, &pair.key_pem, policy_bytes),
+            tls: Arc::new(ArcSwap::from_pointee(tls)),
+            baseline: reload::Baseline::new(&pair.cert_pem, &pair.key_pem, client_ca, policy_bytes),
         })
     }
 
@@ -298,14 +391,17 @@ impl Server {
             metrics_listener,
             state,
             certs,
-            acceptor,
+            tls,
             baseline,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let reloader = tokio::spawn(reload::watch_files(
             config.clone(),
             state.clone(),
-            certs,
+            reload::Tls {
+                certs,
+                config: tls.clone(),
+            },
             baseline,
             stop_rx.clone(),
         ));
@@ -338,9 +434,10 @@ impl Server {
         };
         serve_tls(
             listener,
-            acceptor,
+            tls,
             config.limits,
             webhook_router(state.clone()),
+            Some(state.metrics.clone()),
             draining,
         )
         .await?;
@@ -357,37 +454,45 @@ impl Server {
 /// it with `Connection: close`, all within `limits.shutdown_grace`.
 ///
 /// This is the whole connection stack (TLS, HTTP/1.1 and HTTP/2, timeouts, connection
-/// limit); the benchmark's baseline serves its trivial router through it too.
+/// age and cap); the benchmark's baseline serves its trivial router through it too.
+/// `tls` is read for each new connection, so a swapped configuration (a new client CA)
+/// applies to the next handshake. `metrics`, when given, counts connections.
 pub async fn serve_tls(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
     limits: Limits,
     app: Router,
+    metrics: Option<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let service = TowerToHyperService::new(app);
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No hyper header timer: it would also run while a kept-alive connection waits for
+    // its next request, tying the header timeout to the idle one. `TimedIo` times
+    // request heads, `conns::drive` idle connections.
     builder
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        // hyper runs this timer while a keep-alive connection waits for its next
-        // request too, so it doubles as the idle timeout.
-        .header_read_timeout(limits.idle_timeout);
+        .header_read_timeout(None);
+    // Pings find dead peers; they never count as activity (see `conns`). Small flow
+    // control windows bound what a client can push into the server's memory ahead of
+    // the handler (a body waiting for room in the budget is not read).
+    let ping_every = (limits.idle_timeout / 4).min(Duration::from_secs(30));
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(128 * 1024)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(ping_every))
+        .keep_alive_timeout(ping_every.max(Duration::from_secs(1)));
+    let registry = conns::Registry::new(limits.max_connections);
+    let (drain_tx, drain_rx) = watch::channel(false);
 
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = slots.clone().acquire_owned() => permit?,
-        };
+    'accept: loop {
         let (tcp, _peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -400,36 +505,55 @@ pub async fn serve_tls(
                 }
             },
         };
+        // At the cap the longest-idle connection makes room; when every connection is
+        // busy, wait for one to end or go idle (a request is bounded in time).
+        let member = loop {
+            if let Some(member) = registry.admit(metrics.as_ref()) {
+                break member;
+            }
+            tokio::select! {
+                () = &mut shutdown => break 'accept,
+                () = registry.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(tls.load_full());
         let conn_builder = builder.clone();
         let service = service.clone();
-        let watcher = graceful.watcher();
+        let mut drain = drain_rx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+            let state = member.state().clone();
+            // The handshake counts against the first-request deadline.
+            let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+            let tls = tokio::select! {
+                done = handshake => match done {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(err)) => {
                         tracing::debug!(error = %err, "TLS handshake failed");
                         return;
                     }
                     Err(_) => return,
-                };
+                },
+                () = member.evicted() => return,
+                _ = drain.wait_for(|d| *d) => return,
+            };
+            let http1 = tls.get_ref().1.alpn_protocol() != Some(b"h2");
             let io = TokioIo::new(TimedIo::new(
                 tls,
-                limits.handshake_timeout,
-                limits.idle_timeout,
+                state.clone(),
+                limits.header_timeout,
+                http1,
             ));
-            let conn = conn_builder.serve_connection(io, service).into_owned();
-            if let Err(err) = watcher.watch(conn).await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
+            let service = conns::Tracked::new(service, state);
+            let conn = conn_builder.serve_connection(io, service);
+            conns::drive(conn, |c| c.graceful_shutdown(), &member, &limits, drain).await;
         });
     }
 
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+    let _ = drain_tx.send(true);
+    if tokio::time::timeout(limits.shutdown_grace, registry.all_closed())
         .await
         .is_err()
     {

@@ -188,6 +188,22 @@ pub fn server_config(
     certs: Arc<SwappableCert>,
     client_ca: Option<&Path>,
 ) -> Result<ServerConfig, TlsError> {
+    let pem = client_ca
+        .map(|path| read(path).map(|pem| (path, pem)))
+        .transpose()?;
+    server_config_with_ca(
+        certs,
+        pem.as_ref().map(|(path, pem)| (*path, pem.as_slice())),
+    )
+}
+
+/// [`server_config`] with the client CA bundle already read: its path (for errors)
+/// and its PEM. Each call makes a new session cache and ticket key, so sessions
+/// resumed under one client CA cannot outlive a change of CA.
+pub fn server_config_with_ca(
+    certs: Arc<SwappableCert>,
+    client_ca: Option<(&Path, &[u8])>,
+) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -197,10 +213,9 @@ pub fn server_config(
         })?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
-        Some(path) => {
-            let pem = read(path)?;
+        Some((path, pem)) => {
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
+            for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|source| TlsError::Pem {
                     path: path.to_owned(),
                     source,

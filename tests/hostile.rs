@@ -1580,6 +1580,69 @@ async fn slowloris_three_hundred_silent_connections() {
     server.shutdown().await.unwrap();
 }
 
+/// More idle HTTP/2 connections than the cap, each answering pings: the longest idle
+/// make room, and a new client is served at once instead of waiting in the accept
+/// queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_flood_past_the_connection_cap() {
+    let _serial = SERIAL.lock().await;
+    let cap = 64;
+    let server = TestServer::start_with(ServerOptions {
+        limits: Limits {
+            max_connections: cap,
+            idle_timeout: Duration::from_secs(60),
+            ..hostile_limits()
+        },
+        ..Default::default()
+    })
+    .await;
+    let t = server.target();
+    let mut flood = Vec::new();
+    for _ in 0..cap + 36 {
+        let mut conn = t.h2_pinging(Duration::from_millis(250)).await;
+        assert!(
+            conn.post("/validate", fixture_bytes(SMALL_POD))
+                .await
+                .review()
+                .allowed
+        );
+        flood.push(conn);
+    }
+    // Each connection past the cap evicted the longest idle one: the first 36.
+    eventually(
+        "36 evictions",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let closed = flood.iter().filter(|c| c.is_closed()).count();
+            async move { (closed == 36).then_some(()) }
+        },
+    )
+    .await;
+    assert!(flood[..36].iter().all(Conn::is_closed));
+    assert!(!flood[36..].iter().any(Conn::is_closed));
+    let started = Instant::now();
+    still_serving(&t).await;
+    let served_in = started.elapsed();
+    println!(
+        "{} idle HTTP/2 connections (cap {cap}): a new client served in {served_in:?}",
+        flood.len()
+    );
+    let m = t.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "dhi_admission_connections_closed_total",
+            &[("reason", "evicted")]
+        ),
+        37.0,
+        "{m}"
+    );
+    let open = metric(&m, "dhi_admission_connections", &[]).unwrap();
+    assert!(open <= cap as f64, "{open} connections open: {m}");
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peak_rss_of_the_binary_under_the_largest_bodies() {
     let _serial = SERIAL.lock().await;

@@ -234,6 +234,379 @@ async fn silent_connections_are_closed_after_the_handshake_timeout() {
     server.shutdown().await.unwrap();
 }
 
+/// Idle is "no request in flight": pings both ways are not activity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_answering_pings_close_at_the_idle_timeout() {
+    let server = TestServer::start_with(ServerOptions {
+        limits: short_limits(), // idle 2 s: the server pings every 500 ms
+        ..Default::default()
+    })
+    .await;
+    let t = server.target();
+    // The client answers the server's pings and sends its own every 100 ms.
+    let mut idle = t.h2_pinging(Duration::from_millis(100)).await;
+    assert!(
+        idle.post("/validate", fixture_bytes(SMALL_POD))
+            .await
+            .review()
+            .allowed
+    );
+    let idle_since = Instant::now();
+    let watcher = tokio::spawn(async move {
+        while !idle.is_closed() && idle_since.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        idle.is_closed().then(|| idle_since.elapsed())
+    });
+    // Meanwhile a connection that keeps sending requests is kept past the idle timeout.
+    let mut busy = t.h2_pinging(Duration::from_millis(100)).await;
+    let mut answered = 0;
+    while idle_since.elapsed() < Duration::from_secs(4) {
+        assert!(
+            busy.post("/validate", fixture_bytes(SMALL_POD))
+                .await
+                .review()
+                .allowed
+        );
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!busy.is_closed(), "a connection with requests is not idle");
+    let lived = watcher
+        .await
+        .unwrap()
+        .expect("an idle HTTP/2 connection answering pings is still open");
+    println!(
+        "pinging idle HTTP/2 connection closed after {lived:?} (idle_timeout 2 s); \
+         the busy one answered {answered} requests in 4 s"
+    );
+    assert!(lived >= Duration::from_millis(1500), "{lived:?}");
+    assert!(lived < Duration::from_millis(3500), "{lived:?}");
+    let m = t.metrics().await;
+    assert!(
+        counter(
+            &m,
+            "dhi_admission_connections_closed_total",
+            &[("reason", "idle")]
+        ) >= 1.0,
+        "{m}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Headers get their own timeout, shorter than the idle one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_on_a_kept_alive_connection_are_cut_at_the_header_timeout() {
+    let server = TestServer::start_with(ServerOptions {
+        limits: Limits {
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            ..test_limits()
+        },
+        ..Default::default()
+    })
+    .await;
+    let t = server.target();
+    let mut tls = t.tls(&[b"http/1.1"]).await.unwrap();
+    let answer = exchange(
+        &mut tls,
+        &raw_post("/validate", &fixture_compact(SMALL_POD)),
+    )
+    .await
+    .unwrap();
+    assert!(answer.to_reply().review().allowed);
+    // Idle for longer than the header timeout: still open.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let answer = exchange(
+        &mut tls,
+        &raw_post("/validate", &fixture_compact(SMALL_POD)),
+    )
+    .await
+    .unwrap();
+    assert!(
+        answer.to_reply().review().allowed,
+        "idle is not a header timeout"
+    );
+    // Half a head, then nothing: cut at the header timeout, long before the idle one.
+    tls.write_all(b"POST /validate HTTP/1.1\r\nhost: localhost\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let started = Instant::now();
+    let ending = read_until_closed(&mut tls, Duration::from_secs(20)).await;
+    let cut = started.elapsed();
+    assert!(ending.closed(), "{ending:?}");
+    println!("half a request head cut after {cut:?} (header_timeout 1 s, idle_timeout 30 s)");
+    assert!(
+        cut >= Duration::from_millis(800) && cut < Duration::from_secs(5),
+        "{cut:?}"
+    );
+    eventually(
+        "the header timeout is counted",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let t = t.clone();
+            async move {
+                let m = t.metrics().await;
+                (counter(
+                    &m,
+                    "dhi_admission_connections_closed_total",
+                    &[("reason", "header_timeout")],
+                ) == 1.0)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_their_maximum_age_close_gracefully() {
+    let server = TestServer::start_with(ServerOptions {
+        limits: Limits {
+            max_connection_age: Duration::from_secs(2),
+            ..test_limits()
+        },
+        ..Default::default()
+    })
+    .await;
+    let t = server.target();
+
+    // HTTP/2, busy all along: GOAWAY at 1.8-2 s. Every request sent is answered; the
+    // ones after the GOAWAY are refused by the client before they leave.
+    let h2 = t.h2().await;
+    let born = Instant::now();
+    let mut answered = 0;
+    let mut refused = None;
+    while born.elapsed() < Duration::from_secs(10) {
+        let mut stream = h2.stream();
+        let mut r = fixture(SMALL_POD);
+        set_uid(&mut r, &format!("age-{answered}"));
+        match stream
+            .try_send(Method::POST, "/validate", Some(JSON), body(&r).into())
+            .await
+        {
+            Ok(reply) => {
+                assert_eq!(reply.review().uid, format!("age-{answered}"));
+                answered += 1;
+            }
+            Err(err) => {
+                refused = Some((born.elapsed(), err));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (at, err) = refused.expect("the connection outlived its maximum age");
+    println!("HTTP/2 connection refused new streams after {at:?} ({err}), {answered} answered");
+    // The server counts the age from the accept, before the handshakes.
+    assert!(
+        at >= Duration::from_millis(1300) && at < Duration::from_secs(5),
+        "{at:?}"
+    );
+    assert!(h2.wait_closed(Duration::from_secs(10)).await);
+
+    // HTTP/1.1 with a request in flight at the limit: answered, with `Connection: close`.
+    let request = fixture_compact(SMALL_POD);
+    let (first, second) = request.split_at(request.len() / 2);
+    let mut tls = t.tls(&[b"http/1.1"]).await.unwrap();
+    let head = raw_request(
+        "POST",
+        "/validate",
+        &[
+            ("content-type", JSON.to_owned()),
+            ("content-length", request.len().to_string()),
+        ],
+        first,
+    );
+    tls.write_all(&head).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tls.write_all(second).await.unwrap();
+    tls.flush().await.unwrap();
+    let answer = read_response(&mut tls).await.unwrap();
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(answer.to_reply().review().allowed);
+    let ending = read_until_closed(&mut tls, Duration::from_secs(10)).await;
+    assert!(ending.closed() && ending.bytes().is_empty(), "{ending:?}");
+
+    let m = t.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "dhi_admission_connections_closed_total",
+            &[("reason", "max_age")]
+        ),
+        2.0,
+        "{m}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_the_longest_idle_connection_is_evicted() {
+    let server = TestServer::start_with(ServerOptions {
+        limits: Limits {
+            max_connections: 8,
+            ..test_limits()
+        },
+        ..Default::default()
+    })
+    .await;
+    let t = server.target();
+    // Eight connections, used in order: the first is the longest idle.
+    let mut conns = Vec::new();
+    for i in 0..8 {
+        let mut conn = t
+            .connect(if i % 2 == 0 { Proto::H2 } else { Proto::H1 })
+            .await;
+        assert!(
+            conn.post("/validate", fixture_bytes(SMALL_POD))
+                .await
+                .review()
+                .allowed
+        );
+        conns.push(conn);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A ninth is admitted and served at once; the first one goes.
+    let started = Instant::now();
+    let mut ninth = t.h1().await;
+    assert!(
+        ninth
+            .post("/validate", fixture_bytes(SMALL_POD))
+            .await
+            .review()
+            .allowed
+    );
+    println!(
+        "ninth connection served in {:?} at the cap of 8",
+        started.elapsed()
+    );
+    assert!(
+        conns[0].wait_closed(Duration::from_secs(10)).await,
+        "longest idle kept"
+    );
+    for (i, conn) in conns.iter_mut().enumerate().skip(1) {
+        assert!(!conn.is_closed(), "connection {i} closed");
+        assert!(
+            conn.post("/validate", fixture_bytes(SMALL_POD))
+                .await
+                .review()
+                .allowed
+        );
+    }
+    // Now the ninth is the longest idle: a tenth evicts it.
+    assert!(
+        t.post("/validate", fixture_bytes(SMALL_POD))
+            .await
+            .review()
+            .allowed
+    );
+    assert!(ninth.wait_closed(Duration::from_secs(10)).await);
+    let m = t.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "dhi_admission_connections_closed_total",
+            &[("reason", "evicted")]
+        ),
+        2.0,
+        "{m}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// A client certificate signed by a new `--client-ca` is accepted once the file
+/// changes, and the old CA's certificates are refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_ca_is_reloaded() {
+    let (ca1, cert1, key1) = generate_client_ca_and_cert("first");
+    let (ca2, cert2, key2) = generate_client_ca_and_cert("second");
+    let server = TestServer::start_with(ServerOptions {
+        client_ca: Some(ca1),
+        ..Default::default()
+    })
+    .await;
+    let t = server.target();
+    let h1 = [Proto::H1.alpn()];
+    let with_first = server.trust.client_config_with_cert(&h1, &cert1, &key1);
+    let with_second = server.trust.client_config_with_cert(&h1, &cert2, &key2);
+    let served = |config: Arc<rustls::ClientConfig>| {
+        let t = t.clone();
+        async move {
+            match t.try_connect_with(Proto::H1, config, None).await {
+                Ok(mut conn) => conn
+                    .try_send(
+                        Method::POST,
+                        "/validate",
+                        Some(JSON),
+                        fixture_bytes(SMALL_POD).into(),
+                    )
+                    .await
+                    .is_ok_and(|reply| reply.status == 200),
+                Err(_) => false,
+            }
+        }
+    };
+    assert!(served(with_first.clone()).await);
+    assert!(!served(with_second.clone()).await);
+    assert!(
+        !served(server.trust.client_config(&h1)).await,
+        "no certificate"
+    );
+    // An unusable file is refused; the first CA stays.
+    write_atomic(&server.client_ca_path(), b"not a certificate");
+    eventually(
+        "the broken CA is refused",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let t = t.clone();
+            async move {
+                let m = t.metrics().await;
+                (counter(
+                    &m,
+                    "dhi_admission_reloads_total",
+                    &[("what", "client_ca"), ("result", "failure")],
+                ) == 1.0)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(served(with_first.clone()).await);
+    // The second CA.
+    write_atomic(&server.client_ca_path(), ca2.as_bytes());
+    eventually(
+        "the second CA is in force",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let served = served(with_second.clone());
+            async move { served.await.then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        !served(with_first).await,
+        "the old CA's certificate is refused"
+    );
+    let m = t.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "dhi_admission_reloads_total",
+            &[("what", "client_ca"), ("result", "success")]
+        ),
+        1.0,
+        "{m}"
+    );
+    server.shutdown().await.unwrap();
+}
+
 // ===== bad input =====
 
 /// Every status code is asserted in `tests/router.rs`; here, over TLS, that an error
@@ -359,6 +732,115 @@ async fn bodies_over_the_limit_get_413() {
         ],
     );
     assert_eq!(errors, 5.0, "{metrics}");
+    server.shutdown().await.unwrap();
+}
+
+/// Past the budget of body bytes held at once, a request waits briefly, then gets a
+/// fast 503 without its body being read; small reviews keep their share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_body_budget_requests_are_shed_with_503() {
+    let server = TestServer::start_with(ServerOptions {
+        limits: Limits {
+            body_budget: 8 << 20, // large bodies may hold 6 MiB of it
+            body_budget_wait: Duration::from_millis(200),
+            ..test_limits()
+        },
+        ..Default::default()
+    })
+    .await;
+    let t = server.target();
+    // A slow 4 MiB upload holds 4 MiB of the budget.
+    let mut slow = t.tls(&[b"http/1.1"]).await.unwrap();
+    let head = raw_request(
+        "POST",
+        "/validate",
+        &[
+            ("content-type", JSON.to_owned()),
+            ("content-length", (4 << 20).to_string()),
+        ],
+        b"{\"apiVersion\": ",
+    );
+    slow.write_all(&head).await.unwrap();
+    slow.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Another 4 MiB announced, no byte of body sent: 503 after the short wait.
+    let mut tls = t.tls(&[b"http/1.1"]).await.unwrap();
+    let head = raw_request(
+        "POST",
+        "/validate",
+        &[
+            ("content-type", JSON.to_owned()),
+            ("content-length", (4 << 20).to_string()),
+        ],
+        b"",
+    );
+    let started = Instant::now();
+    let answer = exchange(&mut tls, &head).await.unwrap();
+    let waited = started.elapsed();
+    let doc = answer.to_reply().status_doc(503);
+    assert_eq!(doc["reason"], "ServiceUnavailable");
+    let message = doc["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("server busy: no room within 200ms in the budget of 8388608 bytes"),
+        "{message}"
+    );
+    assert!(message.contains("the body was not read"), "{message}");
+    println!("shed after {waited:?}: {message}");
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+
+    // Over HTTP/2, a 3 MiB body: shed as well.
+    let mut big = review(&pod(
+        "big",
+        "default",
+        vec![container("web", "dhi.io/nginx:1.29")],
+    ));
+    big["request"]["object"]["metadata"]["annotations"] = json!({"a": "x".repeat(3 << 20)});
+    let reply = t.h2().await.post_json("/validate", &big).await;
+    reply.status_doc(503);
+
+    // A normal review still fits in the share kept for small bodies, and is quick.
+    let started = Instant::now();
+    assert!(
+        t.post("/validate", fixture_bytes(SMALL_POD))
+            .await
+            .review()
+            .allowed
+    );
+    println!(
+        "small review answered in {:?} while the budget is held",
+        started.elapsed()
+    );
+
+    let m = t.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "dhi_admission_requests_shed_total",
+            &[("reason", "body_memory")]
+        ),
+        2.0,
+        "{m}"
+    );
+    // The slow upload gives up: its room is freed and a large body is served again.
+    drop(slow);
+    eventually(
+        "room for a 3 MiB body again",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let t = t.clone();
+            let big = big.clone();
+            async move {
+                let reply = t.h2().await.post_json("/validate", &big).await;
+                (reply.status == 200).then(|| reply.review())
+            }
+        },
+    )
+    .await;
     server.shutdown().await.unwrap();
 }
 

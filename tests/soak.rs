@@ -495,3 +495,86 @@ async fn soak_with_rotation_reloads_and_drain() {
         peak as f64 / 1024.0
     );
 }
+
+/// Idle HTTP/2 connections whose client answers the server's pings, and pings on its
+/// own, are closed at the idle timeout: pings are not requests. With
+/// `DHI_IDLE_SOAK=1` it runs with the production timeouts (the binary's defaults:
+/// idle 120 s, server pings every 30 s; about 2.5 minutes), by default with a 3 s
+/// idle timeout (pings every 750 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_answering_pings_are_closed() {
+    let production = std::env::var_os("DHI_IDLE_SOAK").is_some();
+    let (idle, ping_every, extra_args) = if production {
+        (
+            Duration::from_secs(120),
+            Duration::from_secs(10),
+            Vec::new(),
+        )
+    } else {
+        (
+            Duration::from_secs(3),
+            Duration::from_millis(200),
+            vec!["--idle-timeout-seconds".to_owned(), "3".to_owned()],
+        )
+    };
+    let server = BinaryServer::spawn(BinaryOptions {
+        extra_args,
+        ..Default::default()
+    })
+    .await;
+    let t = server.target();
+    // Each connection's idle time counts from the end of its own request.
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        let mut conn = t.h2_pinging(ping_every).await;
+        assert!(
+            conn.post("/validate", fixture_bytes(SMALL_POD))
+                .await
+                .review()
+                .allowed
+        );
+        conns.push((conn, Instant::now()));
+    }
+    let since = Instant::now();
+    let mut closed_after: Vec<Option<Duration>> = vec![None; conns.len()];
+    while closed_after.iter().any(Option::is_none)
+        && since.elapsed() < idle + Duration::from_secs(60)
+    {
+        for ((conn, idle_from), closed) in conns.iter().zip(closed_after.iter_mut()) {
+            if closed.is_none() && conn.is_closed() {
+                *closed = Some(idle_from.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed: Vec<Duration> = closed_after
+        .iter()
+        .map(|c| {
+            c.expect("an idle HTTP/2 connection answering pings outlived the idle timeout by 60 s")
+        })
+        .collect();
+    let first = *closed.iter().min().unwrap();
+    let last = *closed.iter().max().unwrap();
+    println!(
+        "20 idle HTTP/2 connections answering pings (client pings every {ping_every:?}): \
+         closed between {first:?} and {last:?} after their last request (idle timeout {idle:?})"
+    );
+    assert!(first >= idle - Duration::from_millis(100), "{first:?}");
+    assert!(last <= idle + Duration::from_secs(5), "{last:?}");
+    let m = t.metrics().await;
+    assert_eq!(
+        counter(
+            &m,
+            "dhi_admission_connections_closed_total",
+            &[("reason", "idle")]
+        ),
+        20.0,
+        "{m}"
+    );
+    assert!(
+        t.post("/validate", fixture_bytes(SMALL_POD))
+            .await
+            .review()
+            .allowed
+    );
+}

@@ -1,20 +1,22 @@
-//! Hot reload of the serving certificate and the policy file.
+//! Hot reload of the serving certificate, the client CA and the policy file.
 //!
 //! Files are polled, not watched: kubelet and cert-manager rotate Secret and ConfigMap
 //! volumes by swapping a `..data` symlink, which per-file inotify watches miss, and a
-//! read of two small files every couple of seconds costs nothing. A change is applied
-//! only once it parses; a broken version is logged and counted once, and the last good
-//! one stays in use.
+//! read of a few small files every couple of seconds costs nothing. The reads run on
+//! the blocking pool, never on a runtime worker (a slow or hung volume must not stall
+//! requests). A change is applied only once it parses; a broken version is logged and
+//! counted once, and the last good one stays in use.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::AppState;
 use crate::config::{ActivePolicy, Config, read_policy_bytes};
 use crate::metrics::Reloaded;
-use crate::tls::SwappableCert;
+use crate::tls::{KeyPairPaths, SwappableCert};
 
 /// The contents last applied and last refused, to act once per change.
 #[derive(Default)]
@@ -37,29 +39,82 @@ impl Seen {
 /// certificate or policy would stay in force until the files changed again.
 pub(super) struct Baseline {
     cert: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
     policy: Option<Vec<u8>>,
 }
 
 impl Baseline {
-    /// The certificate and key PEM in use, and the policy file's bytes (if any).
-    pub(super) fn new(cert_pem: &[u8], key_pem: &[u8], policy: Option<Vec<u8>>) -> Self {
+    /// The certificate and key PEM in use, the client CA's and the policy file's
+    /// bytes (if any).
+    pub(super) fn new(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        client_ca: Option<Vec<u8>>,
+        policy: Option<Vec<u8>>,
+    ) -> Self {
         Self {
             cert: concat(cert_pem, key_pem),
+            client_ca,
             policy,
         }
     }
+}
+
+/// What the TLS listener is configured with, swapped as a whole when the client CA
+/// changes (a fresh configuration also drops the sessions resumable under the old CA).
+pub(super) struct Tls {
+    pub(super) certs: Arc<SwappableCert>,
+    pub(super) config: Arc<ArcSwap<rustls::ServerConfig>>,
+}
+
+/// One poll's reads; `None` where a file could not be read (mid-rotation, missing).
+struct Files {
+    pair: Option<(Vec<u8>, Vec<u8>)>,
+    client_ca: Option<Vec<u8>>,
+    policy: Option<Vec<u8>>,
+}
+
+/// Reads the watched files on the blocking pool.
+async fn read_files(config: &Config) -> Files {
+    let tls = config.tls.clone();
+    let client_ca = config.client_ca.clone();
+    let policy = config.policy.clone();
+    tokio::task::spawn_blocking(move || Files {
+        pair: tls.read().ok(),
+        client_ca: client_ca.and_then(|path| std::fs::read(path).ok()),
+        policy: policy.and_then(|path| read_policy_bytes(&path).ok()),
+    })
+    .await
+    .unwrap_or(Files {
+        pair: None,
+        client_ca: None,
+        policy: None,
+    })
+}
+
+/// Reads the certificate and key on the blocking pool.
+async fn read_pair(paths: &KeyPairPaths) -> Option<(Vec<u8>, Vec<u8>)> {
+    let paths = paths.clone();
+    tokio::task::spawn_blocking(move || paths.read().ok())
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Polls the files every `config.reload_interval` until `stop` turns true.
 pub(super) async fn watch_files(
     config: Config,
     state: Arc<AppState>,
-    certs: Arc<SwappableCert>,
+    tls: Tls,
     baseline: Baseline,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut cert_seen = Seen {
         applied: Some(baseline.cert),
+        refused: None,
+    };
+    let mut ca_seen = Seen {
+        applied: baseline.client_ca,
         refused: None,
     };
     let mut policy_seen = Seen {
@@ -73,8 +128,16 @@ pub(super) async fn watch_files(
             _ = stop.wait_for(|stop| *stop) => return,
             _ = tick.tick() => {}
         }
-        reload_certificate(&config, &state, &certs, &mut cert_seen).await;
-        reload_policy(&config, &state, &mut policy_seen);
+        let files = read_files(&config).await;
+        if let Some(pair) = files.pair {
+            reload_certificate(&config, &state, &tls.certs, pair, &mut cert_seen).await;
+        }
+        if let Some(pem) = files.client_ca {
+            reload_client_ca(&config, &state, &tls, pem, &mut ca_seen);
+        }
+        if let Some(text) = files.policy {
+            reload_policy(&config, &state, text, &mut policy_seen);
+        }
     }
 }
 
@@ -90,11 +153,9 @@ async fn reload_certificate(
     config: &Config,
     state: &AppState,
     certs: &SwappableCert,
+    (mut cert, key): (Vec<u8>, Vec<u8>),
     seen: &mut Seen,
 ) {
-    let Ok((mut cert, key)) = config.tls.read() else {
-        return; // Mid-rotation or briefly missing: the next tick sees the new files.
-    };
     if !seen.is_new(&concat(&cert, &key)) {
         return;
     }
@@ -103,7 +164,7 @@ async fn reload_certificate(
     if attempt.is_err() {
         // A rotation writes two files; give a half-written pair a moment before judging.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Ok((cert2, key2)) = config.tls.read() {
+        if let Some((cert2, key2)) = read_pair(&config.tls).await {
             contents = concat(&cert2, &key2);
             attempt = config.tls.build(&cert2, &key2);
             // The expiry below must be read from the certificate actually installed.
@@ -130,11 +191,31 @@ async fn reload_certificate(
     }
 }
 
-fn reload_policy(config: &Config, state: &AppState, seen: &mut Seen) {
-    let Some(path) = &config.policy else {
+fn reload_client_ca(config: &Config, state: &AppState, tls: &Tls, pem: Vec<u8>, seen: &mut Seen) {
+    let Some(path) = &config.client_ca else {
         return;
     };
-    let Ok(text) = read_policy_bytes(path) else {
+    if !seen.is_new(&pem) {
+        return;
+    }
+    match crate::tls::server_config_with_ca(tls.certs.clone(), Some((path, &pem))) {
+        Ok(server_config) => {
+            tls.config.store(Arc::new(server_config));
+            state.metrics.reload(Reloaded::ClientCa, true);
+            tracing::info!(client_ca = %path.display(), "client CA reloaded; new connections are verified against it");
+            seen.applied = Some(pem);
+            seen.refused = None;
+        }
+        Err(err) => {
+            state.metrics.reload(Reloaded::ClientCa, false);
+            tracing::error!(error = %err, "new client CA refused; the previous one stays in force");
+            seen.refused = Some(pem);
+        }
+    }
+}
+
+fn reload_policy(config: &Config, state: &AppState, text: Vec<u8>, seen: &mut Seen) {
+    let Some(path) = &config.policy else {
         return;
     };
     if !seen.is_new(&text) {

@@ -166,6 +166,32 @@ impl Trust {
         config
     }
 
+    /// Like [`Trust::client_config`], presenting a client certificate.
+    pub fn client_config_with_cert(
+        &self,
+        alpn: &[&[u8]],
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Arc<ClientConfig> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("client certificate PEM");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .expect("client key PEM");
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(LiveVerifier {
+                trust: self.clone(),
+            }))
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.resumption = rustls::client::Resumption::disabled();
+        Arc::new(config)
+    }
+
     /// Like [`Trust::client_config`] with explicit protocol versions.
     pub fn client_config_versions(
         &self,
@@ -382,10 +408,44 @@ impl Material {
         certs
     }
 
+    /// Where `--client-ca` is written.
+    pub fn client_ca_path(&self) -> PathBuf {
+        self.dir.path().join("client-ca.pem")
+    }
+
     /// Replaces the policy file atomically.
     pub fn write_policy(&self, yaml: &str) {
         write_atomic(&self.policy_path, yaml.as_bytes());
     }
+}
+
+/// A client CA and a client certificate it signed (`clientAuth`): CA PEM, chain PEM
+/// (leaf first), key PEM.
+pub fn generate_client_ca_and_cert(name: &str) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    };
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} client CA"));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, &ca_key);
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name
+        .push(DnType::CommonName, format!("{name} kube-apiserver"));
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (
+        ca_cert.pem(),
+        format!("{}{}", cert.pem(), ca_cert.pem()),
+        key.serialize_pem(),
+    )
 }
 
 // ===== certificate facts =====
@@ -427,6 +487,8 @@ pub struct ServerOptions {
     pub layout: CertLayout,
     /// Bind, then wait for [`TestServer::release`] before calling `serve`.
     pub hold_serve: bool,
+    /// `--client-ca`: PEM written to `client-ca.pem` in the material directory.
+    pub client_ca: Option<String>,
 }
 
 /// The default limits with a short shutdown grace, so tests end quickly.
@@ -446,6 +508,7 @@ impl Default for ServerOptions {
             reload_interval: Duration::from_millis(100),
             layout: CertLayout::Files,
             hold_serve: false,
+            client_ca: None,
         }
     }
 }
@@ -483,6 +546,11 @@ impl TestServer {
     pub async fn start_with(opts: ServerOptions) -> Self {
         init_test_logging();
         let material = Material::new(opts.layout, &opts.policy);
+        let client_ca = opts.client_ca.as_ref().map(|pem| {
+            let path = material.client_ca_path();
+            write_atomic(&path, pem.as_bytes());
+            path
+        });
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
@@ -490,7 +558,7 @@ impl TestServer {
                 cert: material.cert_path.clone(),
                 key: material.key_path.clone(),
             },
-            client_ca: None,
+            client_ca,
             policy: Some(material.policy_path.clone()),
             mode: opts.mode,
             limits: opts.limits,
@@ -638,6 +706,8 @@ pub struct BinaryOptions {
     pub max_body_bytes: Option<usize>,
     /// `--log-level`.
     pub log_level: String,
+    /// More `serve` flags (`--idle-timeout-seconds 3`, ...).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for BinaryOptions {
@@ -649,6 +719,7 @@ impl Default for BinaryOptions {
             shutdown_grace_seconds: 10,
             max_body_bytes: None,
             log_level: "warn".to_owned(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -715,6 +786,7 @@ impl BinaryServer {
             if let Some(max) = opts.max_body_bytes {
                 cmd.arg("--max-body-bytes").arg(max.to_string());
             }
+            cmd.args(&opts.extra_args);
             // The DHI_* environment of whoever runs the tests must not leak in.
             for (key, _) in std::env::vars() {
                 if key.starts_with("DHI_") {
@@ -866,7 +938,8 @@ pub enum Proto {
 }
 
 impl Proto {
-    fn alpn(self) -> &'static [u8] {
+    /// The ALPN protocol id.
+    pub fn alpn(self) -> &'static [u8] {
         match self {
             Self::H1 => b"http/1.1",
             Self::H2 => b"h2",
@@ -935,7 +1008,32 @@ impl Target {
 
     /// A new connection speaking `proto`; errors are returned (for load tests).
     pub async fn try_connect(&self, proto: Proto) -> io::Result<Conn> {
-        let tls = self.tls(&[proto.alpn()]).await?;
+        self.try_connect_with(proto, self.trust.client_config(&[proto.alpn()]), None)
+            .await
+    }
+
+    /// An HTTP/2 connection whose client pings the server every `every`, idle or not,
+    /// and answers the server's pings (hyper always does): the traffic that must not
+    /// keep an idle connection open.
+    pub async fn h2_pinging(&self, every: Duration) -> Conn {
+        self.try_connect_with(
+            Proto::H2,
+            self.trust.client_config(&[Proto::H2.alpn()]),
+            Some(every),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("connect pinging HTTP/2 to {}: {err}", self.addr))
+    }
+
+    /// A new connection with an explicit TLS client configuration (client
+    /// certificates); `ping_every` makes an HTTP/2 client ping even when idle.
+    pub async fn try_connect_with(
+        &self,
+        proto: Proto,
+        config: Arc<ClientConfig>,
+        ping_every: Option<Duration>,
+    ) -> io::Result<Conn> {
+        let tls = self.tls_with(config).await?;
         let (_, session) = tls.get_ref();
         let negotiated = session.alpn_protocol().map(<[u8]>::to_vec);
         if negotiated.as_deref() != Some(proto.alpn()) {
@@ -965,10 +1063,15 @@ impl Target {
                 )
             }
             Proto::H2 => {
-                let (sender, conn) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                        .await
-                        .map_err(io::Error::other)?;
+                let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+                if let Some(every) = ping_every {
+                    builder
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .keep_alive_interval(every)
+                        .keep_alive_timeout(IO_TIMEOUT)
+                        .keep_alive_while_idle(true);
+                }
+                let (sender, conn) = builder.handshake(io).await.map_err(io::Error::other)?;
                 (
                     Sender::H2(sender),
                     Driver(tokio::spawn(async move {
