@@ -1220,15 +1220,7 @@ async fn slow_bodies_time_out_with_408() {
     let t = server.target();
     let body = fixture_compact(SMALL_POD);
     let mut tls = t.tls(&[b"http/1.1"]).await.unwrap();
-    let head = raw_request(
-        "POST",
-        "/validate",
-        &[
-            ("content-type", JSON.to_owned()),
-            ("content-length", body.len().to_string()),
-        ],
-        &body[..10],
-    );
+    let head = raw_post_start("/validate", body.len(), &body[..10]);
     tls.write_all(&head).await.unwrap();
     tls.flush().await.unwrap();
     let started = Instant::now();

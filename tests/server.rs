@@ -412,15 +412,7 @@ async fn connections_past_their_maximum_age_close_gracefully() {
     let request = fixture_compact(SMALL_POD);
     let (first, second) = request.split_at(request.len() / 2);
     let mut tls = t.tls(&[b"http/1.1"]).await.unwrap();
-    let head = raw_request(
-        "POST",
-        "/validate",
-        &[
-            ("content-type", JSON.to_owned()),
-            ("content-length", request.len().to_string()),
-        ],
-        first,
-    );
+    let head = raw_post_start("/validate", request.len(), first);
     tls.write_all(&head).await.unwrap();
     tls.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -751,30 +743,14 @@ async fn past_the_body_budget_requests_are_shed_with_503() {
     let t = server.target();
     // A slow 4 MiB upload holds 4 MiB of the budget.
     let mut slow = t.tls(&[b"http/1.1"]).await.unwrap();
-    let head = raw_request(
-        "POST",
-        "/validate",
-        &[
-            ("content-type", JSON.to_owned()),
-            ("content-length", (4 << 20).to_string()),
-        ],
-        b"{\"apiVersion\": ",
-    );
+    let head = raw_post_start("/validate", 4 << 20, b"{\"apiVersion\": ");
     slow.write_all(&head).await.unwrap();
     slow.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Another 4 MiB announced, no byte of body sent: 503 after the short wait.
     let mut tls = t.tls(&[b"http/1.1"]).await.unwrap();
-    let head = raw_request(
-        "POST",
-        "/validate",
-        &[
-            ("content-type", JSON.to_owned()),
-            ("content-length", (4 << 20).to_string()),
-        ],
-        b"",
-    );
+    let head = raw_post_start("/validate", 4 << 20, b"");
     let started = Instant::now();
     let answer = exchange(&mut tls, &head).await.unwrap();
     let waited = started.elapsed();
@@ -932,17 +908,8 @@ async fn rotation_under_traffic(layout: CertLayout) {
     // Let the last one be picked up under traffic too.
     let last = rotated.last().unwrap().clone();
     let last_serial = serial_of_pem(&last.cert_pem);
-    eventually(
-        "a new connection sees the last certificate",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || {
-            let t = t.clone();
-            let last_serial = last_serial.clone();
-            async move { (t.h1().await.peer_serial == last_serial).then_some(()) }
-        },
-    )
-    .await;
+    t.until_served("a new connection sees the last certificate", &last_serial)
+        .await;
     stop.store(true, Ordering::SeqCst);
     let (fresh_ok, fresh_failures, serials) = bounded("fresh loop", fresh).await.unwrap();
     let (kept_ok, kept_failures, kept_open, kept_serial) =
@@ -1029,17 +996,7 @@ async fn expiry_gauge_follows_a_pair_written_in_two_steps() {
         tokio::time::sleep(Duration::from_millis(150)).await; // inside the reloader's retry window
         write_atomic(&server.cert_path, next.cert_pem.as_bytes());
         let serial = serial_of_pem(&next.cert_pem);
-        eventually(
-            "the new pair is served",
-            Duration::from_secs(20),
-            Duration::from_millis(50),
-            || {
-                let t = t.clone();
-                let serial = serial.clone();
-                async move { (t.h1().await.peer_serial == serial).then_some(()) }
-            },
-        )
-        .await;
+        t.until_served("the new pair is served", &serial).await;
         let metrics = t.metrics().await;
         assert_eq!(
             metric(
@@ -1069,31 +1026,12 @@ async fn changes_made_while_the_server_starts_are_not_missed() {
     server.release();
     let t = server.target();
     let serial = serial_of_pem(&next.cert_pem);
-    eventually(
-        "the certificate written during startup is served",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || {
-            let t = t.clone();
-            let serial = serial.clone();
-            async move { (t.h1().await.peer_serial == serial).then_some(()) }
-        },
-    )
-    .await;
-    eventually(
+    t.until_served("the certificate written during startup is served", &serial)
+        .await;
+    t.until_allowed(
         "the policy written during startup applies",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || {
-            let t = t.clone();
-            async move {
-                t.post_json("/validate", &review(&low_port_pod("web")))
-                    .await
-                    .review()
-                    .allowed
-                    .then_some(())
-            }
-        },
+        "/validate",
+        &review(&low_port_pod("web")),
     )
     .await;
     server.shutdown().await.unwrap();
@@ -1176,17 +1114,8 @@ async fn broken_certificate_pairs_are_refused() {
     // A good pair again is applied.
     let good = server.rotate();
     let good_serial = serial_of_pem(&good.cert_pem);
-    eventually(
-        "the good pair is served",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || {
-            let t = t.clone();
-            let good_serial = good_serial.clone();
-            async move { (t.h1().await.peer_serial == good_serial).then_some(()) }
-        },
-    )
-    .await;
+    t.until_served("the good pair is served", &good_serial)
+        .await;
     assert_eq!(reloads("certificate", "success").await, 1.0);
     assert_eq!(reloads("certificate", "failure").await, 2.0);
     server.shutdown().await.unwrap();
@@ -1249,22 +1178,13 @@ async fn policy_reloads_keep_the_last_good_policy() {
 
     // Valid: the verdict flips to a warning.
     server.write_policy("rules:\n  privileged-port: warn\nexempt:\n  namespaces: [kube-system]\n");
-    let allowed = eventually(
-        "the new policy applies",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || {
-            let t = t.clone();
-            async move {
-                let r = t
-                    .post_json("/validate", &review(&low_port_pod("web")))
-                    .await
-                    .review();
-                r.allowed.then_some(r)
-            }
-        },
-    )
-    .await;
+    let allowed = t
+        .until_allowed(
+            "the new policy applies",
+            "/validate",
+            &review(&low_port_pod("web")),
+        )
+        .await;
     assert!(allowed.status.is_none());
     assert_eq!(allowed.warnings.len(), 1);
     assert!(
@@ -1276,22 +1196,13 @@ async fn policy_reloads_keep_the_last_good_policy() {
 
     // The policy's own mode: audit reports everything and denies nothing.
     server.write_policy("mode: audit\n");
-    let audited = eventually(
-        "audit mode applies",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || {
-            let t = t.clone();
-            async move {
-                let r = t
-                    .post_json("/validate", &review(&violating_pod("web-1")))
-                    .await
-                    .review();
-                r.allowed.then_some(r)
-            }
-        },
-    )
-    .await;
+    let audited = t
+        .until_allowed(
+            "audit mode applies",
+            "/validate",
+            &review(&violating_pod("web-1")),
+        )
+        .await;
     assert_eq!(audited.audit_annotations.len(), 3);
     let metrics = t.metrics().await;
     assert_eq!(
@@ -1543,15 +1454,7 @@ async fn sigterm_drains_in_flight_requests_and_closes_idle_connections() {
     let request = fixture_compact(ISTIO_POD);
     let (first, second) = request.split_at(request.len() / 2);
     let mut slow = t.tls(&[b"http/1.1"]).await.unwrap();
-    let head = raw_request(
-        "POST",
-        "/mutate?timeout=10s",
-        &[
-            ("content-type", JSON.to_owned()),
-            ("content-length", request.len().to_string()),
-        ],
-        first,
-    );
+    let head = raw_post_start("/mutate?timeout=10s", request.len(), first);
     slow.write_all(&head).await.unwrap();
     slow.flush().await.unwrap();
     // The server must have started on it before the signal; nothing observable to poll.

@@ -420,15 +420,7 @@ async fn soak_with_rotation_reloads_and_drain() {
         set_uid(&mut review, &format!("in-flight-{i}"));
         let body = serde_json::to_vec(&review).unwrap();
         let mut tls = t.tls(&[b"http/1.1"]).await.unwrap();
-        let head = raw_request(
-            "POST",
-            "/mutate",
-            &[
-                ("content-type", JSON.to_owned()),
-                ("content-length", body.len().to_string()),
-            ],
-            &body[..body.len() / 2],
-        );
+        let head = raw_post_start("/mutate", body.len(), &body[..body.len() / 2]);
         tls.write_all(&head).await.unwrap();
         tls.flush().await.unwrap();
         in_flight.push((tls, body));

@@ -30,6 +30,17 @@ impl Seen {
     fn is_new(&self, current: &[u8]) -> bool {
         self.applied.as_deref() != Some(current) && self.refused.as_deref() != Some(current)
     }
+
+    /// Records a version as applied or refused, and counts it.
+    fn settle(&mut self, state: &AppState, what: Reloaded, contents: Vec<u8>, applied: bool) {
+        state.metrics.reload(what, applied);
+        if applied {
+            self.applied = Some(contents);
+            self.refused = None;
+        } else {
+            self.refused = Some(contents);
+        }
+    }
 }
 
 /// The file contents the server started with, as loaded by `Server::bind`.
@@ -178,15 +189,12 @@ async fn reload_certificate(
             if let Some(expiry) = expiry {
                 state.metrics.set_cert_expiry(expiry);
             }
-            state.metrics.reload(Reloaded::Certificate, true);
             tracing::info!(cert = %config.tls.cert.display(), expiry = ?expiry, "serving certificate reloaded");
-            seen.applied = Some(contents);
-            seen.refused = None;
+            seen.settle(state, Reloaded::Certificate, contents, true);
         }
         Err(err) => {
-            state.metrics.reload(Reloaded::Certificate, false);
             tracing::error!(error = %err, "new certificate refused; still serving the previous one");
-            seen.refused = Some(contents);
+            seen.settle(state, Reloaded::Certificate, contents, false);
         }
     }
 }
@@ -201,15 +209,12 @@ fn reload_client_ca(config: &Config, state: &AppState, tls: &Tls, pem: Vec<u8>, 
     match crate::tls::server_config_with_ca(tls.certs.clone(), Some((path, &pem))) {
         Ok(server_config) => {
             tls.config.store(Arc::new(server_config));
-            state.metrics.reload(Reloaded::ClientCa, true);
             tracing::info!(client_ca = %path.display(), "client CA reloaded; new connections are verified against it");
-            seen.applied = Some(pem);
-            seen.refused = None;
+            seen.settle(state, Reloaded::ClientCa, pem, true);
         }
         Err(err) => {
-            state.metrics.reload(Reloaded::ClientCa, false);
             tracing::error!(error = %err, "new client CA refused; the previous one stays in force");
-            seen.refused = Some(pem);
+            seen.settle(state, Reloaded::ClientCa, pem, false);
         }
     }
 }
@@ -225,14 +230,11 @@ fn reload_policy(config: &Config, state: &AppState, text: Vec<u8>, seen: &mut Se
         Ok(policy) => {
             tracing::info!(policy = %path.display(), mode = %policy.mode, "policy reloaded");
             state.policy.store(Arc::new(policy));
-            state.metrics.reload(Reloaded::Config, true);
-            seen.applied = Some(text);
-            seen.refused = None;
+            seen.settle(state, Reloaded::Config, text, true);
         }
         Err(err) => {
-            state.metrics.reload(Reloaded::Config, false);
             tracing::error!(error = %format_args!("{:#}", anyhow::Error::new(err)), "new policy refused; the previous one stays in force");
-            seen.refused = Some(text);
+            seen.settle(state, Reloaded::Config, text, false);
         }
     }
 }

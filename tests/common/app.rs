@@ -9,10 +9,9 @@ use dhi_admission::config::ActivePolicy;
 use dhi_admission::server::{AppState, webhook_router};
 use http::{Method, Request, header};
 use http_body_util::BodyExt;
-use serde_json::Value;
 use tower::ServiceExt;
 
-use super::{DEFAULT_POLICY, JSON, Reply, test_limits};
+use super::{Client, DEFAULT_POLICY, Reply, test_limits};
 
 /// The webhook's routes with the tests' default policy.
 pub struct App {
@@ -28,9 +27,10 @@ impl App {
         let state = AppState::new(policy, test_limits()).expect("state");
         Self { state }
     }
+}
 
-    /// Sends one request through the router.
-    pub async fn send(
+impl Client for App {
+    async fn send(
         &mut self,
         method: Method,
         path: &str,
@@ -54,15 +54,5 @@ impl App {
             headers: parts.headers,
             body: body.collect().await.expect("body").to_bytes(),
         }
-    }
-
-    /// POSTs a JSON body.
-    pub async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> Reply {
-        self.send(Method::POST, path, Some(JSON), body).await
-    }
-
-    /// POSTs a review.
-    pub async fn post_json(&mut self, path: &str, review: &Value) -> Reply {
-        self.post(path, serde_json::to_vec(review).unwrap()).await
     }
 }

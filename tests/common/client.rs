@@ -219,6 +219,32 @@ impl Target {
         self.post(path, serde_json::to_vec(review).unwrap()).await
     }
 
+    /// Polls with `review` on new connections until the answer is allowed (a reload
+    /// took effect), and returns it.
+    pub async fn until_allowed(&self, what: &str, path: &str, review: &Value) -> Review {
+        eventually(
+            what,
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async move {
+                let r = self.post_json(path, review).await.review();
+                r.allowed.then_some(r)
+            },
+        )
+        .await
+    }
+
+    /// Waits until new connections are served the certificate with this serial.
+    pub async fn until_served(&self, what: &str, serial: &[u8]) {
+        eventually(
+            what,
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async move { (self.h1().await.peer_serial == serial).then_some(()) },
+        )
+        .await
+    }
+
     /// GET on the metrics port.
     pub async fn get_metrics_port(&self, path: &str) -> (u16, String) {
         http_get(self.metrics_addr, path)
@@ -286,30 +312,6 @@ impl Conn {
         Ok(reply)
     }
 
-    /// Sends one request; panics on transport errors.
-    pub async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let proto = self.proto;
-        self.try_send(method.clone(), path, content_type, body.into())
-            .await
-            .unwrap_or_else(|err| panic!("{method} {path} over {proto:?}: {err}"))
-    }
-
-    /// POSTs `body` as `application/json`.
-    pub async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> Reply {
-        self.send(Method::POST, path, Some(JSON), body).await
-    }
-
-    /// POSTs a review.
-    pub async fn post_json(&mut self, path: &str, review: &Value) -> Reply {
-        self.post(path, serde_json::to_vec(review).unwrap()).await
-    }
-
     /// True once the connection is closed (its driver task ended).
     pub fn is_closed(&self) -> bool {
         self.driver.0.is_finished()
@@ -341,5 +343,44 @@ impl Conn {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
+    }
+}
+
+/// Where webhook requests go: a TLS connection, or the router in process
+/// ([`super::app::App`]).
+#[allow(async_fn_in_trait)]
+pub trait Client {
+    /// Sends one request; panics on transport errors.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Reply;
+
+    /// POSTs `body` as `application/json`.
+    async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> Reply {
+        self.send(Method::POST, path, Some(JSON), body).await
+    }
+
+    /// POSTs a review.
+    async fn post_json(&mut self, path: &str, review: &Value) -> Reply {
+        self.post(path, serde_json::to_vec(review).unwrap()).await
+    }
+}
+
+impl Client for Conn {
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let proto = self.proto;
+        self.try_send(method.clone(), path, content_type, body.into())
+            .await
+            .unwrap_or_else(|err| panic!("{method} {path} over {proto:?}: {err}"))
     }
 }

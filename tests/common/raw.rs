@@ -70,14 +70,20 @@ pub fn raw_request(method: &str, path: &str, headers: &[(&str, String)], body: &
 
 /// A JSON POST as raw bytes, with `Content-Length`.
 pub fn raw_post(path: &str, body: &[u8]) -> Vec<u8> {
+    raw_post_start(path, body.len(), body)
+}
+
+/// The start of a JSON POST that declares `declared` body bytes and carries only `sent`
+/// (a slow or stalled upload).
+pub fn raw_post_start(path: &str, declared: usize, sent: &[u8]) -> Vec<u8> {
     raw_request(
         "POST",
         path,
         &[
             ("content-type", JSON.to_owned()),
-            ("content-length", body.len().to_string()),
+            ("content-length", declared.to_string()),
         ],
-        body,
+        sent,
     )
 }
 
