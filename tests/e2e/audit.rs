@@ -111,7 +111,10 @@ async fn audit_namespace_gets_warnings_and_audit_annotations() {
     let planned = event["annotations"]["mutate-audit.dhi.io/planned-mutations"]
         .as_str()
         .unwrap_or_else(|| panic!("no planned-mutations annotation: {}", event["annotations"]));
-    assert!(planned.contains("istio-proxy"), "{planned}");
+    assert_eq!(
+        planned,
+        "image_rewrite x1, run_as_user x1, run_as_group x1, run_as_non_root x1, fs_group x1"
+    );
 
     // A violating pod too: admitted, reported.
     let answer = create(

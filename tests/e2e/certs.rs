@@ -275,7 +275,8 @@ async fn bootstrap_creates_publishes_and_renews_against_the_real_api() {
         "{published:?}"
     );
 
-    // The server reloads the renewed pair from --out, and the API server trusts it.
+    // The server reloads the renewed pair from --out, and the API server trusts it. (Until
+    // it has, it serves the first pair, whose CA this test's forged Secret dropped.)
     eventually(
         "the server to reload its certificate",
         Duration::from_secs(10),

@@ -343,8 +343,9 @@ pub async fn send(
         .headers()
         .get_all(http::header::WARNING)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(decode_warning)
+        // Not `to_str`: our warnings end in "…" when shortened, and the API server passes
+        // that UTF-8 through in the header, which `to_str` refuses.
+        .map(|v| decode_warning(&String::from_utf8_lossy(v.as_bytes())))
         .collect();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);

@@ -71,13 +71,42 @@ async fn deployment_updates_judge_only_template_changes() {
         .unwrap();
     assert_eq!(stored.spec.unwrap().replicas, Some(3));
 
-    // A template change is judged: the old violations are still there.
-    let answer =
-        merge(json!({"spec": {"template": {"metadata": {"annotations": {"rollout": "2"}}}}})).await;
+    // A restart changes only the template's annotations, not the pod spec: admitted.
+    cp.kubectl(
+        &["rollout", "restart", "-n", &ns, "deployment/storefront"],
+        None,
+    )
+    .await
+    .assert_ok();
+
+    // A change to fields no rule reads (env) is not judged either: the comparison is of
+    // the fields the rules read (src/policy/spec.rs), so the verdict could not change.
+    let answer = send(
+        &client,
+        "PATCH",
+        &path,
+        "application/json-patch+json",
+        Some(
+            &json!([{"op": "add", "path": "/spec/template/spec/containers/0/env",
+                      "value": [{"name": "WORKERS", "value": "4"}]}]),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    // A change to a judged field is judged: the old violations are still there.
+    let answer = send(
+        &client,
+        "PATCH",
+        &path,
+        "application/json-patch+json",
+        Some(&json!([{"op": "replace", "path": "/spec/template/spec/containers/0/ports/0/containerPort",
+                      "value": 81}])),
+    )
+    .await;
     assert_eq!(answer.status, 403, "{}", answer.body);
     assert!(
-        answer.message().contains("[privileged-port]")
-            && answer.message().contains("[run-as-root]"),
+        answer.message().contains("declares port 81") && answer.message().contains("[run-as-root]"),
         "{}",
         answer.message()
     );
@@ -151,8 +180,8 @@ async fn pod_updates_and_kubectl_debug() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
-    // The image is one of the few mutable pod fields: changing it to a root dev variant
-    // is judged, and refused.
+    // The image is one of the few mutable pod fields, and a change is judged. A dev variant
+    // is admitted here (with a warning): the UID injected at creation keeps it nonroot.
     let out = env
         .cp
         .kubectl(
@@ -167,8 +196,30 @@ async fn pod_updates_and_kubectl_debug() {
             None,
         )
         .await;
+    out.assert_ok();
+    assert!(
+        out.stderr
+            .contains("Warning: container \"app\" uses dev variant dhi.io/python:3.13-dev"),
+        "{}",
+        out.stderr
+    );
+    // An image the kubelet could not pull is refused.
+    let out = env
+        .cp
+        .kubectl(
+            &[
+                "set",
+                "image",
+                "-n",
+                &env.ns,
+                "pod/web",
+                "app=dhi.io/Python:3.13",
+            ],
+            None,
+        )
+        .await;
     out.assert_failed();
-    assert!(out.stderr.contains("[run-as-root]"), "{}", out.stderr);
+    assert!(out.stderr.contains("[invalid-image]"), "{}", out.stderr);
 
     // kubectl debug with a root dev image: the pods/ephemeralcontainers UPDATE is refused.
     let out = env

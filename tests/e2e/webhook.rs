@@ -10,7 +10,7 @@ use kube::Client;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::cluster::{Answer, TEST_LABEL, create, eventually, pods, send, yaml};
+use super::cluster::{Answer, TEST_LABEL, create, pods, send, yaml};
 
 const MUTATING: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
 const VALIDATING: &str = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
@@ -226,24 +226,27 @@ pub fn probe_pod() -> Value {
 /// and namespace cache lag behind writes): a dry-run probe pod is denied, or with `audit`
 /// admitted with the finding as a warning.
 pub async fn wait_active(client: &Client, ns: &str, audit: bool) -> Answer {
-    eventually(
-        &format!("the webhook to judge pods in {ns}"),
-        Duration::from_secs(20),
-        || async {
-            let answer = create(client, &pods(ns), &probe_pod(), true).await;
-            let seen = if audit {
-                answer.status == 201
-                    && answer
-                        .warnings
-                        .iter()
-                        .any(|w| w.contains("[privileged-port]"))
-            } else {
-                answer.status >= 400 && answer.message().contains("[privileged-port]")
-            };
-            seen.then_some(answer)
-        },
-    )
-    .await
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = create(client, &pods(ns), &probe_pod(), true).await;
+        let seen = if audit {
+            answer.status == 201
+                && answer
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains("[privileged-port]"))
+        } else {
+            answer.status >= 400 && answer.message().contains("[privileged-port]")
+        };
+        if seen {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the webhook did not judge pods in {ns} within 20s; last answer: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Deletes both configurations named `name`.
