@@ -47,7 +47,7 @@ cmd_build() {
   (
     cd "$HERE/controlplane"
     export GOFLAGS="-trimpath -mod=readonly -buildvcs=false" CGO_ENABLED=0
-    echo "controlplane.sh: building $VERSION (about 15 minutes on 2 cores, once per machine)"
+    echo "controlplane.sh: building $VERSION (15 to 30 minutes on 2 cores, once per machine)"
     go build -ldflags "$ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
     echo "controlplane.sh: kube-apiserver built ($((SECONDS - start))s)"
     go build -ldflags "$ldflags" -o "$tmp/kubectl" k8s.io/kubernetes/cmd/kubectl
