@@ -1,11 +1,12 @@
 //! Audit mode: everything admitted unchanged, the findings as warnings to the client and as
-//! annotations in the API server's audit log.
+//! annotations in the API server's audit log; and namespaces labelled `dhi.io/mode=off`, which
+//! the webhook never sees.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::{Value, json};
 
-use super::cluster::{create, pods, service_accounts, yaml};
+use super::cluster::{TEST_LABEL, create, pods, service_accounts, yaml};
 use super::webhook::setup;
 
 fn event_for<'a>(ns: &'a str, resource: &'a str, name: &'a str) -> impl Fn(&Value) -> bool + 'a {
@@ -171,4 +172,64 @@ async fn server_wide_audit_mode_admits_and_warns() {
         "{}",
         event["annotations"]
     );
+}
+
+#[tokio::test]
+async fn namespaces_labelled_off_are_not_sent_to_the_webhook() {
+    let Some(env) = setup("mode-off", &[], &[]).await else {
+        return;
+    };
+    // A second namespace of the same test, opted out.
+    let opted_out = "e2e-mode-off-opted-out";
+    let ns = k8s_openapi::api::core::v1::Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(opted_out.into()),
+            labels: Some(
+                [(TEST_LABEL, "mode-off"), ("dhi.io/mode", "off")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(env.client.clone())
+        .create(&kube::api::PostParams::default(), &ns)
+        .await
+        .unwrap();
+    service_accounts(&env.client, opted_out, &["default"]).await;
+
+    let deployment = yaml("deploy/examples/violations-deployment.yaml");
+    let answer = create(
+        &env.client,
+        &super::cluster::apps(opted_out, "deployments"),
+        &deployment,
+        false,
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    let answer = create(
+        &env.client,
+        &pods(opted_out),
+        &super::webhook::probe_pod(),
+        false,
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert!(
+        answer.body["spec"]["containers"][0]["securityContext"].is_null(),
+        "not patched: {}",
+        answer.body
+    );
+    // The same in the namespace without the label is refused.
+    let answer = create(
+        &env.client,
+        &super::cluster::apps(&env.ns, "deployments"),
+        &deployment,
+        false,
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
 }

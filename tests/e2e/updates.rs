@@ -20,7 +20,7 @@ const ISSUE_11_EPHEMERAL_CONTAINERS_MUTATED: bool = false;
 const MERGE: &str = "application/merge-patch+json";
 
 #[tokio::test]
-async fn deployment_updates_judge_only_template_changes() {
+async fn deployment_updates_judge_only_changes_to_judged_fields() {
     let Some(cp) = super::cluster::control_plane() else {
         return;
     };
