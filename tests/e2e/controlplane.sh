@@ -15,6 +15,7 @@
 # `start` writes DIR/env (sourceable: KUBECONFIG, DHI_E2E_APISERVER, DHI_E2E_AUDIT_LOG, ...), and
 # returns once /readyz answers ok. With DHI_E2E_WATCH_PID=PID, the control plane also stops by
 # itself when process PID exits (the test binary uses it, so a crashed test run leaves nothing behind).
+# `start` needs openssl, curl and python3 besides the binaries; `build` needs go.
 set -euo pipefail
 
 K8S_VERSION=v1.36.3
@@ -175,7 +176,7 @@ EOF
 
   if [ -n "${DHI_E2E_WATCH_PID:-}" ]; then
     # Stops the control plane when the process that asked for it is gone.
-    setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -e "$2/etcd.pid" ]; do sleep 1; done; exec "$3" stop "$2"' \
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -e "$2/etcd.pid" ]; do sleep 1; done; exec bash "$3" stop "$2"' \
       watch "$DHI_E2E_WATCH_PID" "$dir" "$HERE/controlplane.sh" >/dev/null 2>&1 </dev/null &
   fi
 
