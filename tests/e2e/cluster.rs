@@ -51,10 +51,14 @@ pub fn control_plane() -> Option<&'static ControlPlane> {
     if skip {
         SKIP_NOTICE.call_once(|| {
             // Straight to the file descriptor: libtest captures eprintln! of passing tests.
+            let why = if wanted == "0" {
+                "DHI_E2E=0"
+            } else {
+                "no control plane built"
+            };
             let _ = writeln!(
                 std::io::stderr(),
-                "e2e: skipped (no control plane built{}): run `tests/e2e/controlplane.sh build`, then `DHI_E2E=1 cargo test --test e2e`",
-                if wanted == "0" { ", or DHI_E2E=0" } else { "" }
+                "e2e: skipped ({why}): run `tests/e2e/controlplane.sh build`, then `DHI_E2E=1 cargo test --test e2e`"
             );
         });
         return None;
