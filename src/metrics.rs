@@ -4,22 +4,26 @@
 //! operation, mode, decision, rule, mutation, skip reason), never from request data.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::admission::Answer;
+use crate::admission::{Answer, Outcome};
 use dhi_policy::{Mode, MutationKind, RuleId, SkipReason, Webhook};
 
 const WEBHOOKS: [Webhook; 2] = [Webhook::Mutate, Webhook::Validate];
 const MODES: [Mode; 2] = [Mode::Enforce, Mode::Audit];
 
+const OUTCOMES: [Outcome; 3] = [Outcome::Allowed, Outcome::Denied, Outcome::Error];
+const RELOADED: [Reloaded; 3] = [Reloaded::Certificate, Reloaded::ClientCa, Reloaded::Config];
+
 /// Latency buckets in seconds. Answers take tens of microseconds, so the low end is
-/// fine-grained enough to see sub-millisecond shifts; the top catches stalls up to the
-/// webhook timeout's order of magnitude.
+/// fine-grained enough to see sub-millisecond shifts; from 0.25 s up the buckets step
+/// through the webhooks' `timeoutSeconds` (2 s), and 10 s is the API server's ceiling,
+/// so a slow body or a stall shows where it stands against the timeout.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 1.0, 2.5,
+    0.25, 0.5, 1.0, 1.5, 2.0, 5.0, 10.0,
 ];
 
 /// Every metric the server exports.
@@ -31,15 +35,18 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
-    /// By `Webhook as usize`.
-    duration: [Histogram; 2],
+    /// By `Webhook as usize`, then `Outcome as usize`.
+    duration: [[Histogram; 3]; 2],
     /// By `RuleId as usize`, then `Mode as usize`.
     violations: [[IntCounter; 2]; 3],
     /// By `MutationKind as usize`.
     mutations: [IntCounter; 6],
     /// By `SkipReason as usize`.
     skipped: [IntCounter; 4],
-    reloads: IntCounterVec,
+    /// By `Reloaded as usize`, then failure (0) or success (1).
+    reloads: [[IntCounter; 2]; 3],
+    /// By `Reloaded as usize`.
+    reloaded_at: [Gauge; 3],
     cert_expiry: Gauge,
     /// By `ConnClosed as usize`.
     closed: [IntCounter; 5],
@@ -116,6 +123,17 @@ pub enum Reloaded {
     Config,
 }
 
+impl Reloaded {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Certificate => "certificate",
+            Self::ClientCa => "client_ca",
+            Self::Config => "config",
+        }
+    }
+}
+
 impl Metrics {
     /// Registers the families into `registry`.
     pub fn new(registry: Registry) -> prometheus::Result<Self> {
@@ -132,7 +150,7 @@ impl Metrics {
                 "Time from request head to response, body read included.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["webhook"],
+            &["webhook", "decision"],
         )?;
         let violations = IntCounterVec::new(
             Opts::new("dhi_admission_violations_total", "Policy violations found."),
@@ -155,9 +173,17 @@ impl Metrics {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "dhi_admission_reloads_total",
-                "Certificate and policy reloads.",
+                "Certificate, client CA and policy reloads.",
             ),
             &["what", "result"],
+        )?;
+        let reloaded_at = GaugeVec::new(
+            Opts::new(
+                "dhi_admission_reload_last_success_timestamp_seconds",
+                "When each file was last loaded successfully (at start or on reload), as a Unix \
+                 timestamp; 0 until then.",
+            ),
+            &["what"],
         )?;
         let cert_expiry = Gauge::new(
             "dhi_admission_tls_cert_expiry_timestamp_seconds",
@@ -176,6 +202,11 @@ impl Metrics {
         registry.register(Box::new(mutations.clone()))?;
         registry.register(Box::new(skipped.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(reloaded_at.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(cert_expiry.clone()))?;
         let closed = IntCounterVec::new(
             Opts::new(
@@ -202,13 +233,18 @@ impl Metrics {
         Ok(Self {
             registry,
             requests,
-            duration: WEBHOOKS.map(|w| duration.with_label_values(&[w.as_str()])),
+            duration: WEBHOOKS
+                .map(|w| OUTCOMES.map(|o| duration.with_label_values(&[w.as_str(), o.as_str()]))),
             violations: RuleId::ALL.map(|rule| {
                 MODES.map(|mode| violations.with_label_values(&[rule.as_str(), mode.as_str()]))
             }),
             mutations: MutationKind::ALL.map(|m| mutations.with_label_values(&[m.as_str()])),
             skipped: SkipReason::ALL.map(|r| skipped.with_label_values(&[r.as_str()])),
-            reloads,
+            reloads: RELOADED.map(|what| {
+                ["failure", "success"]
+                    .map(|result| reloads.with_label_values(&[what.as_str(), result]))
+            }),
+            reloaded_at: RELOADED.map(|what| reloaded_at.with_label_values(&[what.as_str()])),
             cert_expiry,
             closed: ConnClosed::ALL.map(|r| closed.with_label_values(&[r.as_str()])),
             open,
@@ -229,7 +265,7 @@ impl Metrics {
                 answer.outcome.as_str(),
             ])
             .inc();
-        self.duration[webhook as usize].observe(seconds);
+        self.duration[webhook as usize][answer.outcome as usize].observe(seconds);
         for &rule in &answer.violations {
             self.violations[rule as usize][mode as usize].inc();
         }
@@ -243,14 +279,18 @@ impl Metrics {
 
     /// Records a reload attempt.
     pub fn reload(&self, what: Reloaded, ok: bool) {
-        let what = match what {
-            Reloaded::Certificate => "certificate",
-            Reloaded::ClientCa => "client_ca",
-            Reloaded::Config => "config",
-        };
-        self.reloads
-            .with_label_values(&[what, if ok { "success" } else { "failure" }])
-            .inc();
+        self.reloads[what as usize][usize::from(ok)].inc();
+        if ok {
+            self.loaded(what);
+        }
+    }
+
+    /// Records a file loaded successfully (at start, or on reload).
+    pub fn loaded(&self, what: Reloaded) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.reloaded_at[what as usize].set(now);
     }
 
     /// Counts a connection the server closed.
@@ -298,6 +338,8 @@ mod tests {
     fn label_arrays_follow_declaration_order() {
         assert!(WEBHOOKS.iter().enumerate().all(|(i, &w)| w as usize == i));
         assert!(MODES.iter().enumerate().all(|(i, &m)| m as usize == i));
+        assert!(OUTCOMES.iter().enumerate().all(|(i, &o)| o as usize == i));
+        assert!(RELOADED.iter().enumerate().all(|(i, &r)| r as usize == i));
         assert!(
             RuleId::ALL
                 .iter()

@@ -34,7 +34,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::admission::{self, Answer};
 use crate::config::{ActivePolicy, Config, Limits, ServeArgs, read_policy_bytes};
-use crate::metrics::{Metrics, ShedReason};
+use crate::metrics::{Metrics, Reloaded, ShedReason};
 use crate::tls::{KeyPairPaths, LoadedPair, SwappableCert};
 use budget::{BodyBudget, Reservation};
 use dhi_policy::{Mode, Webhook};
@@ -350,6 +350,13 @@ impl Server {
         let state = AppState::new(policy, config.limits)?;
         if let Ok(expiry) = crate::certs::cert_not_after(&String::from_utf8_lossy(&pair.cert_pem)) {
             state.metrics.set_cert_expiry(expiry);
+        }
+        state.metrics.loaded(Reloaded::Certificate);
+        if config.policy.is_some() {
+            state.metrics.loaded(Reloaded::Config);
+        }
+        if config.client_ca.is_some() {
+            state.metrics.loaded(Reloaded::ClientCa);
         }
         let certs = Arc::new(SwappableCert::new(pair.certified.clone()));
         let ca = config.client_ca.as_deref().zip(client_ca.as_deref());

@@ -58,8 +58,12 @@ const METRICS: &[&str] = &[
     "dhi_admission_mutations_total",
     "dhi_admission_rewrites_skipped_total",
     "dhi_admission_reloads_total",
+    "dhi_admission_reload_last_success_timestamp_seconds",
     "dhi_admission_tls_cert_expiry_timestamp_seconds",
     "dhi_admission_build_info",
+    "dhi_admission_requests_shed_total",
+    "dhi_admission_connections_closed_total",
+    "dhi_admission_connections",
 ];
 
 /// The install overlays and what each promises.
@@ -1593,6 +1597,14 @@ fn monitoring_matches_the_server() {
     alert(
         "DhiAdmissionNoReadyReplicas",
         &["deployment=\"dhi-admission\"", "== 0"],
+    );
+    alert(
+        "DhiAdmissionMetricsAbsent",
+        &["absent(up{namespace=\"dhi-system\", job=\"dhi-admission\"} == 1)"],
+    );
+    alert(
+        "DhiAdmissionReloadFailing",
+        &["dhi_admission_reloads_total{result=\"failure\"}"],
     );
 }
 

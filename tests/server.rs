@@ -1389,22 +1389,65 @@ async fn metrics_after_a_known_sequence() {
     assert_eq!(metric_sum(&m, "dhi_admission_rewrites_skipped_total"), 2.0);
 
     assert_eq!(
-        metric(
+        metric_where(
             &m,
             "dhi_admission_request_duration_seconds_count",
             &[("webhook", "mutate")]
         ),
-        Some(3.0)
+        3.0
     );
     assert_eq!(
-        metric(
+        metric_where(
             &m,
             "dhi_admission_request_duration_seconds_count",
             &[("webhook", "validate")]
         ),
-        Some(7.0)
+        7.0
     );
     assert_eq!(metric_sum(&m, "dhi_admission_reloads_total"), 0.0);
+    for what in ["certificate", "client_ca", "config"] {
+        for result in ["success", "failure"] {
+            assert_eq!(
+                metric(
+                    &m,
+                    "dhi_admission_reloads_total",
+                    &[("what", what), ("result", result)]
+                ),
+                Some(0.0),
+                "every reload series exists from the start"
+            );
+        }
+    }
+    assert_eq!(
+        metric(
+            &m,
+            "dhi_admission_request_duration_seconds_count",
+            &[("webhook", "validate"), ("decision", "denied")]
+        )
+        .map(|n| n > 0.0),
+        Some(true),
+        "latency by decision"
+    );
+    let loaded = metric(
+        &m,
+        "dhi_admission_reload_last_success_timestamp_seconds",
+        &[("what", "config")],
+    )
+    .unwrap();
+    assert!(
+        loaded > 1.7e9,
+        "the policy's load time is set at start: {loaded}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "dhi_admission_reload_last_success_timestamp_seconds",
+            &[("what", "client_ca")]
+        ),
+        Some(0.0),
+        "no client CA configured"
+    );
+    assert!(metric(&m, "process_resident_memory_bytes", &[]).is_some_and(|rss| rss > 0.0));
     assert_eq!(
         metric(
             &m,

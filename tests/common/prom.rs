@@ -13,6 +13,20 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .map(|(_, _, v)| v)
 }
 
+/// The sum of the samples of `name` whose labels include `labels` (others may differ).
+pub fn metric_where(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text)
+        .into_iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
 /// Like [`metric`], 0 when the sample is absent (counters appear on first increment).
 pub fn counter(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric(text, name, labels).unwrap_or(0.0)
