@@ -113,6 +113,9 @@ pub struct GenerateArgs {
     /// Validity of both certificates, in days.
     #[arg(long, value_name = "N", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub days: u32,
+    /// Replace existing files (their keys are lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `dhi-admission certs bootstrap`.
@@ -148,6 +151,18 @@ fn days(days: u32) -> Duration {
 
 /// Generates development certificates: `dhi-admission certs generate`.
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    if !args.force {
+        let existing: Vec<&str> = [CA_CRT, CA_KEY, TLS_CRT, TLS_KEY]
+            .into_iter()
+            .filter(|name| args.out.join(name).exists())
+            .collect();
+        anyhow::ensure!(
+            existing.is_empty(),
+            "{} already holds {}: refusing to replace keys; pass --force to overwrite",
+            args.out.display(),
+            existing.join(", ")
+        );
+    }
     let certs =
         generate_pair(&args.dns, &args.ip, days(args.days)).context("generating certificates")?;
     write_pair(&args.out, &certs)?;

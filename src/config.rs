@@ -19,11 +19,12 @@ pub const DEV_KEY: &str = "certs/tls.key";
 /// Arguments of `dhi-admission serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// TLS listener for the webhook endpoints.
-    #[arg(long, default_value = "0.0.0.0:8443", env = "DHI_LISTEN")]
+    /// TLS listener for the webhook endpoints: `ADDR:PORT`, `HOST:PORT` or `:PORT`
+    /// (all interfaces).
+    #[arg(long, default_value = "0.0.0.0:8443", env = "DHI_LISTEN", value_parser = parse_listen)]
     pub listen: SocketAddr,
-    /// Plain HTTP listener for /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:9090", env = "DHI_METRICS_LISTEN")]
+    /// Plain HTTP listener for /metrics, /healthz and /readyz (same forms as --listen).
+    #[arg(long, default_value = "0.0.0.0:9090", env = "DHI_METRICS_LISTEN", value_parser = parse_listen)]
     pub metrics_listen: SocketAddr,
     /// Serving certificate (PEM chain, leaf first). Default: certs/tls.crt.
     #[arg(long, requires = "tls_key", env = "DHI_TLS_CERT")]
@@ -41,7 +42,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DHI_MODE")]
     pub mode: Option<Mode>,
     /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_body)]
+    #[arg(long, env = "DHI_MAX_BODY_BYTES", default_value_t = Limits::default().max_body)]
     pub max_body_bytes: usize,
     /// Bytes of request bodies held at once, all requests together; past it a request
     /// waits briefly, then gets 503 [default: an eighth of the container's memory
@@ -62,10 +63,10 @@ pub struct ServeArgs {
     #[arg(long, env = "DHI_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     pub max_connections: usize,
     /// Grace period for in-flight requests after SIGTERM, in seconds.
-    #[arg(long, default_value_t = Limits::default().shutdown_grace.as_secs())]
+    #[arg(long, env = "DHI_SHUTDOWN_GRACE_SECONDS", default_value_t = Limits::default().shutdown_grace.as_secs())]
     pub shutdown_grace_seconds: u64,
     /// How often certificate and policy files are checked for changes, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, env = "DHI_RELOAD_INTERVAL_MS", default_value_t = 2000)]
     pub reload_interval_ms: u64,
 }
 
@@ -127,6 +128,31 @@ impl ServeArgs {
             reload_interval: Duration::from_millis(reload_interval_ms.max(50)),
         })
     }
+}
+
+/// A listen address as people write it: `0.0.0.0:8443`, `[::]:8443`, `:8443` (every
+/// IPv4 interface, as Go servers read it) or `localhost:8443` (the first address the
+/// name resolves to).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{text:?}: {port:?} is not a port number"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?}: write ADDR:PORT, HOST:PORT or :PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{text:?}: {port:?} is not a port number"))?;
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|err| format!("{text:?}: cannot resolve {host:?}: {err}"))?
+        .next()
+        .ok_or_else(|| format!("{text:?}: {host:?} resolves to no address"))
 }
 
 /// Everything `serve` needs, resolved.
@@ -378,6 +404,25 @@ impl ActivePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_as_people_write_them() {
+        let addr = |s: &str| parse_listen(s).map(|a| a.to_string());
+        assert_eq!(addr(":8443").as_deref(), Ok("0.0.0.0:8443"));
+        assert_eq!(addr("0.0.0.0:9090").as_deref(), Ok("0.0.0.0:9090"));
+        assert_eq!(addr("[::]:8443").as_deref(), Ok("[::]:8443"));
+        let local = parse_listen("localhost:8443").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 8443, "{local}");
+        assert_eq!(
+            addr(":https").unwrap_err(),
+            "\":https\": \"https\" is not a port number"
+        );
+        assert_eq!(
+            addr("8443").unwrap_err(),
+            "\"8443\": write ADDR:PORT, HOST:PORT or :PORT"
+        );
+        assert!(addr("no-such-host.invalid:8443").is_err());
+    }
 
     #[test]
     fn memory_limits_from_cgroup_files() {

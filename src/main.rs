@@ -64,6 +64,9 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format, &cli.log_level);
     // Exactly one rustls provider: ring (no OpenSSL, no aws-lc build).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // `serve` reports through its logs (JSON in clusters); the other commands talk to a
+    // person at a terminal. Either way a fatal error is printed once.
+    let serving = matches!(cli.command, Command::Serve(_));
     let result = match cli.command {
         Command::Check(args) => return check::run(args),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(server::run(args))),
@@ -77,11 +80,34 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("error: {err:#}");
+            let message = error_chain(&err);
+            if serving {
+                tracing::error!(error = %message, "exiting");
+            } else {
+                eprintln!("error: {message}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, joined by `: `, leaving out a cause that its parent's
+/// message already spells out (kube's errors include their source in their own text).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut previous = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !previous.is_empty() && previous.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        previous = text;
+    }
+    out
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -100,5 +126,27 @@ fn init_tracing(format: LogFormat, filter: &str) {
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed to read an environment variable: {0}")]
+    struct Outer(#[source] std::env::VarError);
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let err = anyhow::Error::new(Outer(std::env::VarError::NotPresent))
+            .context("loading the Kubernetes client configuration");
+        assert_eq!(
+            error_chain(&err),
+            "loading the Kubernetes client configuration: failed to read an environment \
+             variable: environment variable not found"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
     }
 }

@@ -1,0 +1,121 @@
+//! The binary's command line as a newcomer meets it: listen addresses, certificate
+//! generation that refuses to destroy keys, and fatal errors printed once.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .expect("run dhi-admission")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn certs_generate_refuses_to_overwrite_keys_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let first = run(&["certs", "generate", "--out", out]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let key = std::fs::read(dir.path().join("tls.key")).unwrap();
+
+    let again = run(&["certs", "generate", "--out", out]);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        stderr(&again),
+        format!(
+            "error: {out} already holds ca.crt, ca.key, tls.crt, tls.key: refusing to replace \
+             keys; pass --force to overwrite\n"
+        )
+    );
+    assert_eq!(std::fs::read(dir.path().join("tls.key")).unwrap(), key);
+
+    let forced = run(&["certs", "generate", "--out", out, "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_ne!(std::fs::read(dir.path().join("tls.key")).unwrap(), key);
+}
+
+#[test]
+fn fatal_errors_are_printed_once_without_repeated_causes() {
+    let output = run(&[
+        "certs",
+        "bootstrap",
+        "--secret",
+        "tls",
+        "--service",
+        "webhook",
+        "--webhook-config",
+        "webhook",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].starts_with(
+            "error: loading the Kubernetes client configuration from the in-cluster service \
+             account (use --kubeconfig outside a cluster): "
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("environment variable not found").count(),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn listen_addresses_take_the_usual_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    assert!(run(&["certs", "generate", "--out", out]).status.success());
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    // `localhost:0` and `:0` both bind (port 0: any free port), and the server says where.
+    let mut child = bin()
+        .args(["serve", "--listen", "localhost:0", "--metrics-listen", ":0"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let (tx, rx) = mpsc::channel();
+    let log = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            if line.contains("serving") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("serve logs the addresses it listens on");
+    assert!(line.contains("listen=127.0.0.1:"), "{line}");
+    assert!(line.contains("metrics=0.0.0.0:"), "{line}");
+
+    let refused = run(&["serve", "--listen", "8443"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("\"8443\": write ADDR:PORT, HOST:PORT or :PORT"),
+        "{}",
+        stderr(&refused)
+    );
+}
