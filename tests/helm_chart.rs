@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -78,9 +79,28 @@ fn yaml_docs(text: &str, origin: &str) -> Vec<Value> {
 
 // === helm ===
 
-/// The helm binary, or `None` (after saying so) when it is absent and not required.
+/// The helm binary, or `None` (said once per run) when it is absent and not required.
 fn helm() -> Option<PathBuf> {
-    let required = std::env::var("DHI_HELM_REQUIRED").is_ok_and(|v| v == "1");
+    static HELM: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let found = HELM.get_or_init(|| {
+        let found = find_helm();
+        if found.is_none() && !required() {
+            eprintln!("helm_chart: helm not found (run tools/helm.sh); chart not checked");
+        }
+        found
+    });
+    assert!(
+        found.is_some() || !required(),
+        "DHI_HELM_REQUIRED=1 but no helm found ($DHI_HELM, PATH, or run tools/helm.sh)"
+    );
+    found.clone()
+}
+
+fn required() -> bool {
+    std::env::var("DHI_HELM_REQUIRED").is_ok_and(|v| v == "1")
+}
+
+fn find_helm() -> Option<PathBuf> {
     let cached = std::env::var_os("DHI_TOOLS_CACHE")
         .map(PathBuf::from)
         .or_else(|| {
@@ -104,11 +124,6 @@ fn helm() -> Option<PathBuf> {
             return Some(candidate);
         }
     }
-    assert!(
-        !required,
-        "DHI_HELM_REQUIRED=1 but no helm found ($DHI_HELM, PATH, or run tools/helm.sh)"
-    );
-    eprintln!("helm_chart: helm not found (run tools/helm.sh); chart not checked");
     None
 }
 
@@ -644,15 +659,13 @@ fn check_with_policy(jobs: &[&Value]) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("dhi-admission runs");
-    let input: Vec<String> = jobs
-        .iter()
-        .map(|j| serde_json::to_string(j).unwrap())
-        .collect();
+    // One JSON document (check reads JSON input as a single document): a List.
+    let input = json!({"apiVersion": "v1", "kind": "List", "items": jobs});
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(input.join("\n---\n").as_bytes())
+        .write_all(input.to_string().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
