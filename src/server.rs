@@ -30,7 +30,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 
 use crate::admission::{self, Answer};
 use crate::config::{ActivePolicy, Config, Limits, ServeArgs, read_policy_bytes};
@@ -489,6 +489,9 @@ pub async fn serve_tls(
         .keep_alive_interval(Some(ping_every))
         .keep_alive_timeout(ping_every.max(Duration::from_secs(1)));
     let registry = conns::Registry::new(limits.max_connections);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    ));
     let (drain_tx, drain_rx) = watch::channel(false);
 
     tokio::pin!(shutdown);
@@ -518,14 +521,18 @@ pub async fn serve_tls(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = TlsAcceptor::from(tls.load_full());
+        let tls_config = tls.load_full();
+        let handshakes = handshakes.clone();
         let conn_builder = builder.clone();
         let service = service.clone();
         let mut drain = drain_rx.clone();
         tokio::spawn(async move {
             let state = member.state().clone();
             // The handshake counts against the first-request deadline.
-            let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+            let handshake = tokio::time::timeout(
+                limits.handshake_timeout,
+                handshake(tcp, tls_config, &handshakes),
+            );
             let tls = tokio::select! {
                 done = handshake => match done {
                     Ok(Ok(tls)) => tls,
@@ -560,6 +567,35 @@ pub async fn serve_tls(
         tracing::warn!(grace = ?limits.shutdown_grace, "grace period over; closing remaining connections");
     }
     Ok(())
+}
+
+/// A TLS handshake whose signing step waits for one of `permits`.
+///
+/// A burst of new connections (a client reconnecting hundreds of times a second)
+/// costs a few hundred microseconds of CPU each: with every handshake runnable at
+/// once, a request on an established connection queued behind all of them (200 at
+/// once took 60 ms on one core). With the CPU-heavy step (reading the ClientHello,
+/// then key exchange and signature, up to the first wait for the client) limited to
+/// one per core, such a request waits for a few of them at most. The permit is not
+/// held while waiting for the client, so silent clients cannot hold it.
+async fn handshake(
+    tcp: tokio::net::TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    permits: &tokio::sync::Semaphore,
+) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let permit = permits.acquire().await.map_err(std::io::Error::other)?;
+    let mut accept = std::pin::pin!(start.into_stream(config));
+    let first = std::future::poll_fn(|cx| match accept.as_mut().poll(cx) {
+        std::task::Poll::Ready(done) => std::task::Poll::Ready(Some(done)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await;
+    drop(permit);
+    match first {
+        Some(done) => done,
+        None => accept.await,
+    }
 }
 
 /// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

@@ -1,0 +1,435 @@
+//! The shared control plane, clients for it, namespaces, kubectl and the audit log.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt as _;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::Value;
+
+/// The label that routes a test's namespace to that test's webhook configurations.
+pub const TEST_LABEL: &str = "e2e.dhi.io/test";
+
+/// A running control plane (see tests/e2e/controlplane.sh).
+#[derive(Debug)]
+pub struct ControlPlane {
+    /// Where its certificates, logs and kubeconfig are.
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub audit_log: PathBuf,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The CA that signed the API server's certificate.
+    pub ca: PathBuf,
+}
+
+static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+static SKIP_NOTICE: Once = Once::new();
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/controlplane.sh")
+}
+
+/// The control plane, started on first use; `None` when the suite is to be skipped (the
+/// binaries are not built and `DHI_E2E` is unset, or `DHI_E2E=0`), after printing one line.
+/// Panics when the control plane should run and does not.
+pub fn control_plane() -> Option<&'static ControlPlane> {
+    let wanted = std::env::var("DHI_E2E").unwrap_or_default();
+    let skip = match wanted.as_str() {
+        "1" => false,
+        "0" => true,
+        _ => !binaries_built(),
+    };
+    if skip {
+        SKIP_NOTICE.call_once(|| {
+            // Straight to the file descriptor: libtest captures eprintln! of passing tests.
+            let why = if wanted == "0" {
+                "DHI_E2E=0"
+            } else {
+                "no control plane built"
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "e2e: skipped ({why}): run `tests/e2e/controlplane.sh build`, then `DHI_E2E=1 cargo test --test e2e`"
+            );
+        });
+        return None;
+    }
+    match CONTROL_PLANE.get_or_init(start) {
+        Ok(cp) => Some(cp),
+        Err(e) => panic!("e2e control plane: {e}"),
+    }
+}
+
+fn binaries_built() -> bool {
+    std::process::Command::new("bash")
+        .arg(script())
+        .arg("bin-dir")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn start() -> Result<ControlPlane, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+    remove_stale_runs(&runs);
+    let dir = runs.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    let started = Instant::now();
+    let out = std::process::Command::new("bash")
+        .arg(script())
+        .arg("start")
+        .arg(&dir)
+        .env("DHI_E2E_WATCH_PID", std::process::id().to_string())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script().display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`controlplane.sh start` failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let env_file = std::fs::read_to_string(dir.join("env"))
+        .map_err(|e| format!("{}: {e}", dir.join("env").display()))?;
+    let env: BTreeMap<&str, &str> = env_file
+        .lines()
+        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+        .collect();
+    let env_path = dir.join("env");
+    let get = |k: &str| {
+        env.get(k)
+            .map(|v| v.to_string())
+            .ok_or_else(|| format!("{k} missing from {}", env_path.display()))
+    };
+    let version = get("DHI_E2E_VERSION")?;
+    let cp = ControlPlane {
+        kubeconfig: get("KUBECONFIG")?.into(),
+        kubectl: get("DHI_E2E_KUBECTL")?.into(),
+        audit_log: get("DHI_E2E_AUDIT_LOG")?.into(),
+        url: get("DHI_E2E_APISERVER")?,
+        ca: get("DHI_E2E_CA")?.into(),
+        dir,
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "e2e: control plane {version} ready in {:.1}s ({})",
+        started.elapsed().as_secs_f64(),
+        cp.dir.display()
+    );
+    Ok(cp)
+}
+
+/// Run directories of test binaries that are gone (their control plane stopped with them).
+fn remove_stale_runs(runs: &Path) {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_string_lossy().parse::<u32>();
+        let alive = pid.is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let stopped = !entry.path().join("etcd.pid").exists();
+        if !alive && stopped {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+impl ControlPlane {
+    /// A client as the cluster administrator. One per test: a client belongs to the runtime
+    /// it was made on.
+    pub async fn client(&self) -> Client {
+        client_from(&self.kubeconfig).await
+    }
+
+    /// A directory for one test's files, inside the run's directory.
+    pub fn test_dir(&self, test: &str) -> PathBuf {
+        let dir = self.dir.join("tests").join(test);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Runs kubectl against the control plane, feeding `stdin` (on the blocking pool: the
+    /// test's own servers keep running meanwhile).
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Kubectl {
+        let kubectl = self.kubectl.clone();
+        let kubeconfig = self.kubeconfig.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let stdin = stdin.map(str::to_owned);
+        tokio::task::spawn_blocking(move || run_kubectl(&kubectl, &kubeconfig, &args, stdin))
+            .await
+            .unwrap()
+    }
+
+    /// The audit events written so far.
+    pub fn audit_events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until an audit event matching `pred` has been written, and returns it.
+    pub async fn audit_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        eventually(what, Duration::from_secs(15), || async {
+            self.audit_events().into_iter().find(|e| pred(e))
+        })
+        .await
+    }
+}
+
+/// A client from a kubeconfig file.
+pub async fn client_from(kubeconfig: &Path) -> Client {
+    let file = Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+fn run_kubectl(
+    kubectl: &Path,
+    kubeconfig: &Path,
+    args: &[String],
+    stdin: Option<String>,
+) -> Kubectl {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(kubectl)
+        .args(args)
+        .arg("--request-timeout=30s")
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(text.as_bytes()).unwrap();
+    }
+    let out: Output = child.wait_with_output().unwrap();
+    Kubectl {
+        args: args.join(" "),
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// What a kubectl run printed.
+#[derive(Debug)]
+pub struct Kubectl {
+    pub args: String,
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Kubectl {
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert!(self.ok, "kubectl {} failed:\n{}", self.args, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_failed(&self) -> &Self {
+        assert!(
+            !self.ok,
+            "kubectl {} succeeded, expected a failure:\n{}{}",
+            self.args, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Creates the namespace `e2e-<test>` with the test label and `labels`, and the
+/// ServiceAccounts `default` (there is no controller-manager to make it) and `accounts`.
+pub async fn namespace(client: &Client, test: &str, labels: &[(&str, &str)]) -> String {
+    namespace_with(client, test, true, labels).await
+}
+
+/// Like [`namespace`], without the test label when `routed` is false (no webhook sees it).
+pub async fn namespace_with(
+    client: &Client,
+    test: &str,
+    routed: bool,
+    labels: &[(&str, &str)],
+) -> String {
+    let name = format!("e2e-{test}");
+    let mut all: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if routed {
+        all.insert(TEST_LABEL.into(), test.into());
+    }
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(all),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    service_accounts(client, &name, &["default"]).await;
+    name
+}
+
+/// Creates ServiceAccounts, which the ServiceAccount admission plugin requires of pods.
+pub async fn service_accounts(client: &Client, ns: &str, names: &[&str]) {
+    let api = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    for name in names {
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        };
+        api.create(&PostParams::default(), &sa).await.unwrap();
+    }
+}
+
+/// An answer of the API server to a raw request: what the typed client hides (warnings).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub warnings: Vec<String>,
+}
+
+impl Answer {
+    /// The Status message of a refusal.
+    pub fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or_default()
+    }
+}
+
+/// Sends a request with a JSON body (`Content-Type` as given) and returns the answer.
+pub async fn send(
+    client: &Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<&Value>,
+) -> Answer {
+    let bytes = body
+        .map(|b| serde_json::to_vec(b).unwrap())
+        .unwrap_or_default();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::ACCEPT, "application/json")
+        .body(kube::client::Body::from(bytes))
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    let status = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all(http::header::WARNING)
+        .iter()
+        // Not `to_str`: our warnings end in "…" when shortened, and the API server passes
+        // that UTF-8 through in the header, which `to_str` refuses.
+        .map(|v| decode_warning(&String::from_utf8_lossy(v.as_bytes())))
+        .collect();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        body,
+        warnings,
+    }
+}
+
+/// `299 - "text"` (RFC 7234 warn-text, as the API server writes it) to `text`.
+fn decode_warning(header: &str) -> String {
+    let text = header
+        .strip_prefix("299 - ")
+        .unwrap_or(header)
+        .trim_matches('"');
+    text.replace("\\\"", "\"").replace("\\\\", "\\")
+}
+
+/// POSTs `object` to the collection at `path` (with `?dryRun=All` when `dry_run`).
+pub async fn create(client: &Client, path: &str, object: &Value, dry_run: bool) -> Answer {
+    let path = if dry_run {
+        format!("{path}?dryRun=All")
+    } else {
+        path.to_owned()
+    };
+    send(client, "POST", &path, "application/json", Some(object)).await
+}
+
+/// The collection path of pods in `ns`.
+pub fn pods(ns: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/pods")
+}
+
+/// The collection path of `apps/v1` `plural` in `ns`.
+pub fn apps(ns: &str, plural: &str) -> String {
+    format!("/apis/apps/v1/namespaces/{ns}/{plural}")
+}
+
+/// Retries `check` until it returns `Some`, or panics after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads a YAML file of the repository into JSON.
+pub fn yaml(path: &str) -> Value {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every document of a multi-document YAML file of the repository.
+pub fn yaml_documents(path: &str) -> Vec<Value> {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_saphyr::from_multiple::<Value>(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A pod as the controller of `workload` would create it from its template.
+pub fn pod_from_template(workload: &Value, name: &str) -> Value {
+    let template = &workload["spec"]["template"];
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": template["metadata"]["labels"],
+                     "annotations": template["metadata"]["annotations"]},
+        "spec": template["spec"],
+    })
+}

@@ -1,0 +1,268 @@
+//! The seed workloads of the README, created through the API server and read back.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+
+use super::cluster::{apps, create, pod_from_template, pods, service_accounts, yaml};
+use super::webhook::setup;
+
+/// The stored pod as JSON.
+async fn stored_pod(client: &kube::Client, ns: &str, name: &str) -> Value {
+    let pod = Api::<Pod>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    serde_json::to_value(pod).unwrap()
+}
+
+#[tokio::test]
+async fn istio_injected_pod_is_stored_patched() {
+    let Some(env) = setup("seed-istio", &[], &[]).await else {
+        return;
+    };
+    service_accounts(&env.client, &env.ns, &["bookinfo-reviews"]).await;
+    let mut pod = yaml("deploy/examples/istio-injected-pod.yaml");
+    pod["metadata"]["namespace"] = json!(env.ns);
+
+    // As a person would: kubectl shows the webhook's warning.
+    let out = env
+        .cp
+        .kubectl(&["create", "-f", "-"], Some(&pod.to_string()))
+        .await;
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("Warning: container \"istio-init\"")
+            && out.stderr.contains("it runs as root"),
+        "kubectl shows why istio-init was not rewritten:\n{}",
+        out.stderr
+    );
+
+    let stored = stored_pod(&env.client, &env.ns, "reviews-v1-6f9c7d8b5-k2x7q").await;
+    let spec = &stored["spec"];
+    assert_eq!(
+        spec["containers"][0]["securityContext"],
+        json!({"runAsGroup": 65532, "runAsNonRoot": true, "runAsUser": 65532}),
+        "the app container runs as the catalog's user"
+    );
+    assert_eq!(spec["containers"][1]["name"], "istio-proxy");
+    assert_eq!(
+        spec["containers"][1]["image"],
+        "dhi.io/istio-proxyv2:1.30.3"
+    );
+    assert_eq!(
+        spec["containers"][1]["securityContext"]["runAsUser"], 1337,
+        "istio-proxy keeps its own user"
+    );
+    assert_eq!(
+        spec["initContainers"][0]["image"], "docker.io/istio/proxyv2:1.30.3",
+        "istio-init runs as root: left alone"
+    );
+    assert_eq!(spec["initContainers"][0]["securityContext"]["runAsUser"], 0);
+    assert_eq!(spec["securityContext"]["fsGroup"], 65532);
+}
+
+#[tokio::test]
+async fn hubble_relay_deployment_is_admitted_and_its_pods_rewritten() {
+    let Some(env) = setup("seed-hubble", &[], &[]).await else {
+        return;
+    };
+    service_accounts(&env.client, &env.ns, &["hubble-relay"]).await;
+    let manifest = yaml("deploy/examples/hubble-relay-deployment.yaml");
+    let deployment: Deployment = serde_json::from_value(manifest.clone()).unwrap();
+    let api = Api::<Deployment>::namespaced(env.client.clone(), &env.ns);
+    api.create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+
+    // Templates are judged, not patched (templates.mutate is off by default).
+    let stored = serde_json::to_value(api.get("hubble-relay").await.unwrap()).unwrap();
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["containers"][0]["image"],
+        "quay.io/cilium/hubble-relay:v1.20.1"
+    );
+
+    // The pod its ReplicaSet would create (there is no controller-manager here).
+    let answer = create(
+        &env.client,
+        &pods(&env.ns),
+        &pod_from_template(&manifest, "hubble-relay-5d8f7c9b4-x2x9z"),
+        false,
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    let pod = stored_pod(&env.client, &env.ns, "hubble-relay-5d8f7c9b4-x2x9z").await;
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["image"], "dhi.io/hubble-relay:1.20.1");
+    assert_eq!(
+        container["securityContext"]["runAsUser"], 65532,
+        "already the image's user: nothing else changes"
+    );
+    assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 65532);
+    assert!(
+        pod["spec"]["imagePullSecrets"].is_null(),
+        "the built-in policy names no pull secret"
+    );
+}
+
+#[tokio::test]
+async fn istio_cni_daemonset_is_admitted_as_root_and_its_pods_rewritten() {
+    let Some(env) = setup("seed-istio-cni", &[], &[]).await else {
+        return;
+    };
+    service_accounts(&env.client, &env.ns, &["istio-cni"]).await;
+    let manifest = yaml("deploy/examples/istio-cni-daemonset.yaml");
+    let daemonset: DaemonSet = serde_json::from_value(manifest.clone()).unwrap();
+    let api = Api::<DaemonSet>::namespaced(env.client.clone(), &env.ns);
+    api.create(&PostParams::default(), &daemonset)
+        .await
+        .unwrap();
+    let stored = serde_json::to_value(api.get("istio-cni-node").await.unwrap()).unwrap();
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["containers"][0]["image"],
+        "docker.io/istio/install-cni:1.30.3"
+    );
+
+    let answer = create(
+        &env.client,
+        &pods(&env.ns),
+        &pod_from_template(&manifest, "istio-cni-node-7xk2p"),
+        false,
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let pod = stored_pod(&env.client, &env.ns, "istio-cni-node-7xk2p").await;
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["image"], "dhi.io/istio-install-cni:1.30.3");
+    assert_eq!(
+        container["securityContext"]["runAsUser"], 0,
+        "root by design for istio-install-cni"
+    );
+    assert_eq!(container["securityContext"]["privileged"], true);
+    assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 65532);
+}
+
+#[tokio::test]
+async fn cilium_startup_script_pod_is_rewritten_and_admitted_as_root() {
+    let Some(env) = setup("seed-cilium", &[], &[]).await else {
+        return;
+    };
+    // Cilium's node-init DaemonSet pod, as its Helm chart renders it.
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "cilium-node-init-4kq8d", "labels": {"app": "cilium-node-init"}},
+        "spec": {
+            "hostNetwork": true, "hostPID": true,
+            "containers": [{
+                "name": "node-init",
+                "image": "quay.io/cilium/startup-script:v0.20260701",
+                "env": [{"name": "STARTUP_SCRIPT", "value": "#!/bin/bash\necho done\n"}],
+                "securityContext": {"privileged": true, "runAsUser": 0},
+            }],
+        },
+    });
+    let answer = create(&env.client, &pods(&env.ns), &pod, false).await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let stored = stored_pod(&env.client, &env.ns, "cilium-node-init-4kq8d").await;
+    let container = &stored["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        "dhi.io/cilium-startup-script:0.20260701"
+    );
+    assert_eq!(container["securityContext"]["runAsUser"], 0);
+}
+
+#[tokio::test]
+async fn violations_reach_the_client_with_rule_ids_and_fixes() {
+    let Some(env) = setup("seed-deny", &[], &[]).await else {
+        return;
+    };
+    let manifest = yaml("deploy/examples/violations-deployment.yaml");
+    let deployment: Deployment = serde_json::from_value(manifest).unwrap();
+    let api = Api::<Deployment>::namespaced(env.client.clone(), &env.ns);
+
+    // The typed client: the Status the API server built from our answer.
+    let err = api
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect_err("denied");
+    let kube::Error::Api(status) = err else {
+        panic!("not an API error: {err}");
+    };
+    let message = status.message.clone();
+    assert!(
+        message.starts_with("admission webhook \"validate.dhi.io\" denied the request: Deployment storefront cannot run on Docker Hardened Images (2 violations):"),
+        "{message}"
+    );
+    for expected in [
+        "- [privileged-port] container \"nginx\" (dhi.io/nginx:1.31) declares port 80",
+        "Fix: listen on 8080 and map Service port 80 to it (targetPort: 8080)",
+        "- [run-as-root] container \"debug-tools\" (dhi.io/python:3.13-dev) would run as root",
+        "Fix: remove runAsUser: 0 and use the runtime variant",
+    ] {
+        assert!(message.contains(expected), "{expected:?} not in {message}");
+    }
+    assert_eq!(status.code, 403, "{status:?}");
+    assert!(
+        api.get_opt("storefront").await.unwrap().is_none(),
+        "nothing stored"
+    );
+
+    // kubectl, as a person would run it.
+    let out = env
+        .cp
+        .kubectl(
+            &[
+                "apply",
+                "-n",
+                &env.ns,
+                "-f",
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/deploy/examples/violations-deployment.yaml"
+                ),
+            ],
+            None,
+        )
+        .await;
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("[privileged-port]")
+            && out.stderr.contains("[run-as-root]")
+            && out.stderr.contains("Fix: "),
+        "{}",
+        out.stderr
+    );
+
+    // A pod is judged after it is patched: a hardened container forced to root.
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "root-python"},
+        "spec": {"containers": [{"name": "app", "image": "dhi.io/python:3.13",
+                                 "securityContext": {"runAsUser": 0}}]},
+    });
+    let answer = create(&env.client, &pods(&env.ns), &pod, false).await;
+    assert!(answer.status >= 400, "{}", answer.body);
+    assert!(
+        answer.message().contains("[run-as-root] container \"app\"")
+            && answer.message().contains("Fix: "),
+        "{}",
+        answer.message()
+    );
+
+    // The compliant Deployment of the same name is admitted untouched.
+    let compliant =
+        super::cluster::yaml_documents("deploy/examples/compliant-deployment.yaml").remove(0);
+    let answer = create(
+        &env.client,
+        &apps(&env.ns, "deployments"),
+        &compliant,
+        false,
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+}
