@@ -804,8 +804,25 @@ fn values_reach_the_objects() {
             "policy=mode: audit\n",
             "--set",
             "podDisruptionBudget.enabled=false",
+            "--set",
+            "imagePullSecrets[0].name=dhi-pull",
         ],
     );
+    // Pull secrets reach every pod: the webhook's and the hooks' (dhi.io/kubectl).
+    for (kind, name, pointer) in [
+        ("Deployment", NAME, "/spec/template/spec/imagePullSecrets"),
+        (
+            "Job",
+            "dhi-admission-pre-delete",
+            "/spec/template/spec/imagePullSecrets",
+        ),
+    ] {
+        assert_eq!(
+            find(&chart, kind, name).pointer(pointer),
+            Some(&json!([{"name": "dhi-pull"}])),
+            "{kind} {name}"
+        );
+    }
     // One image setting: every container of the webhook's pods.
     let deployment: Deployment = typed(find(&chart, "Deployment", NAME));
     let spec = deployment.spec.unwrap();
