@@ -38,7 +38,7 @@ pub struct Metrics {
     /// By `MutationKind as usize`.
     mutations: [IntCounter; 6],
     /// By `SkipReason as usize`.
-    skipped: [IntCounter; 4],
+    skipped: [IntCounter; SkipReason::ALL.len()],
     reloads: IntCounterVec,
     cert_expiry: Gauge,
 }

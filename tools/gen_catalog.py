@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Generate src/policy/catalog/data.rs from the DHI catalog export (images.json).
+"""Generate crates/dhi-policy/src/catalog/data.rs from the DHI catalog export (images.json).
 
-Usage: tools/gen_catalog.py [../shared/dhi-catalog/images.json] > src/policy/catalog/data.rs
+Usage: tools/gen_catalog.py [../shared/dhi-catalog/images.json] > crates/dhi-policy/src/catalog/data.rs
 
 The output is plain static data: sorted slices the catalog binary-searches, so a lookup
 allocates nothing and start-up parses nothing. Re-run it when the export is refreshed;
@@ -30,6 +30,14 @@ def default_variant(variants, dev):
     return next(i for i in idx if (variants[i]["uid"], variants[i]["gid"]) == best)
 
 
+def snapshot_date(source):
+    """The snapshot's date, written last in the source line: `... (2026-08-22)`."""
+    dates = re.findall(r"\d{4}-\d{2}-\d{2}", source)
+    if not dates:
+        sys.exit(f"no date in the export's source: {source!r}")
+    return dates[-1]
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else "../shared/dhi-catalog/images.json"
     with open(path) as f:
@@ -39,6 +47,11 @@ def main():
         f"// Source: {export['source']}",
         "",
         "use super::{RepoData, VariantData};",
+        "",
+        "/// Where the data comes from.",
+        f"pub(super) const SOURCE: &str = {rust_str(export['source'])};",
+        "/// The date of the catalog snapshot.",
+        f"pub(super) const DATE: &str = {rust_str(snapshot_date(export['source']))};",
         "",
         "pub(super) static REPOS: &[RepoData] = &[",
     ]

@@ -39,6 +39,18 @@ pub enum Variant {
     Dev,
 }
 
+/// How the catalog came to its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// The tag is listed (or the policy file names the repository or tag).
+    Listed,
+    /// An unlisted tag of a known repository, resolved within its variant family
+    /// (`-compat`, `-sdk`, `-dev`, a distro suffix...) or else the default variant.
+    UnknownTag,
+    /// A repository the catalog does not have: nonroot 65532 (root for dev tags).
+    UnknownRepository,
+}
+
 /// What the catalog knows about one hardened image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageUser {
@@ -48,6 +60,8 @@ pub struct ImageUser {
     pub variant: Variant,
     /// Running this image as root is by design, not a mistake.
     pub root_allowed: bool,
+    /// Whether the tag was listed, guessed within a known repository, or not known at all.
+    pub resolution: Resolution,
 }
 
 /// A repository added or overridden by the policy file (`catalog:` section).
@@ -99,21 +113,24 @@ impl Catalog {
     }
 
     /// The user `dhi.io/<repo>:<tag>` runs as. Every hardened repository has an answer:
-    /// an exact tag picks its variant; otherwise a `dev` token means the dev variant,
-    /// else the runtime one; unknown repositories run as nonroot 65532.
+    /// an exact tag picks its variant; an unknown tag the variant of its family (the
+    /// tags with the same non-version tokens, `0.20.1-compat` those of `0-compat`; else
+    /// the same tokens but the distro, `1.30-debian12-dev` those of `1.30-dev`); else a
+    /// `dev` token means the dev variant, and anything else the runtime one. Unknown
+    /// repositories run as nonroot 65532 (dev tags as root).
     pub fn lookup(&self, repo: &str, tag: &str) -> ImageUser {
         let by_design = ROOT_BY_DESIGN.contains(&repo);
         let dev = is_dev_tag(tag);
         if let Some(over) = self.overrides.get(repo) {
             if let Some(ids) = over.tags.get(tag) {
-                return image_user(*ids, dev, by_design || over.allow_root);
+                return image_user(*ids, dev, by_design || over.allow_root, Resolution::Listed);
             }
             if let Some(uid) = over.uid.filter(|_| !dev) {
                 let ids = Ids {
                     uid,
                     gid: over.gid.unwrap_or(uid),
                 };
-                return image_user(ids, false, by_design || over.allow_root);
+                return image_user(ids, false, by_design || over.allow_root, Resolution::Listed);
             }
             if over.allow_root {
                 let mut user = self.builtin_lookup(repo, tag, dev);
@@ -123,6 +140,10 @@ impl Catalog {
         }
         let mut user = self.builtin_lookup(repo, tag, dev);
         user.root_allowed |= by_design;
+        if user.resolution == Resolution::UnknownRepository && self.overrides.contains_key(repo) {
+            // The policy file names it: known, whatever it says about it.
+            user.resolution = Resolution::UnknownTag;
+        }
         user
     }
 
@@ -130,38 +151,179 @@ impl Catalog {
         let Some(data) = builtin(repo) else {
             // Unknown hardened repositories: dev tags are root, the rest nonroot.
             let ids = if dev { Ids { uid: 0, gid: 0 } } else { NONROOT };
-            return image_user(ids, dev, false);
+            return image_user(ids, dev, false, Resolution::UnknownRepository);
         };
         let exact = data
             .tags
             .binary_search_by(|(t, _)| (*t).cmp(tag))
             .ok()
             .map(|i| data.tags[i].1);
-        let guessed = if dev {
-            data.dev.or(data.runtime)
+        let resolution = if exact.is_some() {
+            Resolution::Listed
         } else {
-            data.runtime.or(data.dev)
+            Resolution::UnknownTag
         };
-        match exact.or(guessed).map(|i| &data.variants[i]) {
+        let guessed = || {
+            family_variant(data.tags, tag).or(if dev {
+                data.dev.or(data.runtime)
+            } else {
+                data.runtime.or(data.dev)
+            })
+        };
+        match exact.or_else(guessed).map(|i| &data.variants[i]) {
             Some(v) => {
                 let ids = Ids {
                     uid: v.uid,
                     gid: v.gid,
                 };
-                image_user(ids, v.dev, false)
+                image_user(ids, v.dev, false, resolution)
             }
-            None => image_user(NONROOT, false, false),
+            None => image_user(NONROOT, false, false, resolution),
         }
+    }
+
+    /// Whether the catalog lists `repo:tag`, so that a rewrite to it can be pulled.
+    /// A repository the policy file adds without listing tags vouches for any tag.
+    pub fn has_tag(&self, repo: &str, tag: &str) -> bool {
+        if let Some(over) = self.overrides.get(repo) {
+            if over.tags.contains_key(tag) {
+                return true;
+            }
+            if builtin(repo).is_none() {
+                return over.tags.is_empty();
+            }
+        }
+        builtin(repo).is_some_and(|data| {
+            data.tags
+                .binary_search_by(|(t, _)| (*t).cmp(tag))
+                .is_ok()
+        })
+    }
+
+    /// The version lines (`1.20`) the catalog lists for a repository nearest to `tag`,
+    /// at most three, in version order: in the tag's own family if it has any there
+    /// (`1.18-compat` for `1.16.5-compat`), else among the plain version tags. For a
+    /// message, when a rewrite target does not exist.
+    pub fn nearest_lines(&self, repo: &str, tag: &str) -> Vec<String> {
+        let Some(data) = builtin(repo) else {
+            return Vec::new();
+        };
+        let lines = |family: bool| -> Vec<(u64, u64, &'static str)> {
+            let mut out: Vec<_> = data
+                .tags
+                .iter()
+                .filter(|(t, _)| {
+                    if family {
+                        family_tokens(t).eq(family_tokens(tag))
+                    } else {
+                        family_tokens(t).next().is_none()
+                    }
+                })
+                .filter_map(|(t, _)| line_of(t).map(|(major, minor)| (major, minor, *t)))
+                .collect();
+            out.sort_unstable();
+            out.dedup_by_key(|l| (l.0, l.1));
+            out
+        };
+        let mut found = lines(true);
+        if found.is_empty() {
+            found = lines(false);
+        }
+        let (major, minor) = version_of(tag).unwrap_or((u64::MAX, u64::MAX));
+        let distance = |l: &(u64, u64, &str)| (l.0.abs_diff(major), l.1.abs_diff(minor));
+        found.sort_by_key(|l| distance(l));
+        found.truncate(3);
+        found.sort_unstable();
+        found
+            .into_iter()
+            .map(|(major, minor, t)| {
+                let rest = &t[t.find('-').unwrap_or(t.len())..];
+                format!("{major}.{minor}{rest}")
+            })
+            .collect()
+    }
+
+    /// The date of the catalog snapshot compiled in (`2026-08-22`).
+    pub fn snapshot_date(&self) -> &'static str {
+        data::DATE
+    }
+
+    /// Where the compiled-in snapshot comes from (repository, commit and date).
+    pub fn snapshot_source(&self) -> &'static str {
+        data::SOURCE
     }
 }
 
+/// The tag's non-version tokens: `1.30.3-debian13-dev` is `debian13`, `dev`.
+fn family_tokens(tag: &str) -> impl Iterator<Item = &str> + Clone {
+    tag.split('-').filter(|t| !is_version_token(t))
+}
+
+/// The family tokens without the distro: `debian13`, `alpine3.22` and the like.
+fn flavor_tokens(tag: &str) -> impl Iterator<Item = &str> + Clone {
+    family_tokens(tag).filter(|t| !is_distro_token(t))
+}
+
+/// `1`, `1.30`, `v1.30.3`, `latest`: the version part of a tag.
+fn is_version_token(token: &str) -> bool {
+    let digits = token.strip_prefix('v').unwrap_or(token);
+    token == "latest"
+        || (!digits.is_empty()
+            && digits
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// `debian`, `debian13`, `alpine3.22`, `ubuntu24.04`, `bookworm`...
+fn is_distro_token(token: &str) -> bool {
+    const DISTROS: &[&str] = &["debian", "alpine", "ubuntu", "wolfi", "rhel", "ubi"];
+    const CODENAMES: &[&str] = &["bookworm", "bullseye", "trixie", "noble", "jammy"];
+    CODENAMES.contains(&token)
+        || DISTROS.iter().any(|d| {
+            token
+                .strip_prefix(d)
+                .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        })
+}
+
+/// The variant of the first listed tag in the same family, else in the same flavor.
+fn family_variant(tags: &[(&str, usize)], tag: &str) -> Option<usize> {
+    tags.iter()
+        .find(|(t, _)| family_tokens(t).eq(family_tokens(tag)))
+        .or_else(|| {
+            tags.iter()
+                .find(|(t, _)| flavor_tokens(t).eq(flavor_tokens(tag)))
+        })
+        .map(|&(_, i)| i)
+}
+
+/// `(major, minor)` of a tag starting with a version (`1.16.5-compat` is 1.16).
+fn version_of(tag: &str) -> Option<(u64, u64)> {
+    let first = tag.split('-').next()?;
+    let first = first.strip_prefix('v').unwrap_or(first);
+    let mut parts = first.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+    Some((major, minor))
+}
+
+/// `(major, minor)` of a tag that names a version line exactly (`1.20`, `1.20-compat`).
+fn line_of(tag: &str) -> Option<(u64, u64)> {
+    let first = tag.split('-').next()?;
+    let mut parts = first.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((major, minor))
+}
+
 /// Root is by design for a runtime image whose catalog user is root (node agents).
-fn image_user(ids: Ids, dev: bool, allow_root: bool) -> ImageUser {
+fn image_user(ids: Ids, dev: bool, allow_root: bool, resolution: Resolution) -> ImageUser {
     let variant = if dev { Variant::Dev } else { Variant::Runtime };
     ImageUser {
         ids,
         variant,
         root_allowed: allow_root || (variant == Variant::Runtime && ids.uid == 0),
+        resolution,
     }
 }
 
@@ -221,6 +383,75 @@ mod tests {
         let dev = lookup("istio-pilot", "1.99.0-dev");
         assert_eq!((dev.ids.uid, dev.variant), (0, Variant::Dev));
         assert_eq!(lookup("nginx", "latest").ids, NONROOT);
+    }
+
+    #[test]
+    fn unknown_tags_resolve_within_their_family() {
+        let ids = |repo, tag| {
+            let u = lookup(repo, tag);
+            (u.ids.uid, u.variant, u.root_allowed, u.resolution)
+        };
+        use Resolution::*;
+        use Variant::*;
+        // The next patch of a root `-compat` family is root by design, like its family.
+        assert_eq!(ids("k8s-device-plugin", "0.20.0-compat"), (0, Runtime, true, Listed));
+        assert_eq!(ids("k8s-device-plugin", "0.20.1-compat"), (0, Runtime, true, UnknownTag));
+        assert_eq!(ids("k8s-device-plugin", "0.20.1"), (65532, Runtime, false, UnknownTag));
+        assert_eq!(ids("cilium-envoy", "1.20.9-compat"), (0, Runtime, true, UnknownTag));
+        assert_eq!(ids("cilium-envoy", "1.21.0-debian13-compat"), (0, Runtime, true, UnknownTag));
+        // .NET SDK images run as root; the runtime ones do not.
+        assert_eq!(ids("dotnet", "10.0.999-sdk-alpine3.22"), (0, Runtime, true, UnknownTag));
+        assert_eq!(ids("dotnet", "11-sdk"), (0, Runtime, true, UnknownTag));
+        assert_eq!(ids("dotnet", "11-alpine3.22"), (65532, Runtime, false, UnknownTag));
+        // A distro the catalog does not have keeps the flavor: dev, else runtime.
+        assert_eq!(ids("nginx", "1.32-debian11-dev"), (0, Dev, false, UnknownTag));
+        assert_eq!(ids("nginx", "1.32-debian11"), (65532, Runtime, false, UnknownTag));
+        // Dev-only repositories whose dev variants run as a non-zero UID.
+        assert_eq!(ids("sbx-templates", "claude-code-9.9"), (1000, Dev, false, UnknownTag));
+        assert_eq!(ids("sbx-templates", "claude-code"), (1000, Dev, false, Listed));
+        assert_eq!(ids("no-such-repo", "1"), (65532, Runtime, false, UnknownRepository));
+    }
+
+    #[test]
+    fn tags_are_listed_or_not() {
+        let catalog = Catalog::default();
+        assert!(catalog.has_tag("hubble-relay", "1.20.1"));
+        assert!(!catalog.has_tag("hubble-relay", "1.16.5"));
+        for tag in ["1.19.0", "latest", "1.30.3-debug"] {
+            assert!(!catalog.has_tag("istio-proxyv2", tag), "{tag}");
+        }
+        assert!(catalog.has_tag("istio-proxyv2", "1.30.3"));
+        assert!(!catalog.has_tag("no-such-repo", "1"));
+        let mut overrides = HashMap::new();
+        overrides.insert("team-app".to_owned(), RepoOverride::default());
+        overrides.insert(
+            "nginx".to_owned(),
+            RepoOverride {
+                tags: [("1.99-custom".to_owned(), NONROOT)].into(),
+                ..Default::default()
+            },
+        );
+        let extended = Catalog::new(overrides);
+        assert!(extended.has_tag("team-app", "anything"));
+        assert!(extended.has_tag("nginx", "1.99-custom"));
+        assert!(extended.has_tag("nginx", "1.31"));
+        assert!(!extended.has_tag("nginx", "1.99"));
+    }
+
+    #[test]
+    fn nearest_lines_name_what_exists() {
+        let catalog = Catalog::default();
+        assert_eq!(
+            catalog.nearest_lines("hubble-relay", "1.16.5"),
+            ["1.18", "1.19", "1.20"]
+        );
+        assert_eq!(catalog.nearest_lines("istio-proxyv2", "latest"), ["1.30"]);
+        assert_eq!(catalog.nearest_lines("istio-proxyv2", "1.19.0"), ["1.30"]);
+        assert_eq!(
+            catalog.nearest_lines("cilium-envoy", "1.16.0-compat"),
+            ["1.18-compat", "1.19-compat", "1.20-compat"]
+        );
+        assert!(catalog.nearest_lines("no-such-repo", "1").is_empty());
     }
 
     #[test]

@@ -45,6 +45,19 @@ pub struct RewriteSettings {
     pub default_mappings: bool,
     /// More mappings; one with the same `from` replaces a built-in one.
     pub mappings: Vec<Mapping>,
+    /// Which rewritten tags are allowed: only those the catalog lists (default), or any.
+    pub tags: TagCheck,
+}
+
+/// `rewrite.tags`: whether a rewrite target must be a tag the catalog lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TagCheck {
+    /// Rewrite only to tags the catalog lists, so the pod can pull its image.
+    #[default]
+    Catalog,
+    /// Rewrite whatever the tag: for mirrors that carry tags newer than the catalog.
+    Any,
 }
 
 impl Default for RewriteSettings {
@@ -56,6 +69,7 @@ impl Default for RewriteSettings {
             image_pull_secrets: Vec::new(),
             default_mappings: true,
             mappings: Vec::new(),
+            tags: TagCheck::Catalog,
         }
     }
 }
@@ -328,6 +342,7 @@ mod tests {
         let s = PolicyFile::from_yaml("").unwrap();
         assert_eq!(s, PolicyFile::default());
         assert!(s.rewrite.enabled);
+        assert_eq!(s.rewrite.tags, TagCheck::Catalog);
         assert_eq!(s.action(RuleId::RunAsRoot), Action::Deny);
         assert_eq!(s.mappings().len(), 8);
     }
@@ -344,6 +359,7 @@ rewrite:
   target: registry.example.com/platform/dhi-{repo}
   officialImages: true
   imagePullSecrets: [dhi-pull]
+  tags: any
   mappings:
     - from: docker.io/istio/proxyv2
       to: istio-proxyv2
@@ -361,6 +377,7 @@ catalog:
         assert_eq!(s.mode, Some(Mode::Audit));
         assert_eq!(s.action(RuleId::PrivilegedPort), Action::Warn);
         assert_eq!(s.action(RuleId::RunAsRoot), Action::Off);
+        assert_eq!(s.rewrite.tags, TagCheck::Any);
         assert_eq!(
             s.rewrite.target.render("nginx"),
             "registry.example.com/platform/dhi-nginx"
@@ -393,6 +410,7 @@ catalog:
         );
         assert!(err("rewrite: {mappings: [{from: 'docker.io/a/b:1', to: x}]}").contains("tag"));
         assert!(err("[1, 2").contains("invalid policy"));
+        assert!(err("rewrite: {tags: newest}").contains("newest"));
     }
 
     #[test]

@@ -8,10 +8,11 @@
 use std::fmt;
 
 use crate::Engine;
-use crate::catalog::{ImageUser, Variant};
+use crate::catalog::{ImageUser, Resolution, Variant};
 use crate::image_ref::{ImageField, ImageRef};
 use crate::model::{Action, MutationKind, RuleId, Scope, SkipReason, Violation, Warning};
 use crate::patch::{ContainerList, InjectedUser, SpecPatch};
+use crate::policy_file::TagCheck;
 use crate::spec::{ContainerView, PodSecurityContextView, SecurityContextView, SpecView};
 
 /// The engine's findings for one pod spec.
@@ -158,19 +159,44 @@ impl Pass<'_, '_, '_> {
         let (user, shown) = match image.hardened_repo() {
             Some(repo) => {
                 let user = engine.catalog().lookup(repo, image.tag_or_latest());
+                // A digest alone names content, whatever tags the catalog lists.
+                let unknown = image.tag.is_some() || image.digest.is_none();
+                let what = match user.resolution {
+                    Resolution::Listed => None,
+                    _ if !unknown => None,
+                    Resolution::UnknownTag => Some(image.to_string()),
+                    Resolution::UnknownRepository => Some(image.location()),
+                };
+                if let Some(what) = what {
+                    self.eval.warnings.push(Warning::NotInCatalog {
+                        container: c.name.to_string(),
+                        what,
+                        snapshot: engine.catalog().snapshot_date(),
+                        uid: explicit_uid.unwrap_or(user.ids.uid),
+                    });
+                }
                 (user, Shown::Hardened(image))
             }
             None if !self.rewrite => return None,
             None => {
                 let target = engine.rewrite_target(&image)?;
-                let user = engine.catalog().lookup(target.repo, target.tag);
-                if let Some(reason) = skip_reason(spec, c, &image, &user, explicit_uid) {
+                let catalog = engine.catalog();
+                let user = catalog.lookup(target.repo, target.tag);
+                let listed = engine.policy_file().rewrite.tags == TagCheck::Any
+                    || catalog.has_tag(target.repo, target.tag);
+                if let Some(reason) = skip_reason(spec, c, &image, &user, explicit_uid, listed) {
                     if self.patch.is_some() {
+                        let available = if reason == SkipReason::UnknownTag {
+                            catalog.nearest_lines(target.repo, target.tag)
+                        } else {
+                            Vec::new()
+                        };
                         self.eval.warnings.push(Warning::RewriteSkipped {
                             container: c.name.to_string(),
                             image: image.to_string(),
                             target: target.image,
                             reason,
+                            available,
                         });
                     }
                     return None;
@@ -276,6 +302,7 @@ impl Pass<'_, '_, '_> {
             self.eval.warnings.push(Warning::DevVariant {
                 container: j.name.to_owned(),
                 image: j.image.to_string(),
+                uid: j.uid,
             });
         }
     }
@@ -337,9 +364,13 @@ fn skip_reason(
     image: &ImageRef<'_>,
     target: &ImageUser,
     explicit_uid: Option<i64>,
+    listed: bool,
 ) -> Option<SkipReason> {
     if image.digest.is_some() {
         return Some(SkipReason::Digest);
+    }
+    if !listed {
+        return Some(SkipReason::UnknownTag);
     }
     let uid = explicit_uid.unwrap_or(target.ids.uid);
     if uid == 0 && !target.root_allowed {

@@ -3,6 +3,11 @@
 
 use super::{RepoData, VariantData};
 
+/// Where the data comes from.
+pub(super) const SOURCE: &str = "github.com/docker-hardened-images/catalog, image/*/*/*.yaml and image/*/info.yaml, commit 30c3db971dffbab14c3e400e021e76c27ef950fe (2026-08-22)";
+/// The date of the catalog snapshot.
+pub(super) const DATE: &str = "2026-08-22";
+
 pub(super) static REPOS: &[RepoData] = &[
     RepoData { name: "access-log-exporter", variants: &[VariantData { dev: true, uid: 0, gid: 0 }, VariantData { dev: false, uid: 65532, gid: 65532 }], runtime: Some(1), dev: Some(0), tags: &[("0", 1), ("0-debian", 1), ("0-debian-dev", 0), ("0-debian13", 1), ("0-debian13-dev", 0), ("0-dev", 0), ("0.4", 1), ("0.4-debian", 1), ("0.4-debian-dev", 0), ("0.4-debian13", 1), ("0.4-debian13-dev", 0), ("0.4-dev", 0), ("0.4.11", 1), ("0.4.11-debian", 1), ("0.4.11-debian-dev", 0), ("0.4.11-debian13", 1), ("0.4.11-debian13-dev", 0), ("0.4.11-dev", 0)] },
     RepoData { name: "activemq-artemis", variants: &[VariantData { dev: true, uid: 0, gid: 0 }, VariantData { dev: false, uid: 65532, gid: 65532 }], runtime: Some(1), dev: Some(0), tags: &[("2", 1), ("2-debian", 1), ("2-debian-dev", 0), ("2-debian13", 1), ("2-debian13-dev", 0), ("2-dev", 0), ("2.56", 1), ("2.56-debian", 1), ("2.56-debian-dev", 0), ("2.56-debian13", 1), ("2.56-debian13-dev", 0), ("2.56-dev", 0), ("2.56.0", 1), ("2.56.0-debian", 1), ("2.56.0-debian-dev", 0), ("2.56.0-debian13", 1), ("2.56.0-debian13-dev", 0), ("2.56.0-dev", 0)] },
