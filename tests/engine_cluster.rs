@@ -2,9 +2,10 @@
 //! exist, the right variant for an unknown tag, and the odd cases around them.
 
 use dhi_policy::{
-    Decision, Engine, Mode, PolicyFile, RuleId, Scope, SkipReason, Subject, Webhook, WorkloadKind,
-    decode_object,
+    Decision, Engine, GroupKind, Mode, Operation, PolicyFile, Request, RuleId, Scope, SkipReason,
+    Subject, Webhook, WorkloadKind, decode_object,
 };
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 fn engine(yaml: &str) -> Engine {
@@ -65,8 +66,10 @@ fn rewrite_to_a_tag_the_catalog_lacks_is_skipped_with_the_lines_that_exist() {
     assert_eq!(m.skipped, [SkipReason::UnknownTag]);
     assert_eq!(
         m.warnings,
-        ["container \"hubble-relay\": quay.io/cilium/hubble-relay:v1.16.5 not rewritten: \
-          dhi.io/hubble-relay has no tag 1.16.5; available lines: 1.18, 1.19, 1.20"]
+        [
+            "container \"hubble-relay\": quay.io/cilium/hubble-relay:v1.16.5 not rewritten: \
+          dhi.io/hubble-relay has no tag 1.16.5; available lines: 1.18, 1.19, 1.20"
+        ]
     );
     // Not rewritten, so not hardened: nothing to judge.
     let v = validate(&e, &p);
@@ -121,8 +124,10 @@ fn official_images_are_rewritten_only_to_listed_tags() {
     assert_eq!(patch_json(&m), json!([]));
     assert_eq!(
         m.warnings,
-        ["container \"web\": docker.io/library/nginx:1.27 not rewritten: dhi.io/nginx has no tag \
-          1.27; available lines: 1.30, 1.31"]
+        [
+            "container \"web\": docker.io/library/nginx:1.27 not rewritten: dhi.io/nginx has no tag \
+          1.27; available lines: 1.30, 1.31"
+        ]
     );
 }
 
@@ -139,8 +144,10 @@ fn unknown_tag_resolves_within_its_family_and_is_named() {
     assert!(v.allowed, "{:?}", v.violations);
     assert_eq!(
         v.warnings,
-        ["container \"plugin\": dhi.io/k8s-device-plugin:0.20.1-compat is not in the catalog \
-          snapshot of 2026-08-22; UID 0 assumed"]
+        [
+            "container \"plugin\": dhi.io/k8s-device-plugin:0.20.1-compat is not in the catalog \
+          snapshot of 2026-08-22; UID 0 assumed"
+        ]
     );
     // .NET SDK: root like its family, not 65532.
     let m = mutate(&e, &one("sdk", "dhi.io/dotnet:10.0.999-sdk-alpine3.22"));
@@ -162,8 +169,10 @@ fn unknown_repository_is_a_warning_not_a_denial() {
     assert!(v.allowed && v.violations.is_empty());
     assert_eq!(
         v.warnings,
-        ["container \"app\": dhi.io/no-such-repo is not in the catalog snapshot of 2026-08-22; \
-          UID 65532 assumed"]
+        [
+            "container \"app\": dhi.io/no-such-repo is not in the catalog snapshot of 2026-08-22; \
+          UID 65532 assumed"
+        ]
     );
     let m = mutate(&e, &p);
     assert_eq!(
@@ -176,7 +185,10 @@ fn unknown_repository_is_a_warning_not_a_denial() {
         "dhi.io/nginx:1.31",
         "dhi.io/nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     ] {
-        assert!(validate(&e, &one("web", image)).warnings.is_empty(), "{image}");
+        assert!(
+            validate(&e, &one("web", image)).warnings.is_empty(),
+            "{image}"
+        );
     }
 }
 
@@ -197,15 +209,206 @@ fn dev_variant_with_a_non_zero_uid_is_treated_by_its_uid() {
     assert!(v.allowed && v.violations.is_empty());
     assert_eq!(
         v.warnings,
-        ["container \"agent\" uses dev variant dhi.io/sbx-templates:claude-code (UID 1000, shell, \
-          package manager): use a runtime variant in production where there is one"]
+        [
+            "container \"agent\" uses dev variant dhi.io/sbx-templates:claude-code (UID 1000, shell, \
+          package manager): use a runtime variant in production where there is one"
+        ]
     );
     // A root dev variant is still called root, and denied without a user.
     let v = validate(&e, &one("build", "dhi.io/python:3.13-dev"));
     assert_eq!(v.violations[0].rule, RuleId::RunAsRoot);
     assert_eq!(
         v.warnings,
-        ["container \"build\" uses dev variant dhi.io/python:3.13-dev (root, shell, package \
-          manager): use the runtime variant (tag without -dev) in production"]
+        [
+            "container \"build\" uses dev variant dhi.io/python:3.13-dev (root, shell, package \
+          manager): use the runtime variant (tag without -dev) in production"
+        ]
+    );
+}
+
+// === updates ===
+
+/// One webhook's answer to a request read as the server reads it (objects kept raw).
+fn admit(engine: &Engine, webhook: Webhook, request: &Value) -> Decision {
+    let text = request.to_string();
+    let request: Request<'_, &RawValue> = serde_json::from_str(&text).expect("request");
+    engine
+        .admit(webhook, Mode::Enforce, request)
+        .expect("admitted")
+        .decision
+}
+
+fn nginx_deployment(replicas: i64, env: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": replicas, "template": {"spec": {"containers": [
+            {"name": "nginx", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}],
+             "env": [{"name": "MODE", "value": env}]}]}}}})
+}
+
+fn update(kind: &str, group: &str, object: &Value, old: &Value) -> Value {
+    json!({"uid": "u", "kind": {"group": group, "version": "v1", "kind": kind},
+        "operation": "UPDATE", "namespace": "default", "name": "web",
+        "object": object, "oldObject": old})
+}
+
+#[test]
+fn update_that_changes_any_template_field_is_judged_again() {
+    let e = Engine::default();
+    let old = nginx_deployment(1, "a");
+    // Only env changed: a field the rules never read. The new pods would be denied.
+    let changed = update("Deployment", "apps", &nginx_deployment(1, "b"), &old);
+    let v = admit(&e, Webhook::Validate, &changed);
+    assert!(!v.allowed);
+    assert_eq!(v.violations[0].rule, RuleId::PrivilegedPort);
+    // Scale only: the template is as it was, and stays exempt.
+    let scaled = update("Deployment", "apps", &nginx_deployment(3, "a"), &old);
+    let v = admit(&e, Webhook::Validate, &scaled);
+    assert!(v.allowed && v.violations.is_empty() && v.warnings.is_empty());
+    // check reads objects as values: the same answers.
+    let find = |object: &Value| {
+        let request = Request {
+            uid: None,
+            kind: GroupKind::from(WorkloadKind::Deployment),
+            operation: Operation::Update,
+            sub_resource: None,
+            name: None,
+            namespace: Some("default".into()),
+            object: Some(object),
+            old_object: Some(&old),
+        };
+        e.find(Mode::Enforce, request).expect("found")
+    };
+    let changed = find(&nginx_deployment(1, "b"));
+    assert!(!changed.allowed);
+    assert_eq!(changed.violations[0].rule, RuleId::PrivilegedPort);
+    let scaled = find(&nginx_deployment(3, "a"));
+    assert!(scaled.allowed && scaled.patch.is_empty() && scaled.violations.is_empty());
+}
+
+// === Windows ===
+
+#[test]
+fn windows_pods_are_recognised_three_ways_and_get_nothing() {
+    let e = engine("rewrite: {officialImages: true}");
+    let container =
+        json!({"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]});
+    let proxy = json!({"name": "proxy", "image": "docker.io/istio/proxyv2:1.30.3"});
+    let host_process = json!({"name": "hp", "image": "dhi.io/nginx:1.31",
+        "securityContext": {"windowsOptions": {"hostProcess": true}}});
+    for spec in [
+        json!({"os": {"name": "windows"}, "containers": [container, proxy]}),
+        json!({"nodeSelector": {"kubernetes.io/os": "windows"}, "containers": [container, proxy]}),
+        json!({"securityContext": {"windowsOptions": {"hostProcess": true}}, "containers": [container, proxy]}),
+        json!({"containers": [container, proxy, host_process]}),
+    ] {
+        let p = pod(spec.clone());
+        let m = mutate(&e, &p);
+        assert_eq!(patch_json(&m), json!([]), "{spec}");
+        let v = validate(&e, &p);
+        assert!(
+            v.allowed && v.violations.is_empty() && v.warnings.is_empty(),
+            "{spec}"
+        );
+    }
+    // A Linux nodeSelector changes nothing.
+    let p = pod(json!({"nodeSelector": {"kubernetes.io/os": "linux"}, "containers": [container]}));
+    assert_eq!(validate(&e, &p).violations[0].rule, RuleId::PrivilegedPort);
+}
+
+// === the port rule and root ===
+
+#[test]
+fn root_tolerated_by_the_policy_can_bind_low_ports() {
+    let root_web = pod(
+        json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31",
+        "securityContext": {"runAsUser": 0}, "ports": [{"containerPort": 80}]}]}),
+    );
+    for (policy, warnings) in [("warn", 1), ("off", 0)] {
+        let e = engine(&format!("rules: {{run-as-root: {policy}}}"));
+        let v = validate(&e, &root_web);
+        assert!(
+            v.allowed && v.violations.is_empty(),
+            "{policy}: {:?}",
+            v.violations
+        );
+        assert_eq!(v.warnings.len(), warnings, "{policy}: {:?}", v.warnings);
+        if warnings == 1 {
+            assert!(v.warnings[0].starts_with("[run-as-root] container \"web\""));
+        }
+    }
+    // With run-as-root denied the container must become nonroot: both rules apply.
+    let v = validate(&Engine::default(), &root_web);
+    let rules: Vec<RuleId> = v.violations.iter().map(|v| v.rule).collect();
+    assert_eq!(rules, [RuleId::RunAsRoot, RuleId::PrivilegedPort]);
+}
+
+// === the runtime's unprivileged port start ===
+
+#[test]
+fn runtime_unprivileged_port_start_applies_to_pods_off_the_host_network() {
+    let web = pod(
+        json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31",
+        "ports": [{"containerPort": 80}]}]}),
+    );
+    let v = validate(&Engine::default(), &web);
+    assert_eq!(
+        v.violations[0].message,
+        "container \"web\" (dhi.io/nginx:1.31) declares port 80 but runs as UID 65532 and cannot \
+         bind ports below 1024. Fix: listen on 8080 and map Service port 80 to it (targetPort: \
+         8080), or set the pod sysctl net.ipv4.ip_unprivileged_port_start=80 (if the container \
+         runtime already sets it for pods, as containerd 2.x, Docker and k3s do, set \
+         runtime.unprivilegedPortStart: 0 in the dhi-admission policy)"
+    );
+    let containerd = engine("runtime: {unprivilegedPortStart: 0}");
+    let v = validate(&containerd, &web);
+    assert!(v.allowed && v.violations.is_empty());
+    let partly = engine("runtime: {unprivilegedPortStart: 443}");
+    let web_443 = pod(
+        json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31",
+        "ports": [{"containerPort": 80}, {"containerPort": 443}]}]}),
+    );
+    let v = validate(&partly, &web_443);
+    assert!(
+        v.violations[0].message.contains("declares port 80 but"),
+        "{}",
+        v.violations[0].message
+    );
+    // On the host network the node's own setting applies, which the policy cannot know.
+    let host = pod(json!({"hostNetwork": true, "containers": [{"name": "web",
+        "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80, "hostPort": 80}]}]}));
+    let v = validate(&containerd, &host);
+    assert_eq!(
+        v.violations[0].message,
+        "container \"web\" (dhi.io/nginx:1.31) declares port 80 but runs as UID 65532 and cannot \
+         bind ports below 1024. Fix: listen on 8080 and map Service port 80 to it (targetPort: \
+         8080)"
+    );
+}
+
+// === references ===
+
+#[test]
+fn bracketed_ipv6_registries_are_valid_and_upper_case_digests_are_not() {
+    let e = Engine::default();
+    let v = validate(&e, &one("app", "[fd00::10]:5000/team/app:1.4.2"));
+    assert!(v.allowed && v.violations.is_empty() && v.warnings.is_empty());
+    let v = validate(&e, &one("web", "[fd00::10]:5000/platform/dhi-nginx:1.31"));
+    assert!(v.allowed);
+    let m = mutate(&e, &one("web", "[fd00::10]:5000/platform/dhi-nginx:1.31"));
+    assert_eq!(
+        patch_json(&m)[0]["value"],
+        json!({"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": true})
+    );
+    let upper = format!("dhi.io/nginx@sha256:{}", "AB".repeat(32));
+    let v = validate(&e, &one("web", &upper));
+    assert!(!v.allowed);
+    assert_eq!(v.violations[0].rule, RuleId::InvalidImage);
+    assert_eq!(
+        v.violations[0].message,
+        format!(
+            "container \"web\": image \"{upper}\" is not a valid reference (invalid checksum \
+             digest format), so the kubelet cannot pull it. Fix: write it as \
+             [registry/]repository[:tag][@digest], repository in lower case"
+        )
     );
 }

@@ -193,11 +193,7 @@ impl Catalog {
                 return over.tags.is_empty();
             }
         }
-        builtin(repo).is_some_and(|data| {
-            data.tags
-                .binary_search_by(|(t, _)| (*t).cmp(tag))
-                .is_ok()
-        })
+        builtin(repo).is_some_and(|data| data.tags.binary_search_by(|(t, _)| (*t).cmp(tag)).is_ok())
     }
 
     /// The version lines (`1.20`) the catalog lists for a repository nearest to `tag`,
@@ -394,22 +390,58 @@ mod tests {
         use Resolution::*;
         use Variant::*;
         // The next patch of a root `-compat` family is root by design, like its family.
-        assert_eq!(ids("k8s-device-plugin", "0.20.0-compat"), (0, Runtime, true, Listed));
-        assert_eq!(ids("k8s-device-plugin", "0.20.1-compat"), (0, Runtime, true, UnknownTag));
-        assert_eq!(ids("k8s-device-plugin", "0.20.1"), (65532, Runtime, false, UnknownTag));
-        assert_eq!(ids("cilium-envoy", "1.20.9-compat"), (0, Runtime, true, UnknownTag));
-        assert_eq!(ids("cilium-envoy", "1.21.0-debian13-compat"), (0, Runtime, true, UnknownTag));
+        assert_eq!(
+            ids("k8s-device-plugin", "0.20.0-compat"),
+            (0, Runtime, true, Listed)
+        );
+        assert_eq!(
+            ids("k8s-device-plugin", "0.20.1-compat"),
+            (0, Runtime, true, UnknownTag)
+        );
+        assert_eq!(
+            ids("k8s-device-plugin", "0.20.1"),
+            (65532, Runtime, false, UnknownTag)
+        );
+        assert_eq!(
+            ids("cilium-envoy", "1.20.9-compat"),
+            (0, Runtime, true, UnknownTag)
+        );
+        assert_eq!(
+            ids("cilium-envoy", "1.21.0-debian13-compat"),
+            (0, Runtime, true, UnknownTag)
+        );
         // .NET SDK images run as root; the runtime ones do not.
-        assert_eq!(ids("dotnet", "10.0.999-sdk-alpine3.22"), (0, Runtime, true, UnknownTag));
+        assert_eq!(
+            ids("dotnet", "10.0.999-sdk-alpine3.22"),
+            (0, Runtime, true, UnknownTag)
+        );
         assert_eq!(ids("dotnet", "11-sdk"), (0, Runtime, true, UnknownTag));
-        assert_eq!(ids("dotnet", "11-alpine3.22"), (65532, Runtime, false, UnknownTag));
+        assert_eq!(
+            ids("dotnet", "11-alpine3.22"),
+            (65532, Runtime, false, UnknownTag)
+        );
         // A distro the catalog does not have keeps the flavor: dev, else runtime.
-        assert_eq!(ids("nginx", "1.32-debian11-dev"), (0, Dev, false, UnknownTag));
-        assert_eq!(ids("nginx", "1.32-debian11"), (65532, Runtime, false, UnknownTag));
+        assert_eq!(
+            ids("nginx", "1.32-debian11-dev"),
+            (0, Dev, false, UnknownTag)
+        );
+        assert_eq!(
+            ids("nginx", "1.32-debian11"),
+            (65532, Runtime, false, UnknownTag)
+        );
         // Dev-only repositories whose dev variants run as a non-zero UID.
-        assert_eq!(ids("sbx-templates", "claude-code-9.9"), (1000, Dev, false, UnknownTag));
-        assert_eq!(ids("sbx-templates", "claude-code"), (1000, Dev, false, Listed));
-        assert_eq!(ids("no-such-repo", "1"), (65532, Runtime, false, UnknownRepository));
+        assert_eq!(
+            ids("sbx-templates", "claude-code-9.9"),
+            (1000, Dev, false, UnknownTag)
+        );
+        assert_eq!(
+            ids("sbx-templates", "claude-code"),
+            (1000, Dev, false, Listed)
+        );
+        assert_eq!(
+            ids("no-such-repo", "1"),
+            (65532, Runtime, false, UnknownRepository)
+        );
     }
 
     #[test]

@@ -341,12 +341,14 @@ impl Engine {
     }
 }
 
-/// An UPDATE that leaves the pod spec as it was.
+/// An UPDATE that leaves the pod spec as it was, in every field: a changed env, volume or
+/// resource rolls new pods too, so it is judged again (the views alone would miss it).
 fn unchanged(subject: &Subject<'_, '_>) -> bool {
     let kind = subject.kind;
-    subject
-        .old_object
-        .is_some_and(|old| kind.pod_spec(old) == kind.pod_spec(subject.object))
+    subject.old_object.is_some_and(|old| {
+        old.same_pod_spec_as_new
+            .unwrap_or_else(|| kind.pod_spec(old) == kind.pod_spec(subject.object))
+    })
 }
 
 /// The request's kind, if the engine reviews it.
@@ -390,11 +392,16 @@ fn read<'a, O: ObjectSource<'a>>(
         name: name.to_owned(),
         source,
     };
-    let object = object.decode().map_err(unreadable)?;
     let old_object = match (operation, request.old_object) {
-        (Operation::Update, Some(old)) => Some(old.decode().map_err(unreadable)?),
+        (Operation::Update, Some(old)) => {
+            let same = object.same_pod_spec(&old, kind.spec_path());
+            let mut old = old.decode().map_err(unreadable)?;
+            old.same_pod_spec_as_new = same;
+            Some(old)
+        }
         _ => None,
     };
+    let object = object.decode().map_err(unreadable)?;
     // Controllers create pods with generateName: the request has no name yet.
     let meta = object.metadata.as_ref();
     let name = match (

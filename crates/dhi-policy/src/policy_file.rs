@@ -27,6 +27,18 @@ pub struct PolicyFile {
     pub exempt: Exemptions,
     /// Repositories to add to the built-in catalog or override in it.
     pub catalog: HashMap<String, RepoOverride>,
+    /// What the cluster's container runtime does for pods.
+    pub runtime: RuntimeSettings,
+}
+
+/// `runtime:`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuntimeSettings {
+    /// The `net.ipv4.ip_unprivileged_port_start` the runtime gives pods that are not on
+    /// the host network: 0 for containerd 2.x, Docker 20.10+ and k3s, the kernel's 1024
+    /// for CRI-O. Unset means 1024. A pod's own sysctl wins; hostNetwork pods get 1024.
+    pub unprivileged_port_start: Option<u16>,
 }
 
 /// `rewrite:`
@@ -371,6 +383,8 @@ exempt:
   images: ["docker.io/library/busybox:*"]
 catalog:
   my-app: {uid: 10001, gid: 10001}
+runtime:
+  unprivilegedPortStart: 0
 "#,
         )
         .unwrap();
@@ -390,6 +404,7 @@ catalog:
         );
         assert!(s.templates.mutate);
         assert_eq!(s.catalog["my-app"].uid, Some(10001));
+        assert_eq!(s.runtime.unprivileged_port_start, Some(0));
     }
 
     #[test]
@@ -411,6 +426,7 @@ catalog:
         assert!(err("rewrite: {mappings: [{from: 'docker.io/a/b:1', to: x}]}").contains("tag"));
         assert!(err("[1, 2").contains("invalid policy"));
         assert!(err("rewrite: {tags: newest}").contains("newest"));
+        assert!(err("runtime: {unprivilegedPortStart: 70000}").contains("70000"));
     }
 
     #[test]

@@ -184,7 +184,7 @@ impl Pass<'_, '_, '_> {
                 let user = catalog.lookup(target.repo, target.tag);
                 let listed = engine.policy_file().rewrite.tags == TagCheck::Any
                     || catalog.has_tag(target.repo, target.tag);
-                if let Some(reason) = skip_reason(spec, c, &image, &user, explicit_uid, listed) {
+                if let Some(reason) = self.skip_reason(c, &image, &user, explicit_uid, listed) {
                     if self.patch.is_some() {
                         let available = if reason == SkipReason::UnknownTag {
                             catalog.nearest_lines(target.repo, target.tag)
@@ -270,8 +270,8 @@ impl Pass<'_, '_, '_> {
             );
             self.report(RuleId::RunAsRoot, j.name, &j.image, message);
         }
-        if !may_bind_low_ports(&j.user, j.uid) {
-            let ports = blocked_ports(spec, c);
+        if !self.may_bind_low_ports(&j.user, j.uid) {
+            let ports = self.blocked_ports(c);
             if let Some(&port) = ports.first() {
                 let list = ports
                     .iter()
@@ -282,7 +282,12 @@ impl Pass<'_, '_, '_> {
                 let alternative = if spec.host_network == Some(true) {
                     String::new()
                 } else {
-                    format!(", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port}")
+                    format!(
+                        ", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port} (if \
+                         the container runtime already sets it for pods, as containerd 2.x, \
+                         Docker and k3s do, set runtime.unprivilegedPortStart: 0 in the \
+                         dhi-admission policy)"
+                    )
                 };
                 let runs_as = if j.uid == 0 {
                     "must run as nonroot".to_owned()
@@ -357,60 +362,77 @@ impl Pass<'_, '_, '_> {
     }
 }
 
-/// Rewrite only what would then be admitted.
-fn skip_reason(
-    spec: &SpecView<'_>,
-    c: &ContainerView<'_>,
-    image: &ImageRef<'_>,
-    target: &ImageUser,
-    explicit_uid: Option<i64>,
-    listed: bool,
-) -> Option<SkipReason> {
-    if image.digest.is_some() {
-        return Some(SkipReason::Digest);
+impl Pass<'_, '_, '_> {
+    /// Rewrite only what would then be admitted.
+    fn skip_reason(
+        &self,
+        c: &ContainerView<'_>,
+        image: &ImageRef<'_>,
+        target: &ImageUser,
+        explicit_uid: Option<i64>,
+        listed: bool,
+    ) -> Option<SkipReason> {
+        if image.digest.is_some() {
+            return Some(SkipReason::Digest);
+        }
+        if !listed {
+            return Some(SkipReason::UnknownTag);
+        }
+        let uid = explicit_uid.unwrap_or(target.ids.uid);
+        if uid == 0 && !target.root_allowed {
+            return Some(SkipReason::RunsAsRoot);
+        }
+        if !self.may_bind_low_ports(target, uid) && !self.blocked_ports(c).is_empty() {
+            return Some(SkipReason::PrivilegedPort);
+        }
+        let shell = c
+            .command
+            .as_deref()
+            .and_then(<[_]>::first)
+            .is_some_and(|cmd| {
+                let bin = cmd.rsplit('/').next().unwrap_or(cmd);
+                SHELLS.contains(&bin)
+            });
+        shell.then_some(SkipReason::ShellCommand)
     }
-    if !listed {
-        return Some(SkipReason::UnknownTag);
-    }
-    let uid = explicit_uid.unwrap_or(target.ids.uid);
-    if uid == 0 && !target.root_allowed {
-        return Some(SkipReason::RunsAsRoot);
-    }
-    if !may_bind_low_ports(target, uid) && !blocked_ports(spec, c).is_empty() {
-        return Some(SkipReason::PrivilegedPort);
-    }
-    let shell = c
-        .command
-        .as_deref()
-        .and_then(<[_]>::first)
-        .is_some_and(|cmd| {
-            let bin = cmd.rsplit('/').next().unwrap_or(cmd);
-            SHELLS.contains(&bin)
-        });
-    shell.then_some(SkipReason::ShellCommand)
-}
 
-/// Root may bind anything; so may a container running as root by design.
-fn may_bind_low_ports(user: &ImageUser, uid: i64) -> bool {
-    uid == 0 && user.root_allowed
-}
+    /// Root may bind anything. A container that runs as root by design does, and so
+    /// does one whose root the policy tolerates (`run-as-root` at warn or off): denying
+    /// its port would be a false positive. With `run-as-root: deny` the container must
+    /// become nonroot, and then the port is in the way too.
+    fn may_bind_low_ports(&self, user: &ImageUser, uid: i64) -> bool {
+        uid == 0
+            && (user.root_allowed
+                || self.engine.policy_file().action(RuleId::RunAsRoot) != Action::Deny)
+    }
 
-/// Declared ports below 1024 the container could not bind as nonroot. With hostNetwork
-/// the host port is bound on the node, so it counts too and the pod sysctl does not help.
-fn blocked_ports(spec: &SpecView<'_>, c: &ContainerView<'_>) -> Vec<i64> {
-    let start = spec.unprivileged_port_start().unwrap_or(1024);
-    let host = spec.host_network == Some(true);
-    let mut ports: Vec<i64> = c
-        .ports
-        .iter()
-        .flatten()
-        .flat_map(|p| [Some(p.container_port), p.host_port.filter(|_| host)])
-        .flatten()
-        .filter(|&p| (1..1024).contains(&p) && p < start)
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
+    /// Declared ports below the unprivileged port start the container could not bind as
+    /// nonroot. The start is the pod's sysctl, else the runtime's (policy
+    /// `runtime.unprivilegedPortStart`), else 1024. With hostNetwork the host port is
+    /// bound on the node, so it counts too, and only 1024 applies.
+    fn blocked_ports(&self, c: &ContainerView<'_>) -> Vec<i64> {
+        let spec = self.spec;
+        let host = spec.host_network == Some(true);
+        let runtime = self
+            .engine
+            .policy_file()
+            .runtime
+            .unprivileged_port_start
+            .filter(|_| !host)
+            .map(i64::from);
+        let start = spec.unprivileged_port_start().or(runtime).unwrap_or(1024);
+        let mut ports: Vec<i64> = c
+            .ports
+            .iter()
+            .flatten()
+            .flat_map(|p| [Some(p.container_port), p.host_port.filter(|_| host)])
+            .flatten()
+            .filter(|&p| (1..1024).contains(&p) && p < start)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
 }
 
 fn explicit_pod_uid(spec: &SpecView<'_>) -> Option<i64> {
