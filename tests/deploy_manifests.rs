@@ -654,7 +654,10 @@ fn check_webhooks(r: &Rendered) {
     let service: Service = r.one("Service", NAME);
     let namespace: Namespace = r.one("Namespace", NAMESPACE);
 
-    let expected_mutating = triples(&[("", "pods", "CREATE")]);
+    let expected_mutating = triples(&[
+        ("", "pods", "CREATE"),
+        ("", "pods/ephemeralcontainers", "UPDATE"),
+    ]);
     let mut expected_validating = triples(&[("", "pods/ephemeralcontainers", "UPDATE")]);
     for kind in WorkloadKind::ALL {
         let (group, resource) = resource_of(kind);

@@ -412,3 +412,57 @@ fn bracketed_ipv6_registries_are_valid_and_upper_case_digests_are_not() {
         )
     );
 }
+
+// === kubectl debug ===
+
+fn debug_request(object: &Value, old: &Value) -> Value {
+    json!({"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "subResource": "ephemeralcontainers", "operation": "UPDATE",
+        "namespace": "default", "name": "web", "object": object, "oldObject": old})
+}
+
+#[test]
+fn kubectl_debug_containers_get_the_user_injection_new_ones_only() {
+    let e = Engine::default();
+    let app = json!({"name": "app", "image": "dhi.io/nginx:1.31",
+        "securityContext": {"runAsUser": 65532, "runAsGroup": 65532}});
+    let earlier = json!({"name": "debugger-a", "image": "busybox:1.37"});
+    let old = pod(json!({"securityContext": {"runAsNonRoot": true, "fsGroup": 65532},
+        "containers": [app], "ephemeralContainers": [earlier]}));
+    let new = pod(json!({"securityContext": {"runAsNonRoot": true, "fsGroup": 65532},
+        "containers": [app], "ephemeralContainers": [earlier,
+            {"name": "debugger-b", "image": "dhi.io/busybox:1.37", "targetContainerName": "app"}]}));
+    let m = admit(&e, Webhook::Mutate, &debug_request(&new, &old));
+    assert!(m.allowed);
+    // runAsNonRoot is set on the pod, so only the numeric user and group are added.
+    assert_eq!(
+        patch_json(&m),
+        json!([{"op": "add", "path": "/spec/ephemeralContainers/1/securityContext",
+                "value": {"runAsUser": 65532, "runAsGroup": 65532}}])
+    );
+    let v = admit(&e, Webhook::Validate, &debug_request(&new, &old));
+    assert!(v.allowed && v.violations.is_empty() && v.warnings.is_empty());
+
+    // A debug container already there is neither patched nor judged again.
+    let hardened_earlier = json!({"name": "debugger-a", "image": "dhi.io/busybox:1-dev"});
+    let old = pod(json!({"containers": [app], "ephemeralContainers": [hardened_earlier]}));
+    let new = pod(json!({"containers": [app], "ephemeralContainers": [hardened_earlier,
+        {"name": "debugger-b", "image": "dhi.io/busybox:1.37"}]}));
+    let m = admit(&e, Webhook::Mutate, &debug_request(&new, &old));
+    assert_eq!(
+        patch_json(&m),
+        json!([{"op": "add", "path": "/spec/ephemeralContainers/1/securityContext",
+                "value": {"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": true}}])
+    );
+    let v = admit(&e, Webhook::Validate, &debug_request(&new, &old));
+    assert!(v.allowed && v.violations.is_empty(), "{:?}", v.violations);
+
+    // A root debug image added now is still denied, and not patched.
+    let new = pod(json!({"containers": [app], "ephemeralContainers": [hardened_earlier,
+        {"name": "debugger-c", "image": "dhi.io/python:3.13-dev"}]}));
+    let m = admit(&e, Webhook::Mutate, &debug_request(&new, &old));
+    assert_eq!(patch_json(&m), json!([]));
+    let v = admit(&e, Webhook::Validate, &debug_request(&new, &old));
+    assert!(!v.allowed);
+    assert_eq!(v.violations[0].container, "debugger-c");
+}

@@ -52,10 +52,10 @@ pub enum Bypass {
     NoPodSpec(Operation),
     /// The policy exempts the namespace.
     ExemptNamespace(String),
-    /// status, binding, eviction, resize... (and `ephemeralcontainers` for the mutating
-    /// webhook, which patches pods only as they are created).
+    /// status, binding, eviction, resize...
     Subresource(String),
-    /// The mutating webhook patches pods on CREATE; their securityContext is immutable.
+    /// The mutating webhook patches pods on CREATE (and the debug containers
+    /// `kubectl debug` adds); a pod's securityContext is immutable after that.
     PodUpdate,
 }
 
@@ -236,14 +236,16 @@ impl Engine {
         if self.is_exempt_namespace(request.namespace) {
             return Route::Untouched(Bypass::ExemptNamespace(request.namespace.to_owned()));
         }
-        let scope = match (request.sub_resource, webhook) {
-            (None | Some(""), _) => Scope::All,
-            (Some("ephemeralcontainers"), Webhook::Validate) => Scope::EphemeralOnly,
-            (Some(other), _) => return Route::Untouched(Bypass::Subresource(other.to_owned())),
+        let scope = match request.sub_resource {
+            None | Some("") => Scope::All,
+            // `kubectl debug`: both webhooks, on the debug containers it adds.
+            Some("ephemeralcontainers") => Scope::EphemeralOnly,
+            Some(other) => return Route::Untouched(Bypass::Subresource(other.to_owned())),
         };
         if webhook == Webhook::Mutate
             && op == Operation::Update
             && request.kind == WorkloadKind::Pod
+            && scope == Scope::All
         {
             return Route::Untouched(Bypass::PodUpdate);
         }
@@ -256,10 +258,15 @@ impl Engine {
     }
 
     fn evaluate_for(&self, subject: &Subject<'_, '_>, purpose: Purpose) -> Evaluation {
-        match subject.kind.pod_spec(subject.object) {
-            Some(spec) => {
-                rules::evaluate(self, spec, subject.kind.spec_path(), subject.scope, purpose)
-            }
+        let kind = subject.kind;
+        // `kubectl debug` adds to the ephemeral containers: only the new ones are judged
+        // and patched, the ones already there were admitted when they were added.
+        let old = match subject.scope {
+            Scope::EphemeralOnly => subject.old_object.and_then(|o| kind.pod_spec(o)),
+            Scope::All => None,
+        };
+        match kind.pod_spec(subject.object) {
+            Some(spec) => rules::evaluate(self, spec, old, kind.spec_path(), subject.scope, purpose),
             None => Evaluation::default(),
         }
     }
@@ -472,7 +479,7 @@ mod tests {
             both(&debug),
             (
                 Route::Review(Scope::EphemeralOnly),
-                Route::Untouched(Bypass::Subresource("ephemeralcontainers".to_owned()))
+                Route::Review(Scope::EphemeralOnly)
             )
         );
         let status = Route::Untouched(Bypass::Subresource("status".to_owned()));

@@ -69,6 +69,7 @@ pub(crate) enum Purpose {
 pub(crate) fn evaluate(
     engine: &Engine,
     spec: &SpecView<'_>,
+    old: Option<&SpecView<'_>>,
     prefix: &'static [&'static str],
     scope: Scope,
     purpose: Purpose,
@@ -83,8 +84,8 @@ pub(crate) fn evaluate(
         patch: (purpose == Purpose::Patch).then(|| SpecPatch::new(prefix)),
         eval: Evaluation::default(),
         rewrote: false,
-        // `kubectl debug` reaches only the validating webhook: nothing rewrites its
-        // containers, so judge them as they are.
+        // A `kubectl debug` image is chosen by hand for the moment: it is given a user,
+        // never swapped for another image.
         rewrite: scope == Scope::All,
         fs_group: None,
     };
@@ -98,6 +99,9 @@ pub(crate) fn evaluate(
             continue;
         }
         for (index, c) in containers.iter().flatten().enumerate() {
+            if list == ContainerList::Ephemeral && existed(old, c) {
+                continue;
+            }
             if let Some(judged) = pass.plan(c, list, index) {
                 if list != ContainerList::Ephemeral
                     && pass.fs_group.is_none()
@@ -433,6 +437,13 @@ impl Pass<'_, '_, '_> {
         ports.dedup();
         ports
     }
+}
+
+/// An ephemeral container the pod already had before this UPDATE (by name, which the
+/// API server keeps unique and immutable).
+fn existed(old: Option<&SpecView<'_>>, c: &ContainerView<'_>) -> bool {
+    old.and_then(|o| o.ephemeral_containers.as_deref())
+        .is_some_and(|before| before.iter().any(|b| b.name == c.name))
 }
 
 fn explicit_pod_uid(spec: &SpecView<'_>) -> Option<i64> {
