@@ -106,6 +106,16 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let catalog_info = IntGaugeVec::new(
+            Opts::new(
+                "dhi_admission_catalog_info",
+                "The catalog snapshot the decisions come from; always 1.",
+            ),
+            &["snapshot"],
+        )?;
+        catalog_info
+            .with_label_values(&[dhi_policy::Catalog::default().snapshot_date()])
+            .set(1);
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(violations.clone()))?;
@@ -114,6 +124,7 @@ impl Metrics {
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(cert_expiry.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(catalog_info))?;
         Ok(Self {
             registry,
             requests,
@@ -187,6 +198,17 @@ impl std::fmt::Debug for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_catalog_snapshot_is_exported() {
+        let metrics = Metrics::new(Registry::new()).unwrap();
+        let text = metrics.render();
+        assert!(
+            text.lines()
+                .any(|l| l == "dhi_admission_catalog_info{snapshot=\"2026-08-22\"} 1"),
+            "{text}"
+        );
+    }
 
     /// The arrays above are indexed by discriminant: the `ALL` lists must be in
     /// declaration order, or a count would land on another label.

@@ -60,6 +60,7 @@ const METRICS: &[&str] = &[
     "dhi_admission_reloads_total",
     "dhi_admission_tls_cert_expiry_timestamp_seconds",
     "dhi_admission_build_info",
+    "dhi_admission_catalog_info",
 ];
 
 /// The install overlays and what each promises.

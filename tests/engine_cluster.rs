@@ -427,11 +427,15 @@ fn kubectl_debug_containers_get_the_user_injection_new_ones_only() {
     let app = json!({"name": "app", "image": "dhi.io/nginx:1.31",
         "securityContext": {"runAsUser": 65532, "runAsGroup": 65532}});
     let earlier = json!({"name": "debugger-a", "image": "busybox:1.37"});
-    let old = pod(json!({"securityContext": {"runAsNonRoot": true, "fsGroup": 65532},
-        "containers": [app], "ephemeralContainers": [earlier]}));
-    let new = pod(json!({"securityContext": {"runAsNonRoot": true, "fsGroup": 65532},
+    let old = pod(
+        json!({"securityContext": {"runAsNonRoot": true, "fsGroup": 65532},
+        "containers": [app], "ephemeralContainers": [earlier]}),
+    );
+    let new = pod(
+        json!({"securityContext": {"runAsNonRoot": true, "fsGroup": 65532},
         "containers": [app], "ephemeralContainers": [earlier,
-            {"name": "debugger-b", "image": "dhi.io/busybox:1.37", "targetContainerName": "app"}]}));
+            {"name": "debugger-b", "image": "dhi.io/busybox:1.37", "targetContainerName": "app"}]}),
+    );
     let m = admit(&e, Webhook::Mutate, &debug_request(&new, &old));
     assert!(m.allowed);
     // runAsNonRoot is set on the pod, so only the numeric user and group are added.
@@ -446,8 +450,10 @@ fn kubectl_debug_containers_get_the_user_injection_new_ones_only() {
     // A debug container already there is neither patched nor judged again.
     let hardened_earlier = json!({"name": "debugger-a", "image": "dhi.io/busybox:1-dev"});
     let old = pod(json!({"containers": [app], "ephemeralContainers": [hardened_earlier]}));
-    let new = pod(json!({"containers": [app], "ephemeralContainers": [hardened_earlier,
-        {"name": "debugger-b", "image": "dhi.io/busybox:1.37"}]}));
+    let new = pod(
+        json!({"containers": [app], "ephemeralContainers": [hardened_earlier,
+        {"name": "debugger-b", "image": "dhi.io/busybox:1.37"}]}),
+    );
     let m = admit(&e, Webhook::Mutate, &debug_request(&new, &old));
     assert_eq!(
         patch_json(&m),
@@ -458,8 +464,10 @@ fn kubectl_debug_containers_get_the_user_injection_new_ones_only() {
     assert!(v.allowed && v.violations.is_empty(), "{:?}", v.violations);
 
     // A root debug image added now is still denied, and not patched.
-    let new = pod(json!({"containers": [app], "ephemeralContainers": [hardened_earlier,
-        {"name": "debugger-c", "image": "dhi.io/python:3.13-dev"}]}));
+    let new = pod(
+        json!({"containers": [app], "ephemeralContainers": [hardened_earlier,
+        {"name": "debugger-c", "image": "dhi.io/python:3.13-dev"}]}),
+    );
     let m = admit(&e, Webhook::Mutate, &debug_request(&new, &old));
     assert_eq!(patch_json(&m), json!([]));
     let v = admit(&e, Webhook::Validate, &debug_request(&new, &old));

@@ -20,8 +20,9 @@ def rust_str(s):
 
 
 def default_variant(variants, dev):
-    """The variant an unknown tag falls back to: the most common (uid, gid) of that kind,
-    ties going to the non-root one (it is the safer guess for injection)."""
+    """The variant an unknown tag falls back to when its family does not decide: the most
+    common (uid, gid) of that kind, ties going to the non-root one (it is the safer guess
+    for injection)."""
     idx = [i for i, v in enumerate(variants) if v["dev"] == dev]
     if not idx:
         return None
@@ -57,10 +58,16 @@ def main():
     ]
     for name in sorted(export["images"]):
         repo = export["images"][name]
-        variants = []  # distinct (dev, uid, gid) triples
+        variants = []  # distinct (dev, uid, gid, entrypoint, cmd)
         tags = {}
         for v in repo["variants"]:
-            key = {"dev": v["variant"] == "dev", "uid": v["uid"], "gid": v["gid"]}
+            key = {
+                "dev": v["variant"] == "dev",
+                "uid": v["uid"],
+                "gid": v["gid"],
+                "entrypoint": v.get("entrypoint", []),
+                "cmd": v.get("cmd", []),
+            }
             if key not in variants:
                 variants.append(key)
             i = variants.index(key)
@@ -69,8 +76,10 @@ def main():
                     sys.exit(f"{name}:{tag} is listed with two different users")
         rt = default_variant(variants, dev=False)
         dev = default_variant(variants, dev=True)
+        strs = lambda xs: "&[" + ", ".join(rust_str(x) for x in xs) + "]"
         vs = ", ".join(
-            f"VariantData {{ dev: {str(v['dev']).lower()}, uid: {v['uid']}, gid: {v['gid']} }}"
+            f"VariantData {{ dev: {str(v['dev']).lower()}, uid: {v['uid']}, gid: {v['gid']}, "
+            f"entrypoint: {strs(v['entrypoint'])}, cmd: {strs(v['cmd'])} }}"
             for v in variants
         )
         ts = ", ".join(f"({rust_str(t)}, {i})" for t, i in sorted(tags.items()))

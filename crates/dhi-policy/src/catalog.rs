@@ -93,6 +93,41 @@ struct VariantData {
     dev: bool,
     uid: i64,
     gid: i64,
+    entrypoint: &'static [&'static str],
+    cmd: &'static [&'static str],
+}
+
+/// One repository as the catalog lists it, for `dhi-admission catalog show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoFacts {
+    /// The DHI repository name.
+    pub name: &'static str,
+    /// Its variants, each with the tags that name it (sorted).
+    pub variants: Vec<VariantFacts>,
+}
+
+/// One variant of a repository: who it runs as, how it starts, which tags name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantFacts {
+    /// Runtime or dev.
+    pub variant: Variant,
+    /// The user and group it runs as.
+    pub ids: Ids,
+    /// The image's entrypoint (empty when the catalog gives none).
+    pub entrypoint: &'static [&'static str],
+    /// The image's default command.
+    pub cmd: &'static [&'static str],
+    /// The tags that name it.
+    pub tags: Vec<&'static str>,
+}
+
+/// Counts of what the catalog snapshot lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogCounts {
+    /// Repositories.
+    pub repositories: usize,
+    /// Tags, over all repositories.
+    pub tags: usize,
 }
 
 /// The built-in catalog plus the policy file's overrides.
@@ -237,6 +272,47 @@ impl Catalog {
                 format!("{major}.{minor}{rest}")
             })
             .collect()
+    }
+
+    /// What the snapshot lists, as the catalog knows it (without the policy's additions).
+    pub fn repository(&self, name: &str) -> Option<RepoFacts> {
+        let data = builtin(name)?;
+        let variants = data
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(i, v)| VariantFacts {
+                variant: if v.dev {
+                    Variant::Dev
+                } else {
+                    Variant::Runtime
+                },
+                ids: Ids {
+                    uid: v.uid,
+                    gid: v.gid,
+                },
+                entrypoint: v.entrypoint,
+                cmd: v.cmd,
+                tags: data
+                    .tags
+                    .iter()
+                    .filter(|(_, at)| *at == i)
+                    .map(|(t, _)| *t)
+                    .collect(),
+            })
+            .collect();
+        Some(RepoFacts {
+            name: data.name,
+            variants,
+        })
+    }
+
+    /// How many repositories and tags the snapshot lists.
+    pub fn counts(&self) -> CatalogCounts {
+        CatalogCounts {
+            repositories: data::REPOS.len(),
+            tags: data::REPOS.iter().map(|r| r.tags.len()).sum(),
+        }
     }
 
     /// The date of the catalog snapshot compiled in (`2026-08-22`).
@@ -484,6 +560,31 @@ mod tests {
             ["1.18-compat", "1.19-compat", "1.20-compat"]
         );
         assert!(catalog.nearest_lines("no-such-repo", "1").is_empty());
+    }
+
+    #[test]
+    fn repository_facts_and_counts() {
+        let catalog = Catalog::default();
+        let relay = catalog.repository("hubble-relay").unwrap();
+        assert_eq!(relay.name, "hubble-relay");
+        let runtime: Vec<&VariantFacts> = relay
+            .variants
+            .iter()
+            .filter(|v| v.variant == Variant::Runtime)
+            .collect();
+        assert_eq!(runtime.len(), 1);
+        assert_eq!(runtime[0].ids, NONROOT);
+        assert_eq!(runtime[0].entrypoint, ["/usr/bin/hubble-relay"]);
+        assert_eq!(runtime[0].cmd, ["serve"]);
+        assert!(runtime[0].tags.contains(&"1.20.1"));
+        assert!(catalog.repository("no-such-repo").is_none());
+        assert_eq!(
+            catalog.counts(),
+            CatalogCounts {
+                repositories: 554,
+                tags: 18_095
+            }
+        );
     }
 
     #[test]

@@ -266,7 +266,9 @@ impl Engine {
             Scope::All => None,
         };
         match kind.pod_spec(subject.object) {
-            Some(spec) => rules::evaluate(self, spec, old, kind.spec_path(), subject.scope, purpose),
+            Some(spec) => {
+                rules::evaluate(self, spec, old, kind.spec_path(), subject.scope, purpose)
+            }
             None => Evaluation::default(),
         }
     }
