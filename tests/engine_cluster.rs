@@ -474,3 +474,51 @@ fn kubectl_debug_containers_get_the_user_injection_new_ones_only() {
     assert!(!v.allowed);
     assert_eq!(v.violations[0].container, "debugger-c");
 }
+
+#[test]
+fn pod_update_switching_to_a_hardened_image_without_a_user_is_named() {
+    let e = Engine::default();
+    let with = |image: &str, ctx: Value| {
+        pod(json!({"securityContext": ctx, "containers": [{"name": "app", "image": image}]}))
+    };
+    let pod_update = |object: &Value, old: &Value| update("Pod", "", object, old);
+    let non_root = json!({"runAsNonRoot": true});
+    let old = with("busybox:1.37", non_root.clone());
+    let new = with("dhi.io/busybox:1.37", non_root.clone());
+    let v = admit(&e, Webhook::Validate, &pod_update(&new, &old));
+    assert!(v.allowed);
+    assert_eq!(
+        v.warnings,
+        [
+            "container \"app\": switched to dhi.io/busybox:1.37 in a running pod, whose \
+          securityContext cannot change: without runAsUser 65532 the kubelet refuses it under \
+          runAsNonRoot. Change the workload's template instead"
+        ]
+    );
+    // The mutating webhook cannot patch it: a pod's security context is immutable.
+    let m = admit(&e, Webhook::Mutate, &pod_update(&new, &old));
+    assert_eq!(patch_json(&m), json!([]));
+    // With a numeric user, or without runAsNonRoot, the image runs: nothing to say.
+    let numeric = json!({"runAsNonRoot": true, "runAsUser": 65532});
+    let v = admit(
+        &e,
+        Webhook::Validate,
+        &pod_update(
+            &with("dhi.io/busybox:1.37", numeric.clone()),
+            &with("busybox:1.37", numeric),
+        ),
+    );
+    assert!(v.allowed && v.warnings.is_empty());
+    let v = admit(
+        &e,
+        Webhook::Validate,
+        &pod_update(
+            &with("dhi.io/busybox:1.37", json!({})),
+            &with("busybox:1.37", json!({})),
+        ),
+    );
+    assert!(v.allowed && v.warnings.is_empty());
+    // An image that did not change says nothing either.
+    let v = admit(&e, Webhook::Validate, &pod_update(&new, &new));
+    assert!(v.allowed && v.warnings.is_empty());
+}

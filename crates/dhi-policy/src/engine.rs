@@ -259,11 +259,11 @@ impl Engine {
 
     fn evaluate_for(&self, subject: &Subject<'_, '_>, purpose: Purpose) -> Evaluation {
         let kind = subject.kind;
-        // `kubectl debug` adds to the ephemeral containers: only the new ones are judged
-        // and patched, the ones already there were admitted when they were added.
-        let old = match subject.scope {
-            Scope::EphemeralOnly => subject.old_object.and_then(|o| kind.pod_spec(o)),
-            Scope::All => None,
+        // A pod before its UPDATE: `kubectl debug` adds ephemeral containers (only the new
+        // ones are judged and patched), and an image switch cannot get a user any more.
+        let old = match kind {
+            WorkloadKind::Pod => subject.old_object.and_then(|o| kind.pod_spec(o)),
+            _ => None,
         };
         match kind.pod_spec(subject.object) {
             Some(spec) => {

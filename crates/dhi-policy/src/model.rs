@@ -267,6 +267,16 @@ pub enum Warning {
         /// The UID it runs as (0 for almost every dev variant).
         uid: i64,
     },
+    /// A running pod's image switched to a hardened one that needs a numeric user the
+    /// pod cannot be given any more (security contexts are immutable), under runAsNonRoot.
+    ImageSwitchWithoutUser {
+        /// Container name.
+        container: String,
+        /// The new image.
+        image: String,
+        /// The UID it would need.
+        uid: i64,
+    },
     /// A hardened image the catalog does not know: its user is assumed.
     NotInCatalog {
         /// Container name.
@@ -314,6 +324,16 @@ impl fmt::Display for Warning {
                 f,
                 "container {container:?} uses dev variant {image} (UID {uid}, shell, package \
                  manager): use a runtime variant in production where there is one"
+            ),
+            Self::ImageSwitchWithoutUser {
+                container,
+                image,
+                uid,
+            } => write!(
+                f,
+                "container {container:?}: switched to {image} in a running pod, whose \
+                 securityContext cannot change: without runAsUser {uid} the kubelet refuses it \
+                 under runAsNonRoot. Change the workload's template instead"
             ),
             Self::NotInCatalog {
                 container,

@@ -88,6 +88,7 @@ pub(crate) fn evaluate(
         // never swapped for another image.
         rewrite: scope == Scope::All,
         fs_group: None,
+        old: old.filter(|_| scope == Scope::All),
     };
     let lists = [
         (ContainerList::Init, &spec.init_containers),
@@ -99,7 +100,7 @@ pub(crate) fn evaluate(
             continue;
         }
         for (index, c) in containers.iter().flatten().enumerate() {
-            if list == ContainerList::Ephemeral && existed(old, c) {
+            if scope == Scope::EphemeralOnly && existed(old, c) {
                 continue;
             }
             if let Some(judged) = pass.plan(c, list, index) {
@@ -129,6 +130,8 @@ struct Pass<'e, 's, 'a> {
     rewrite: bool,
     /// The group of the first hardened container, for the pod's `fsGroup`.
     fs_group: Option<i64>,
+    /// The pod before an UPDATE of the pod itself: its security contexts are fixed.
+    old: Option<&'s SpecView<'a>>,
 }
 
 impl Pass<'_, '_, '_> {
@@ -213,6 +216,18 @@ impl Pass<'_, '_, '_> {
                 (user, Shown::Rewritten(target.image))
             }
         };
+        if explicit_uid.is_none() && user.ids.uid != 0 && self.switched_image(c, list) {
+            // A running pod's security context cannot change: the mutating webhook cannot
+            // give the new image its numeric user, and the kubelet refuses an image that
+            // names its user (`nonroot`) under runAsNonRoot.
+            if effective(c, spec, |s| s.run_as_non_root, |p| p.run_as_non_root) == Some(true) {
+                self.eval.warnings.push(Warning::ImageSwitchWithoutUser {
+                    container: c.name.to_string(),
+                    image: shown.to_string(),
+                    uid: user.ids.uid,
+                });
+            }
+        }
         if explicit_uid.is_none() && user.ids.uid != 0 {
             let inject = InjectedUser {
                 uid: user.ids.uid,
@@ -367,6 +382,23 @@ impl Pass<'_, '_, '_> {
 }
 
 impl Pass<'_, '_, '_> {
+    /// On an UPDATE of a pod, whether this container's image is not the one it had.
+    fn switched_image(&self, c: &ContainerView<'_>, list: ContainerList) -> bool {
+        let Some(old) = self.old else {
+            return false;
+        };
+        let before = match list {
+            ContainerList::Init => &old.init_containers,
+            ContainerList::Regular => &old.containers,
+            ContainerList::Ephemeral => return false,
+        };
+        before
+            .iter()
+            .flatten()
+            .find(|b| b.name == c.name)
+            .is_some_and(|b| b.image != c.image)
+    }
+
     /// Rewrite only what would then be admitted.
     fn skip_reason(
         &self,
