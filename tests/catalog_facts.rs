@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use dhi_policy::Catalog;
-use dhi_policy::catalog::{Variant, builtin_facts};
+use dhi_policy::catalog::{Snapshot, Variant, builtin_facts};
 use serde_json::Value;
 
 fn export() -> Value {
@@ -70,4 +70,42 @@ fn the_snapshot_is_named_by_the_export_it_came_from() {
         catalog.snapshot_source().ends_with(&format!("({date})")),
         "{date}"
     );
+}
+
+/// A catalog loaded from the export answers exactly as the compiled-in one: for every
+/// listed tag, and for unlisted ones (families and defaults).
+#[test]
+fn the_export_loaded_at_run_time_answers_as_the_compiled_in_data() {
+    let text = serde_json::to_string(&export()).unwrap();
+    let loaded = Catalog::with_snapshot(
+        Default::default(),
+        std::sync::Arc::new(Snapshot::from_export(&text, "images.json").expect("the export loads")),
+    );
+    let builtin = Catalog::default();
+    assert_eq!(loaded.counts(), builtin.counts());
+    assert_eq!(loaded.snapshot_date(), builtin.snapshot_date());
+    // Every listed tag, and per repository an unlisted version in each of its families.
+    let mut probes: HashSet<(&str, String)> = HashSet::new();
+    for (repo, tag, ..) in builtin_facts() {
+        probes.insert((repo, tag.to_owned()));
+        let family = tag.split_once('-').map_or("", |(_, rest)| rest);
+        probes.insert((repo, format!("999.1-{family}")));
+        probes.insert((repo, "999.1".to_owned()));
+    }
+    assert!(probes.len() > 20_000, "{}", probes.len());
+    for (repo, probe) in &probes {
+        assert_eq!(
+            loaded.lookup(repo, probe),
+            builtin.lookup(repo, probe),
+            "{repo}:{probe}"
+        );
+        assert_eq!(
+            loaded.has_tag(repo, probe),
+            builtin.has_tag(repo, probe),
+            "{repo}:{probe}"
+        );
+    }
+    for name in ["hubble-relay", "dotnet", "sbx-templates"] {
+        assert_eq!(loaded.repository(name), builtin.repository(name), "{name}");
+    }
 }

@@ -5,7 +5,8 @@
 //! Look-ups are binary searches over static slices (plus one hash probe for overrides):
 //! nothing on the request path allocates or scales with the size of the catalog.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
 
 use serde::Deserialize;
 
@@ -80,6 +81,7 @@ pub struct RepoOverride {
     pub tags: HashMap<String, Ids>,
 }
 
+/// The compiled-in form of a repository (`catalog/data.rs`).
 struct RepoData {
     name: &'static str,
     variants: &'static [VariantData],
@@ -89,6 +91,7 @@ struct RepoData {
     tags: &'static [(&'static str, usize)],
 }
 
+/// The compiled-in form of a variant.
 struct VariantData {
     dev: bool,
     uid: i64,
@@ -97,28 +100,239 @@ struct VariantData {
     cmd: &'static [&'static str],
 }
 
+/// A catalog snapshot: every repository with its variants and tags. The compiled-in
+/// one, or one loaded from a file in the format of the DHI catalog export
+/// (`images.json`) to follow the catalog without a rebuild.
+#[derive(Debug)]
+pub struct Snapshot {
+    source: String,
+    date: String,
+    origin: String,
+    /// Sorted by name.
+    repos: Vec<Repo>,
+}
+
+#[derive(Debug)]
+struct Repo {
+    name: String,
+    variants: Vec<VariantInfo>,
+    runtime: Option<usize>,
+    dev: Option<usize>,
+    /// Sorted by tag; the index points into `variants`.
+    tags: Vec<(String, usize)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct VariantInfo {
+    dev: bool,
+    uid: i64,
+    gid: i64,
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
+}
+
+/// Why a catalog file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not JSON in the export's shape.
+    #[error("not a DHI catalog export: {0}")]
+    Format(#[source] serde_json::Error),
+    /// Something the engine could not decide with.
+    #[error("invalid catalog: {0}")]
+    Invalid(String),
+}
+
+/// The export's shape (`../shared/dhi-catalog/images.json`); other fields are ignored.
+#[derive(Deserialize)]
+struct Export {
+    source: String,
+    images: BTreeMap<String, ExportRepo>,
+}
+
+#[derive(Deserialize)]
+struct ExportRepo {
+    variants: Vec<ExportVariant>,
+}
+
+#[derive(Deserialize)]
+struct ExportVariant {
+    variant: String,
+    tags: Vec<String>,
+    uid: i64,
+    gid: i64,
+    #[serde(default)]
+    entrypoint: Vec<String>,
+    #[serde(default)]
+    cmd: Vec<String>,
+}
+
+static BUILTIN: LazyLock<Arc<Snapshot>> = LazyLock::new(|| {
+    let repos = data::REPOS
+        .iter()
+        .map(|r| Repo {
+            name: r.name.to_owned(),
+            variants: r
+                .variants
+                .iter()
+                .map(|v| VariantInfo {
+                    dev: v.dev,
+                    uid: v.uid,
+                    gid: v.gid,
+                    entrypoint: v.entrypoint.iter().map(|s| (*s).to_owned()).collect(),
+                    cmd: v.cmd.iter().map(|s| (*s).to_owned()).collect(),
+                })
+                .collect(),
+            runtime: r.runtime,
+            dev: r.dev,
+            tags: r.tags.iter().map(|(t, i)| ((*t).to_owned(), *i)).collect(),
+        })
+        .collect();
+    Arc::new(Snapshot {
+        source: data::SOURCE.to_owned(),
+        date: data::DATE.to_owned(),
+        origin: "compiled in".to_owned(),
+        repos,
+    })
+});
+
+impl Snapshot {
+    /// The snapshot compiled into the binary.
+    pub fn builtin() -> Arc<Self> {
+        BUILTIN.clone()
+    }
+
+    /// A snapshot from a file in the format of the DHI catalog export; `origin` says
+    /// where it came from (its path). The same rules as `tools/gen_catalog.py`: a tag
+    /// listed with two different users is refused.
+    pub fn from_export(json: &str, origin: &str) -> Result<Self, SnapshotError> {
+        let export: Export = serde_json::from_str(json).map_err(SnapshotError::Format)?;
+        let date = snapshot_date(&export.source).ok_or_else(|| {
+            SnapshotError::Invalid(format!(
+                "source {:?} names no date (YYYY-MM-DD)",
+                export.source
+            ))
+        })?;
+        if export.images.is_empty() {
+            return Err(SnapshotError::Invalid("no repositories".to_owned()));
+        }
+        let mut repos = Vec::with_capacity(export.images.len());
+        for (name, repo) in export.images {
+            let mut variants: Vec<VariantInfo> = Vec::new();
+            let mut tags: BTreeMap<String, usize> = BTreeMap::new();
+            for v in repo.variants {
+                let dev = match v.variant.as_str() {
+                    "dev" => true,
+                    "runtime" => false,
+                    other => {
+                        return Err(SnapshotError::Invalid(format!(
+                            "{name}: variant {other:?} is neither runtime nor dev"
+                        )));
+                    }
+                };
+                let info = VariantInfo {
+                    dev,
+                    uid: v.uid,
+                    gid: v.gid,
+                    entrypoint: v.entrypoint,
+                    cmd: v.cmd,
+                };
+                let i = match variants.iter().position(|x| *x == info) {
+                    Some(i) => i,
+                    None => {
+                        variants.push(info);
+                        variants.len() - 1
+                    }
+                };
+                for tag in v.tags {
+                    let at = *tags.entry(tag.clone()).or_insert(i);
+                    let (a, b) = (&variants[at], &variants[i]);
+                    if (a.dev, a.uid, a.gid) != (b.dev, b.uid, b.gid) {
+                        return Err(SnapshotError::Invalid(format!(
+                            "{name}:{tag} is listed with two different users"
+                        )));
+                    }
+                }
+            }
+            let runtime = default_variant(&variants, false);
+            let dev = default_variant(&variants, true);
+            repos.push(Repo {
+                name,
+                variants,
+                runtime,
+                dev,
+                tags: tags.into_iter().collect(),
+            });
+        }
+        Ok(Self {
+            source: export.source,
+            date,
+            origin: origin.to_owned(),
+            repos,
+        })
+    }
+
+    fn repo(&self, name: &str) -> Option<&Repo> {
+        self.repos
+            .binary_search_by(|r| r.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.repos[i])
+    }
+}
+
+/// The date written last in a snapshot's source line: `... (2026-08-22)`.
+fn snapshot_date(source: &str) -> Option<String> {
+    let b = source.as_bytes();
+    (0..b.len().saturating_sub(9)).rev().find_map(|i| {
+        let w = &b[i..i + 10];
+        let shape = w.iter().enumerate().all(|(k, c)| match k {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        });
+        shape.then(|| source[i..i + 10].to_owned())
+    })
+}
+
+/// The variant an unknown tag falls back to when its family does not decide: the most
+/// common (uid, gid) of that kind, ties going to the non-root one (the safer guess for
+/// injection). As `default_variant` in `tools/gen_catalog.py`.
+fn default_variant(variants: &[VariantInfo], dev: bool) -> Option<usize> {
+    let of_kind = || variants.iter().filter(|v| v.dev == dev);
+    let count = |ids: (i64, i64)| of_kind().filter(|v| (v.uid, v.gid) == ids).count();
+    let best = of_kind()
+        .map(|v| (v.uid, v.gid))
+        .max_by_key(|&ids| (count(ids), ids.0 != 0))?;
+    // Python's max keeps the first of equal keys; Rust's the last: take the first again.
+    let key = (count(best), best.0 != 0);
+    let first = of_kind()
+        .map(|v| (v.uid, v.gid))
+        .find(|&ids| (count(ids), ids.0 != 0) == key)?;
+    variants
+        .iter()
+        .position(|v| v.dev == dev && (v.uid, v.gid) == first)
+}
+
 /// One repository as the catalog lists it, for `dhi-admission catalog show`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepoFacts {
+pub struct RepoFacts<'c> {
     /// The DHI repository name.
-    pub name: &'static str,
+    pub name: &'c str,
     /// Its variants, each with the tags that name it (sorted).
-    pub variants: Vec<VariantFacts>,
+    pub variants: Vec<VariantFacts<'c>>,
 }
 
 /// One variant of a repository: who it runs as, how it starts, which tags name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VariantFacts {
+pub struct VariantFacts<'c> {
     /// Runtime or dev.
     pub variant: Variant,
     /// The user and group it runs as.
     pub ids: Ids,
     /// The image's entrypoint (empty when the catalog gives none).
-    pub entrypoint: &'static [&'static str],
+    pub entrypoint: &'c [String],
     /// The image's default command.
-    pub cmd: &'static [&'static str],
+    pub cmd: &'c [String],
     /// The tags that name it.
-    pub tags: Vec<&'static str>,
+    pub tags: Vec<&'c str>,
 }
 
 /// Counts of what the catalog snapshot lists.
@@ -130,21 +344,49 @@ pub struct CatalogCounts {
     pub tags: usize,
 }
 
-/// The built-in catalog plus the policy file's overrides.
-#[derive(Debug, Clone, Default)]
+/// A catalog snapshot (the compiled-in one unless a file replaces it) plus the policy
+/// file's overrides.
+#[derive(Debug, Clone)]
 pub struct Catalog {
     overrides: HashMap<String, RepoOverride>,
+    snapshot: Arc<Snapshot>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self::new(HashMap::new())
+    }
 }
 
 impl Catalog {
     /// The catalog with the policy file's repositories layered over the built-in ones.
     pub fn new(overrides: HashMap<String, RepoOverride>) -> Self {
-        Self { overrides }
+        Self::with_snapshot(overrides, Snapshot::builtin())
+    }
+
+    /// The policy file's repositories layered over a snapshot.
+    pub fn with_snapshot(
+        overrides: HashMap<String, RepoOverride>,
+        snapshot: Arc<Snapshot>,
+    ) -> Self {
+        Self {
+            overrides,
+            snapshot,
+        }
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    fn builtin(&self, repo: &str) -> Option<&Repo> {
+        self.snapshot.repo(repo)
     }
 
     /// Whether the catalog (built-in or extended) has this repository.
     pub fn contains(&self, repo: &str) -> bool {
-        self.overrides.contains_key(repo) || builtin(repo).is_some()
+        self.overrides.contains_key(repo) || self.builtin(repo).is_some()
     }
 
     /// The user `dhi.io/<repo>:<tag>` runs as. Every hardened repository has an answer:
@@ -183,14 +425,14 @@ impl Catalog {
     }
 
     fn builtin_lookup(&self, repo: &str, tag: &str, dev: bool) -> ImageUser {
-        let Some(data) = builtin(repo) else {
+        let Some(data) = self.builtin(repo) else {
             // Unknown hardened repositories: dev tags are root, the rest nonroot.
             let ids = if dev { Ids { uid: 0, gid: 0 } } else { NONROOT };
             return image_user(ids, dev, false, Resolution::UnknownRepository);
         };
         let exact = data
             .tags
-            .binary_search_by(|(t, _)| (*t).cmp(tag))
+            .binary_search_by(|(t, _)| t.as_str().cmp(tag))
             .ok()
             .map(|i| data.tags[i].1);
         let resolution = if exact.is_some() {
@@ -199,7 +441,7 @@ impl Catalog {
             Resolution::UnknownTag
         };
         let guessed = || {
-            family_variant(data.tags, tag).or(if dev {
+            family_variant(&data.tags, tag).or(if dev {
                 data.dev.or(data.runtime)
             } else {
                 data.runtime.or(data.dev)
@@ -224,11 +466,15 @@ impl Catalog {
             if over.tags.contains_key(tag) {
                 return true;
             }
-            if builtin(repo).is_none() {
+            if self.builtin(repo).is_none() {
                 return over.tags.is_empty();
             }
         }
-        builtin(repo).is_some_and(|data| data.tags.binary_search_by(|(t, _)| (*t).cmp(tag)).is_ok())
+        self.builtin(repo).is_some_and(|data| {
+            data.tags
+                .binary_search_by(|(t, _)| t.as_str().cmp(tag))
+                .is_ok()
+        })
     }
 
     /// The version lines (`1.20`) the catalog lists for a repository nearest to `tag`,
@@ -236,10 +482,10 @@ impl Catalog {
     /// (`1.18-compat` for `1.16.5-compat`), else among the plain version tags. For a
     /// message, when a rewrite target does not exist.
     pub fn nearest_lines(&self, repo: &str, tag: &str) -> Vec<String> {
-        let Some(data) = builtin(repo) else {
+        let Some(data) = self.builtin(repo) else {
             return Vec::new();
         };
-        let lines = |family: bool| -> Vec<(u64, u64, &'static str)> {
+        let lines = |family: bool| -> Vec<(u64, u64, &str)> {
             let mut out: Vec<_> = data
                 .tags
                 .iter()
@@ -250,7 +496,7 @@ impl Catalog {
                         family_tokens(t).next().is_none()
                     }
                 })
-                .filter_map(|(t, _)| line_of(t).map(|(major, minor)| (major, minor, *t)))
+                .filter_map(|(t, _)| line_of(t).map(|(major, minor)| (major, minor, t.as_str())))
                 .collect();
             out.sort_unstable();
             out.dedup_by_key(|l| (l.0, l.1));
@@ -275,8 +521,8 @@ impl Catalog {
     }
 
     /// What the snapshot lists, as the catalog knows it (without the policy's additions).
-    pub fn repository(&self, name: &str) -> Option<RepoFacts> {
-        let data = builtin(name)?;
+    pub fn repository(&self, name: &str) -> Option<RepoFacts<'_>> {
+        let data = self.builtin(name)?;
         let variants = data
             .variants
             .iter()
@@ -291,18 +537,18 @@ impl Catalog {
                     uid: v.uid,
                     gid: v.gid,
                 },
-                entrypoint: v.entrypoint,
-                cmd: v.cmd,
+                entrypoint: &v.entrypoint,
+                cmd: &v.cmd,
                 tags: data
                     .tags
                     .iter()
                     .filter(|(_, at)| *at == i)
-                    .map(|(t, _)| *t)
+                    .map(|(t, _)| t.as_str())
                     .collect(),
             })
             .collect();
         Some(RepoFacts {
-            name: data.name,
+            name: &data.name,
             variants,
         })
     }
@@ -310,19 +556,24 @@ impl Catalog {
     /// How many repositories and tags the snapshot lists.
     pub fn counts(&self) -> CatalogCounts {
         CatalogCounts {
-            repositories: data::REPOS.len(),
-            tags: data::REPOS.iter().map(|r| r.tags.len()).sum(),
+            repositories: self.snapshot.repos.len(),
+            tags: self.snapshot.repos.iter().map(|r| r.tags.len()).sum(),
         }
     }
 
-    /// The date of the catalog snapshot compiled in (`2026-08-22`).
-    pub fn snapshot_date(&self) -> &'static str {
-        data::DATE
+    /// The date of the catalog snapshot in force (`2026-08-22`).
+    pub fn snapshot_date(&self) -> &str {
+        &self.snapshot.date
     }
 
-    /// Where the compiled-in snapshot comes from (repository, commit and date).
-    pub fn snapshot_source(&self) -> &'static str {
-        data::SOURCE
+    /// Where the snapshot's data comes from (repository, commit and date).
+    pub fn snapshot_source(&self) -> &str {
+        &self.snapshot.source
+    }
+
+    /// Where the snapshot was loaded from: `compiled in`, or a file's path.
+    pub fn snapshot_origin(&self) -> &str {
+        &self.snapshot.origin
     }
 }
 
@@ -359,7 +610,7 @@ fn is_distro_token(token: &str) -> bool {
 }
 
 /// The variant of the first listed tag in the same family, else in the same flavor.
-fn family_variant(tags: &[(&str, usize)], tag: &str) -> Option<usize> {
+fn family_variant(tags: &[(String, usize)], tag: &str) -> Option<usize> {
     tags.iter()
         .find(|(t, _)| family_tokens(t).eq(family_tokens(tag)))
         .or_else(|| {
@@ -397,13 +648,6 @@ fn image_user(ids: Ids, dev: bool, allow_root: bool, resolution: Resolution) -> 
         root_allowed: allow_root || (variant == Variant::Runtime && ids.uid == 0),
         resolution,
     }
-}
-
-fn builtin(repo: &str) -> Option<&'static RepoData> {
-    data::REPOS
-        .binary_search_by(|r| r.name.cmp(repo))
-        .ok()
-        .map(|i| &data::REPOS[i])
 }
 
 /// A tag names a dev variant when one of its `-`/`.`/`_` separated tokens is `dev`.
@@ -584,6 +828,59 @@ mod tests {
                 repositories: 554,
                 tags: 18_095
             }
+        );
+    }
+
+    #[test]
+    fn snapshot_files_are_read_or_refused_with_the_reason() {
+        let export = r#"{"source": "test export (2027-01-31)", "images": {
+            "app": {"display": "App", "variants": [
+                {"variant": "runtime", "distro": "debian-13", "tags": ["2", "2.1"], "uid": 10001, "gid": 10001, "entrypoint": ["/app"]},
+                {"variant": "dev", "tags": ["2-dev"], "uid": 0, "gid": 0}]}}}"#;
+        let snapshot = Arc::new(Snapshot::from_export(export, "/etc/catalog.json").unwrap());
+        let catalog = Catalog::with_snapshot(HashMap::new(), snapshot);
+        assert_eq!(catalog.snapshot_date(), "2027-01-31");
+        assert_eq!(catalog.snapshot_origin(), "/etc/catalog.json");
+        assert_eq!(catalog.lookup("app", "2.1").ids.uid, 10001);
+        assert_eq!(catalog.lookup("app", "2.2").ids.uid, 10001);
+        assert_eq!(catalog.lookup("app", "2.2-dev").ids.uid, 0);
+        assert!(catalog.has_tag("app", "2") && !catalog.has_tag("app", "3"));
+        assert!(
+            !catalog.contains("nginx"),
+            "the file replaces the compiled-in snapshot"
+        );
+        assert_eq!(
+            catalog.repository("app").unwrap().variants[0].entrypoint,
+            ["/app"]
+        );
+        let err = |json: &str| Snapshot::from_export(json, "f").unwrap_err().to_string();
+        assert!(
+            err("{").starts_with("not a DHI catalog export"),
+            "{}",
+            err("{")
+        );
+        assert_eq!(
+            err(r#"{"source": "no date", "images": {"a": {"variants": []}}}"#),
+            "invalid catalog: source \"no date\" names no date (YYYY-MM-DD)"
+        );
+        assert_eq!(
+            err(r#"{"source": "x (2027-01-31)", "images": {}}"#),
+            "invalid catalog: no repositories"
+        );
+        assert_eq!(
+            err(
+                r#"{"source": "x (2027-01-31)", "images": {"a": {"variants": [
+                {"variant": "debug", "tags": ["1"], "uid": 0, "gid": 0}]}}}"#
+            ),
+            "invalid catalog: a: variant \"debug\" is neither runtime nor dev"
+        );
+        assert_eq!(
+            err(
+                r#"{"source": "x (2027-01-31)", "images": {"a": {"variants": [
+                {"variant": "runtime", "tags": ["1"], "uid": 0, "gid": 0},
+                {"variant": "runtime", "tags": ["1"], "uid": 1, "gid": 1}]}}}"#
+            ),
+            "invalid catalog: a:1 is listed with two different users"
         );
     }
 

@@ -2,8 +2,9 @@
 //! every decision made with them. All of `impl Engine` is here.
 
 use std::fmt;
+use std::sync::Arc;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Snapshot};
 use crate::decision::{Decision, Finding, PatchedBy, merge_warnings};
 use crate::glob::glob_match;
 use crate::image_ref::{DOCKER_HUB, ImageRef};
@@ -121,9 +122,14 @@ impl Default for Engine {
 }
 
 impl Engine {
-    /// Builds the engine for a policy.
+    /// Builds the engine for a policy, with the compiled-in catalog snapshot.
     pub fn new(policy: PolicyFile) -> Self {
-        let catalog = Catalog::new(policy.catalog.clone());
+        Self::with_snapshot(policy, Snapshot::builtin())
+    }
+
+    /// Builds the engine for a policy and a catalog snapshot (one loaded from a file).
+    pub fn with_snapshot(policy: PolicyFile, snapshot: Arc<Snapshot>) -> Self {
+        let catalog = Catalog::with_snapshot(policy.catalog.clone(), snapshot);
         let mappings = MappingTable::new(&policy);
         Self {
             policy,

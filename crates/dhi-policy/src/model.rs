@@ -284,7 +284,7 @@ pub enum Warning {
         /// The repository (`dhi.io/no-such-repo`), or the image when only its tag is unknown.
         what: String,
         /// The catalog snapshot's date.
-        snapshot: &'static str,
+        snapshot: String,
         /// The UID assumed.
         uid: i64,
     },

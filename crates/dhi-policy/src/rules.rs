@@ -178,7 +178,7 @@ impl Pass<'_, '_, '_> {
                     self.eval.warnings.push(Warning::NotInCatalog {
                         container: c.name.to_string(),
                         what,
-                        snapshot: engine.catalog().snapshot_date(),
+                        snapshot: engine.catalog().snapshot_date().to_owned(),
                         uid: explicit_uid.unwrap_or(user.ids.uid),
                     });
                 }
