@@ -9,10 +9,13 @@
 //! answer for a pod that sets no user.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use dhi_policy::catalog::{Resolution, Variant};
+use dhi_policy::catalog::{Resolution, Snapshot, Variant};
 use dhi_policy::{Engine, GroupKind, Mode, Request, WorkloadKind};
 use serde_json::json;
 
@@ -30,7 +33,12 @@ pub enum CatalogCommand {
 
 /// `catalog info`
 #[derive(Debug, Args)]
-pub struct InfoArgs {}
+pub struct InfoArgs {
+    /// A catalog file in the format of the DHI catalog export (`images.json`), in place
+    /// of the compiled-in snapshot.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+}
 
 /// `catalog show`
 #[derive(Debug, Args)]
@@ -41,18 +49,65 @@ pub struct ShowArgs {
     /// Policy file, as given to the webhook (its `catalog:` additions and rewrite settings).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// A catalog file in the format of the DHI catalog export, in place of the
+    /// compiled-in snapshot.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+}
+
+/// Catalog files larger than this are refused (the export is about 1 MiB).
+pub const MAX_CATALOG_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Reads a catalog file in the format of the DHI catalog export.
+pub fn load_snapshot(path: &Path) -> anyhow::Result<Arc<Snapshot>> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read catalog {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_CATALOG_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read catalog {}", path.display()))?;
+    anyhow::ensure!(
+        text.len() as u64 <= MAX_CATALOG_BYTES,
+        "catalog {} is larger than {MAX_CATALOG_BYTES} bytes",
+        path.display()
+    );
+    let snapshot = Snapshot::from_export(&text, &path.display().to_string())
+        .with_context(|| format!("catalog {}", path.display()))?;
+    Ok(Arc::new(snapshot))
+}
+
+/// The policy with its engine on another catalog snapshot.
+pub fn with_snapshot(policy: ActivePolicy, snapshot: Option<Arc<Snapshot>>) -> ActivePolicy {
+    match snapshot {
+        Some(snapshot) => ActivePolicy {
+            engine: Engine::with_snapshot(policy.engine.policy_file().clone(), snapshot),
+            mode: policy.mode,
+        },
+        None => policy,
+    }
 }
 
 /// Runs a `catalog` subcommand, printing to standard output.
 pub fn run(command: CatalogCommand) -> anyhow::Result<()> {
+    let snapshot = |path: Option<PathBuf>| path.as_deref().map(load_snapshot).transpose();
     let text = match command {
-        CatalogCommand::Info(InfoArgs {}) => info(&Engine::default()),
-        CatalogCommand::Show(ShowArgs { reference, config }) => {
+        CatalogCommand::Info(InfoArgs { catalog }) => {
+            let policy = ActivePolicy::new(Default::default(), None);
+            info(&with_snapshot(policy, snapshot(catalog)?).engine)
+        }
+        CatalogCommand::Show(ShowArgs {
+            reference,
+            config,
+            catalog,
+        }) => {
             let policy = match config {
                 Some(path) => ActivePolicy::load(&path, None)?.0,
                 None => ActivePolicy::new(Default::default(), None),
             };
-            show(&policy.engine, &reference)?
+            show(
+                &with_snapshot(policy, snapshot(catalog)?).engine,
+                &reference,
+            )?
         }
     };
     print!("{text}");
@@ -64,7 +119,8 @@ pub fn info(engine: &Engine) -> String {
     let catalog = engine.catalog();
     let counts = catalog.counts();
     format!(
-        "catalog: compiled in\nsource: {}\ndate: {}\nrepositories: {}\ntags: {}\n",
+        "catalog: {}\nsource: {}\ndate: {}\nrepositories: {}\ntags: {}\n",
+        catalog.snapshot_origin(),
         catalog.snapshot_source(),
         catalog.snapshot_date(),
         counts.repositories,
