@@ -76,8 +76,8 @@ fn assert_denied(review: &Review, header: &str, violations: &[(&str, &str, &str)
 
 /// The three violations of [`violating_pod`] plus its dev-variant line, in order.
 const VIOLATIONS: &[(&str, &str, &str)] = &[
-    ("run-as-root", "web", "dhi.io/nginx:1.29"),
-    ("privileged-port", "web", "dhi.io/nginx:1.29"),
+    ("run-as-root", "web", "dhi.io/nginx:1.31"),
+    ("privileged-port", "web", "dhi.io/nginx:1.31"),
     ("run-as-root", "tools", "dhi.io/python:3.13-dev"),
     ("invalid-image", "bad", "docker.io/Library/Nginx:1.29"),
 ];
@@ -295,9 +295,9 @@ async fn audit_paths_report_without_enforcing() {
     let expected: std::collections::BTreeMap<String, String> = [
         (
             "violation.run-as-root",
-            "web (dhi.io/nginx:1.29); tools (dhi.io/python:3.13-dev)",
+            "web (dhi.io/nginx:1.31); tools (dhi.io/python:3.13-dev)",
         ),
-        ("violation.privileged-port", "web (dhi.io/nginx:1.29)"),
+        ("violation.privileged-port", "web (dhi.io/nginx:1.31)"),
         (
             "violation.invalid-image",
             "bad (docker.io/Library/Nginx:1.29)",
@@ -1309,7 +1309,7 @@ async fn policy_reloads_keep_the_last_good_policy() {
     assert_denied(
         &denied,
         "Pod web",
-        &[("privileged-port", "web", "dhi.io/nginx:1.29")],
+        &[("privileged-port", "web", "dhi.io/nginx:1.31")],
     );
 
     // Invalid: refused, counted once, the policy in force stays.
@@ -1334,7 +1334,7 @@ async fn policy_reloads_keep_the_last_good_policy() {
         assert_denied(
             &still,
             "Pod web",
-            &[("privileged-port", "web", "dhi.io/nginx:1.29")],
+            &[("privileged-port", "web", "dhi.io/nginx:1.31")],
         );
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // several reload ticks
@@ -1366,7 +1366,7 @@ async fn policy_reloads_keep_the_last_good_policy() {
     assert!(allowed.status.is_none());
     assert_eq!(allowed.warnings.len(), 1);
     assert!(
-        allowed.warnings[0].starts_with("[privileged-port] container \"web\" (dhi.io/nginx:1.29)"),
+        allowed.warnings[0].starts_with("[privileged-port] container \"web\" (dhi.io/nginx:1.31)"),
         "{:?}",
         allowed.warnings
     );
