@@ -42,6 +42,10 @@ pub struct CheckArgs {
     /// Judge as the webhook in this mode [default: the policy file's mode, else enforce].
     #[arg(long, value_name = "enforce|audit")]
     pub mode: Option<Mode>,
+    /// A catalog file in the format of the DHI catalog export (`images.json`), in place
+    /// of the compiled-in snapshot.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
     /// Report format.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -73,7 +77,13 @@ pub fn run(args: CheckArgs) -> ExitCode {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(args.config.as_deref(), args.mode)?;
+    let snapshot = args
+        .catalog
+        .as_deref()
+        .map(crate::catalog::load_snapshot)
+        .transpose()?;
+    let policy =
+        crate::catalog::with_snapshot(load_policy(args.config.as_deref(), args.mode)?, snapshot);
     let (engine, mode) = (&policy.engine, policy.mode);
     let mut entries = Vec::new();
     let mut documents = Vec::new();

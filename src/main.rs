@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use dhi_admission::{certs, check, config, server};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use dhi_admission::{catalog, certs, check, config, server};
 
 // mimalloc: the allocator is a large share of the request path's CPU. Built with
 // `no_thp` (Cargo.toml): transparent huge pages raise idle RSS and buy no CPU here.
@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// The catalog of hardened images: which user each repository and tag runs as.
+    Catalog {
+        #[command(subcommand)]
+        command: catalog::CatalogCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -60,7 +65,14 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `--version` names the catalog snapshot the decisions come from.
+    let version = format!(
+        "{} (catalog snapshot {})",
+        env!("CARGO_PKG_VERSION"),
+        dhi_policy::Catalog::default().snapshot_date()
+    );
+    let cli = Cli::from_arg_matches(&Cli::command().version(version.leak() as &str).get_matches())
+        .unwrap_or_else(|err| err.exit());
     init_tracing(cli.log_format, &cli.log_level);
     // Exactly one rustls provider: ring (no OpenSSL, no aws-lc build).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -70,6 +82,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => return check::run(args),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(server::run(args))),
+        Command::Catalog { command } => catalog::run(command),
         Command::Certs { command } => match command {
             CertsCommand::Generate(args) => certs::generate(args),
             CertsCommand::Bootstrap(args) => {

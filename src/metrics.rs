@@ -42,7 +42,7 @@ pub struct Metrics {
     /// By `MutationKind as usize`.
     mutations: [IntCounter; 6],
     /// By `SkipReason as usize`.
-    skipped: [IntCounter; 4],
+    skipped: [IntCounter; SkipReason::ALL.len()],
     /// By `Reloaded as usize`, then failure (0) or success (1).
     reloads: [[IntCounter; 2]; 3],
     /// By `Reloaded as usize`.
@@ -196,6 +196,16 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let catalog_info = IntGaugeVec::new(
+            Opts::new(
+                "dhi_admission_catalog_info",
+                "The catalog snapshot the decisions come from; always 1.",
+            ),
+            &["snapshot"],
+        )?;
+        catalog_info
+            .with_label_values(&[dhi_policy::Catalog::default().snapshot_date()])
+            .set(1);
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(violations.clone()))?;
@@ -227,6 +237,7 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(catalog_info))?;
         registry.register(Box::new(closed.clone()))?;
         registry.register(Box::new(open.clone()))?;
         registry.register(Box::new(shed.clone()))?;
@@ -331,6 +342,17 @@ impl std::fmt::Debug for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_catalog_snapshot_is_exported() {
+        let metrics = Metrics::new(Registry::new()).unwrap();
+        let text = metrics.render();
+        assert!(
+            text.lines()
+                .any(|l| l == "dhi_admission_catalog_info{snapshot=\"2026-08-22\"} 1"),
+            "{text}"
+        );
+    }
 
     /// The arrays above are indexed by discriminant: the `ALL` lists must be in
     /// declaration order, or a count would land on another label.

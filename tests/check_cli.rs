@@ -277,8 +277,9 @@ fn an_admission_review_is_judged_as_its_request() {
         rules(&pod),
         [("run-as-root", "debugger-r2kqz", "dhi.io/python:3.13-dev")]
     );
-    // The mutating webhook does not see `kubectl debug`.
-    assert_eq!(pod["patchTarget"], "none");
+    // The mutating webhook sees `kubectl debug` too; a root dev image gets no user.
+    assert_eq!(pod["patchTarget"], "object");
+    assert_eq!(pod["patch"], json!([]));
 
     let review: Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("kubectl-debug-review.json")).unwrap(),
@@ -633,4 +634,98 @@ fn verdicts_warnings_and_pod_patches_are_the_webhooks() {
             }
         }
     }
+}
+
+/// A Deployment of upstream hubble-relay, on stdin.
+const OLD_RELAY: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hubble-relay}
+spec:
+  template:
+    spec:
+      containers:
+        - {name: hubble-relay, image: 'quay.io/cilium/hubble-relay:v1.16.5'}
+";
+
+#[test]
+fn a_rewrite_to_a_tag_the_catalog_lacks_is_skipped_and_fix_agrees() {
+    let run = check_with_stdin(&["-"], OLD_RELAY);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "ADMITTED Deployment hubble-relay (<stdin>, document 1)\n  \
+         warning: container \"hubble-relay\": quay.io/cilium/hubble-relay:v1.16.5 not rewritten: \
+         dhi.io/hubble-relay has no tag 1.16.5; available lines: 1.18, 1.19, 1.20\n\
+         1 object: 1 admitted, 0 denied, 0 skipped\n"
+    );
+    // --fix leaves the image as it is.
+    let fixed = check_with_stdin(&["--fix", "-"], OLD_RELAY);
+    assert_eq!(fixed.code, 0);
+    assert!(
+        fixed
+            .stdout
+            .contains("image: quay.io/cilium/hubble-relay:v1.16.5"),
+        "{}",
+        fixed.stdout
+    );
+}
+
+#[test]
+fn a_catalog_file_replaces_the_compiled_in_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images.json");
+    std::fs::write(
+        &path,
+        r#"{"source": "mirror export (2027-02-01)", "images": {"hubble-relay": {"variants": [
+            {"variant": "runtime", "tags": ["1.16", "1.16.5"], "uid": 65532, "gid": 65532}]}}}"#,
+    )
+    .unwrap();
+    let catalog = path.to_str().unwrap();
+    let run = check_with_stdin(&["--catalog", catalog, "-"], OLD_RELAY);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "ADMITTED Deployment hubble-relay (<stdin>, document 1)\n  \
+         patch (applied by the webhook when the pods are created):\n    \
+         replace /spec/template/spec/containers/0/image \"dhi.io/hubble-relay:1.16.5\"\n    \
+         add /spec/template/spec/containers/0/securityContext {\"runAsGroup\":65532,\"runAsNonRoot\":true,\"runAsUser\":65532}\n    \
+         add /spec/template/spec/securityContext {\"fsGroup\":65532}\n\
+         1 object: 1 admitted, 0 denied, 0 skipped\n"
+    );
+    let info = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
+        .args(["catalog", "info", "--catalog", catalog])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(info.stdout).unwrap(),
+        format!(
+            "catalog: {catalog}\nsource: mirror export (2027-02-01)\ndate: 2027-02-01\n\
+             repositories: 1\ntags: 2\n"
+        )
+    );
+    // A broken file is refused, naming it.
+    std::fs::write(&path, r#"{"source": "x", "images": {}}"#).unwrap();
+    let run = check_with_stdin(&["--catalog", catalog, "-"], OLD_RELAY);
+    assert_eq!(run.code, 2);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: catalog {catalog}: invalid catalog: source \"x\" names no date (YYYY-MM-DD)\n"
+        )
+    );
+}
+
+#[test]
+fn version_names_the_catalog_snapshot() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!(
+            "dhi-admission {} (catalog snapshot 2026-08-22)\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
 }

@@ -64,6 +64,7 @@ const METRICS: &[&str] = &[
     "dhi_admission_requests_shed_total",
     "dhi_admission_connections_closed_total",
     "dhi_admission_connections",
+    "dhi_admission_catalog_info",
 ];
 
 /// The install overlays and what each promises.
@@ -546,7 +547,10 @@ fn check_webhooks(r: &Rendered) {
     let service: Service = r.one("Service", NAME);
     let namespace: Namespace = r.one("Namespace", NAMESPACE);
 
-    let expected_mutating = triples(&[("", "pods", "CREATE")]);
+    let expected_mutating = triples(&[
+        ("", "pods", "CREATE"),
+        ("", "pods/ephemeralcontainers", "UPDATE"),
+    ]);
     let mut expected_validating = triples(&[("", "pods/ephemeralcontainers", "UPDATE")]);
     for kind in WorkloadKind::ALL {
         let (group, resource) = resource_of(kind);

@@ -1,12 +1,16 @@
 //! Property tests over generated pods: the engine's patches apply, are idempotent,
-//! touch only hardened (or rewritten) containers, and validating the fixed object
-//! gives the verdict the engine gave the original.
+//! touch only hardened (or rewritten) containers, rewrite only to tags the catalog lists
+//! (unless `rewrite.tags: any`), validating the fixed object gives the verdict the engine
+//! gave the original, and the webhook, `check` and `--fix` agree.
 
 use dhi_policy::image_ref::ImageRef;
+use dhi_policy::policy_file::TagCheck;
 use dhi_policy::{
-    Engine, Evaluation, Mode, PolicyFile, Scope, Subject, Webhook, WorkloadKind, decode_object,
+    Engine, Evaluation, GroupKind, Mode, PolicyFile, Request, Scope, Subject, Webhook,
+    WorkloadKind, decode_object,
 };
 use proptest::prelude::*;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 const IMAGES: &[&str] = &[
@@ -20,6 +24,15 @@ const IMAGES: &[&str] = &[
     "docker.io/istio/proxyv2:1.30.3-distroless",
     "gcr.io/istio-release/pilot:1.30.3",
     "quay.io/cilium/hubble-relay:v1.20.1",
+    "quay.io/cilium/hubble-relay:v1.16.5",
+    "docker.io/istio/proxyv2:1.19.0",
+    "docker.io/istio/proxyv2:latest",
+    "docker.io/istio/proxyv2",
+    "nginx:1.27",
+    "dhi.io/k8s-device-plugin:0.20.1-compat",
+    "dhi.io/sbx-templates:claude-code",
+    "dhi.io/no-such-repo:1",
+    "[fd00::10]:5000/platform/dhi-nginx:1.31",
     "nginx",
     "nginx:1.31",
     "ghcr.io/example/app:2",
@@ -138,6 +151,10 @@ fn engines() -> Vec<Engine> {
             )
             .unwrap(),
         ),
+        Engine::new(
+            PolicyFile::from_yaml("rewrite:\n  officialImages: true\n  tags: any\n").unwrap(),
+        ),
+        Engine::new(PolicyFile::from_yaml("templates: {mutate: true}").unwrap()),
     ]
 }
 
@@ -199,7 +216,7 @@ proptest! {
     fn patches_apply_are_idempotent_and_preserve_the_verdict(
         spec in pod_spec(),
         kind in prop::sample::select(&WorkloadKind::ALL[..]),
-        which in 0usize..2,
+        which in 0usize..4,
     ) {
         let engine = &engines()[which];
         let object = wrap(kind, spec);
@@ -224,6 +241,17 @@ proptest! {
                 let spec_ptr = format!("{prefix}/{field}/{index}/image");
                 let image = fixed.pointer(&spec_ptr).and_then(Value::as_str).unwrap();
                 prop_assert!(is_hardened(image), "{path} touches non-hardened {image}");
+                // A rewrite points at a tag the catalog lists, unless the policy opts out.
+                if op["op"] == "replace" && path.ends_with("/image")
+                    && engine.policy_file().rewrite.tags == TagCheck::Catalog
+                {
+                    let r = ImageRef::parse(image).unwrap();
+                    let repo = r.hardened_repo().unwrap();
+                    prop_assert!(
+                        engine.catalog().has_tag(repo, r.tag_or_latest()),
+                        "{path}: {image} is not in the catalog"
+                    );
+                }
             } else {
                 prop_assert!(matches!(field, "securityContext" | "imagePullSecrets"), "unexpected {path}");
             }
@@ -231,5 +259,91 @@ proptest! {
 
         // Validating the fixed object agrees with validating the original.
         prop_assert_eq!(verdict(engine, kind, &object), verdict(engine, kind, &fixed));
+    }
+}
+
+/// The webhook's answer, as the server reads a request (objects kept raw).
+fn webhook(
+    engine: &Engine,
+    webhook: Webhook,
+    kind: WorkloadKind,
+    object: &Value,
+) -> dhi_policy::Decision {
+    let request = json!({"uid": "u", "kind": {"group": kind.group(), "version": "v1", "kind": kind.as_str()},
+        "operation": "CREATE", "namespace": "default", "object": object});
+    let text = request.to_string();
+    let request: Request<'_, &RawValue> = serde_json::from_str(&text).unwrap();
+    engine
+        .admit(webhook, Mode::Enforce, request)
+        .unwrap()
+        .decision
+}
+
+/// `check`'s answer, as it reads a manifest (objects as values).
+fn check(engine: &Engine, kind: WorkloadKind, object: &Value) -> dhi_policy::Finding {
+    let request = Request::create(GroupKind::from(kind), Some("default"), object);
+    engine.find(Mode::Enforce, request).unwrap()
+}
+
+fn rules_of(violations: &[dhi_policy::Violation]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = violations
+        .iter()
+        .map(|v| (v.rule.to_string(), v.container.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn check_the_webhook_and_fix_agree(
+        spec in pod_spec(),
+        kind in prop::sample::select(&WorkloadKind::ALL[..]),
+        which in 0usize..4,
+    ) {
+        let engine = &engines()[which];
+        let object = wrap(kind, spec);
+        let found = check(engine, kind, &object);
+        let validated = webhook(engine, Webhook::Validate, kind, &object);
+        let mutated = webhook(engine, Webhook::Mutate, kind, &object);
+
+        // Same verdict, same violations, same warnings (check merges both webhooks').
+        prop_assert_eq!(found.allowed, validated.allowed && mutated.allowed);
+        prop_assert_eq!(rules_of(&found.violations), rules_of(&validated.violations));
+        for w in validated.warnings.iter().chain(&mutated.warnings) {
+            prop_assert!(found.warnings.contains(w), "check lacks {w}");
+        }
+        prop_assert_eq!(found.warnings.len(), {
+            let mut all: Vec<&String> = validated.warnings.iter().chain(&mutated.warnings).collect();
+            all.sort();
+            all.dedup();
+            all.len()
+        });
+
+        // Same patch: the webhook's for pods (and templates when it patches them); for
+        // templates it does not patch, the one their pods will get.
+        let patches_templates = engine.policy_file().templates.mutate;
+        if kind == WorkloadKind::Pod || patches_templates {
+            prop_assert_eq!(
+                serde_json::to_value(&found.patch).unwrap(),
+                serde_json::to_value(&mutated.patch).unwrap()
+            );
+        } else {
+            prop_assert!(mutated.patch.is_empty());
+            prop_assert_eq!(
+                serde_json::to_value(&found.patch).unwrap(),
+                serde_json::to_value(&evaluate(engine, kind, &object).patch).unwrap()
+            );
+        }
+
+        // --fix: the patched object needs nothing more, and is judged as the original.
+        let mut fixed = object.clone();
+        json_patch::patch(&mut fixed, &found.patch).expect("the patch applies");
+        let refound = check(engine, kind, &fixed);
+        prop_assert!(refound.patch.is_empty(), "after --fix: {:?}", refound.patch);
+        prop_assert_eq!(refound.allowed, found.allowed);
+        prop_assert_eq!(rules_of(&refound.violations), rules_of(&found.violations));
     }
 }

@@ -282,16 +282,14 @@ fn mirrored_dhi_names_are_hardened_under_any_registry() {
 }
 
 #[test]
-fn an_ipv6_registry_is_refused_not_skipped() {
-    // The reference grammar we follow (oci-spec's, Docker's before distribution v3) has
-    // no IPv6 literals: such an image is an invalid image, denied, never waved through.
+fn an_ipv6_registry_is_judged_like_any_other() {
+    // distribution/reference (and so the kubelet) accepts bracketed IPv6 hosts: such an
+    // image is pulled, so a hardened one is judged, and an upstream one admitted.
     let e = Engine::default();
-    for image in [
-        "[::1]:5000/dhi-python:3.13-dev",
-        "[fd00::1]:5000/busybox:1.37",
-    ] {
-        expect(&validate(&e, &one(image)), &[(InvalidImage, "app")]);
-    }
+    let d = validate(&e, &one("[::1]:5000/dhi-python:3.13-dev"));
+    expect(&d, &[(RunAsRoot, "app")]);
+    assert_eq!(d.violations[0].image, "[::1]:5000/dhi-python:3.13-dev");
+    expect(&validate(&e, &one("[fd00::1]:5000/busybox:1.37")), &[]);
 }
 
 /// `dhi.io:443` is the same registry as `dhi.io` (443 is the HTTPS port every client

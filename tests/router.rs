@@ -157,9 +157,9 @@ async fn audit_paths_report_without_enforcing() {
     let expected: std::collections::BTreeMap<String, String> = [
         (
             "violation.run-as-root",
-            "web (dhi.io/nginx:1.29); tools (dhi.io/python:3.13-dev)",
+            "web (dhi.io/nginx:1.31); tools (dhi.io/python:3.13-dev)",
         ),
-        ("violation.privileged-port", "web (dhi.io/nginx:1.29)"),
+        ("violation.privileged-port", "web (dhi.io/nginx:1.31)"),
         (
             "violation.invalid-image",
             "bad (docker.io/Library/Nginx:1.29)",

@@ -772,7 +772,7 @@ async fn past_the_body_budget_requests_are_shed_with_503() {
     let mut big = review(&pod(
         "big",
         "default",
-        vec![container("web", "dhi.io/nginx:1.29")],
+        vec![container("web", "dhi.io/nginx:1.31")],
     ));
     big["request"]["object"]["metadata"]["annotations"] = json!({"a": "x".repeat(3 << 20)});
     let reply = t.h2().await.post_json("/validate", &big).await;
@@ -1140,7 +1140,7 @@ async fn policy_reloads_keep_the_last_good_policy() {
     assert_denied(
         &denied,
         "Pod web",
-        &[("privileged-port", "web", "dhi.io/nginx:1.29")],
+        &[("privileged-port", "web", "dhi.io/nginx:1.31")],
     );
 
     // Invalid: refused, counted once, the policy in force stays.
@@ -1165,7 +1165,7 @@ async fn policy_reloads_keep_the_last_good_policy() {
         assert_denied(
             &still,
             "Pod web",
-            &[("privileged-port", "web", "dhi.io/nginx:1.29")],
+            &[("privileged-port", "web", "dhi.io/nginx:1.31")],
         );
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // several reload ticks
@@ -1188,7 +1188,7 @@ async fn policy_reloads_keep_the_last_good_policy() {
     assert!(allowed.status.is_none());
     assert_eq!(allowed.warnings.len(), 1);
     assert!(
-        allowed.warnings[0].starts_with("[privileged-port] container \"web\" (dhi.io/nginx:1.29)"),
+        allowed.warnings[0].starts_with("[privileged-port] container \"web\" (dhi.io/nginx:1.31)"),
         "{:?}",
         allowed.warnings
     );

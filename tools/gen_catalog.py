@@ -20,14 +20,23 @@ def rust_str(s):
 
 
 def default_variant(variants, dev):
-    """The variant an unknown tag falls back to: the most common (uid, gid) of that kind,
-    ties going to the non-root one (it is the safer guess for injection)."""
+    """The variant an unknown tag falls back to when its family does not decide: the most
+    common (uid, gid) of that kind, ties going to the non-root one (it is the safer guess
+    for injection)."""
     idx = [i for i, v in enumerate(variants) if v["dev"] == dev]
     if not idx:
         return None
     counts = Counter((variants[i]["uid"], variants[i]["gid"]) for i in idx)
     best = max(counts.items(), key=lambda kv: (kv[1], kv[0][0] != 0))[0]
     return next(i for i in idx if (variants[i]["uid"], variants[i]["gid"]) == best)
+
+
+def snapshot_date(source):
+    """The snapshot's date, written last in the source line: `... (2026-08-22)`."""
+    dates = re.findall(r"\d{4}-\d{2}-\d{2}", source)
+    if not dates:
+        sys.exit(f"no date in the export's source: {source!r}")
+    return dates[-1]
 
 
 def main():
@@ -40,14 +49,25 @@ def main():
         "",
         "use super::{RepoData, VariantData};",
         "",
+        "/// Where the data comes from.",
+        f"pub(super) const SOURCE: &str = {rust_str(export['source'])};",
+        "/// The date of the catalog snapshot.",
+        f"pub(super) const DATE: &str = {rust_str(snapshot_date(export['source']))};",
+        "",
         "pub(super) static REPOS: &[RepoData] = &[",
     ]
     for name in sorted(export["images"]):
         repo = export["images"][name]
-        variants = []  # distinct (dev, uid, gid) triples
+        variants = []  # distinct (dev, uid, gid, entrypoint, cmd)
         tags = {}
         for v in repo["variants"]:
-            key = {"dev": v["variant"] == "dev", "uid": v["uid"], "gid": v["gid"]}
+            key = {
+                "dev": v["variant"] == "dev",
+                "uid": v["uid"],
+                "gid": v["gid"],
+                "entrypoint": v.get("entrypoint", []),
+                "cmd": v.get("cmd", []),
+            }
             if key not in variants:
                 variants.append(key)
             i = variants.index(key)
@@ -56,8 +76,10 @@ def main():
                     sys.exit(f"{name}:{tag} is listed with two different users")
         rt = default_variant(variants, dev=False)
         dev = default_variant(variants, dev=True)
+        strs = lambda xs: "&[" + ", ".join(rust_str(x) for x in xs) + "]"
         vs = ", ".join(
-            f"VariantData {{ dev: {str(v['dev']).lower()}, uid: {v['uid']}, gid: {v['gid']} }}"
+            f"VariantData {{ dev: {str(v['dev']).lower()}, uid: {v['uid']}, gid: {v['gid']}, "
+            f"entrypoint: {strs(v['entrypoint'])}, cmd: {strs(v['cmd'])} }}"
             for v in variants
         )
         ts = ", ".join(f"({rust_str(t)}, {i})" for t, i in sorted(tags.items()))

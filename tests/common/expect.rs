@@ -65,8 +65,8 @@ pub fn assert_denied(review: &Review, header: &str, violations: &[(&str, &str, &
 
 /// The three violations of [`violating_pod`] plus its dev-variant line, in order.
 pub const VIOLATIONS: &[(&str, &str, &str)] = &[
-    ("run-as-root", "web", "dhi.io/nginx:1.29"),
-    ("privileged-port", "web", "dhi.io/nginx:1.29"),
+    ("run-as-root", "web", "dhi.io/nginx:1.31"),
+    ("privileged-port", "web", "dhi.io/nginx:1.31"),
     ("run-as-root", "tools", "dhi.io/python:3.13-dev"),
     ("invalid-image", "bad", "docker.io/Library/Nginx:1.29"),
 ];

@@ -17,7 +17,7 @@ pub const FIXTURES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtu
 /// The Istio-injected pod (istio-init as root with NET_ADMIN/NET_RAW, the app on
 /// `dhi.io/python:3.13`, the `istio-proxy` sidecar as 1337), about 9 KB compact.
 pub const ISTIO_POD: &str = "istio-pod.json";
-/// A one-container pod on `dhi.io/nginx:1.29`, port 8080.
+/// A one-container pod on `dhi.io/nginx:1.31`, port 8080.
 pub const SMALL_POD: &str = "small-pod.json";
 /// A Deployment of `dhi.io/node:24`.
 pub const DEPLOYMENT: &str = "deployment.json";
@@ -175,10 +175,10 @@ pub fn review_op(object: &Value, operation: &str, old_object: Option<&Value>) ->
     })
 }
 
-/// A pod that breaks every rule, for `/validate`: `web` (`dhi.io/nginx:1.29`) runs as
+/// A pod that breaks every rule, for `/validate`: `web` (`dhi.io/nginx:1.31`) runs as
 /// root on port 80, `tools` is a dev variant, `bad` has an invalid image reference.
 pub fn violating_pod(name: &str) -> Value {
-    let mut web = container_with_port("web", "dhi.io/nginx:1.29", 80);
+    let mut web = container_with_port("web", "dhi.io/nginx:1.31", 80);
     web["securityContext"] = json!({"runAsUser": 0});
     pod(
         name,
@@ -196,7 +196,7 @@ pub fn low_port_pod(name: &str) -> Value {
     pod(
         name,
         "default",
-        vec![container_with_port("web", "dhi.io/nginx:1.29", 80)],
+        vec![container_with_port("web", "dhi.io/nginx:1.31", 80)],
     )
 }
 
@@ -212,7 +212,7 @@ pub fn large_pod_sized(containers: usize, env: usize) -> Value {
         "dhi.io/python:3.13",
         "docker.io/istio/proxyv2:1.30.3",
         "dhi.io/node:24",
-        "docker.io/library/nginx:1.29",
+        "docker.io/library/nginx:1.31",
     ];
     let list: Vec<Value> = (0..containers)
         .map(|i| {

@@ -5,7 +5,8 @@
 //! Look-ups are binary searches over static slices (plus one hash probe for overrides):
 //! nothing on the request path allocates or scales with the size of the catalog.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
 
 use serde::Deserialize;
 
@@ -39,6 +40,18 @@ pub enum Variant {
     Dev,
 }
 
+/// How the catalog came to its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// The tag is listed (or the policy file names the repository or tag).
+    Listed,
+    /// An unlisted tag of a known repository, resolved within its variant family
+    /// (`-compat`, `-sdk`, `-dev`, a distro suffix...) or else the default variant.
+    UnknownTag,
+    /// A repository the catalog does not have: nonroot 65532 (root for dev tags).
+    UnknownRepository,
+}
+
 /// What the catalog knows about one hardened image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageUser {
@@ -48,6 +61,8 @@ pub struct ImageUser {
     pub variant: Variant,
     /// Running this image as root is by design, not a mistake.
     pub root_allowed: bool,
+    /// Whether the tag was listed, guessed within a known repository, or not known at all.
+    pub resolution: Resolution,
 }
 
 /// A repository added or overridden by the policy file (`catalog:` section).
@@ -66,6 +81,7 @@ pub struct RepoOverride {
     pub tags: HashMap<String, Ids>,
 }
 
+/// The compiled-in form of a repository (`catalog/data.rs`).
 struct RepoData {
     name: &'static str,
     variants: &'static [VariantData],
@@ -75,45 +91,323 @@ struct RepoData {
     tags: &'static [(&'static str, usize)],
 }
 
+/// The compiled-in form of a variant.
 struct VariantData {
     dev: bool,
     uid: i64,
     gid: i64,
+    entrypoint: &'static [&'static str],
+    cmd: &'static [&'static str],
 }
 
-/// The built-in catalog plus the policy file's overrides.
-#[derive(Debug, Clone, Default)]
+/// A catalog snapshot: every repository with its variants and tags. The compiled-in
+/// one, or one loaded from a file in the format of the DHI catalog export
+/// (`images.json`) to follow the catalog without a rebuild.
+#[derive(Debug)]
+pub struct Snapshot {
+    source: String,
+    date: String,
+    origin: String,
+    /// Sorted by name.
+    repos: Vec<Repo>,
+}
+
+#[derive(Debug)]
+struct Repo {
+    name: String,
+    variants: Vec<VariantInfo>,
+    runtime: Option<usize>,
+    dev: Option<usize>,
+    /// Sorted by tag; the index points into `variants`.
+    tags: Vec<(String, usize)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct VariantInfo {
+    dev: bool,
+    uid: i64,
+    gid: i64,
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
+}
+
+/// Why a catalog file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not JSON in the export's shape.
+    #[error("not a DHI catalog export: {0}")]
+    Format(#[source] serde_json::Error),
+    /// Something the engine could not decide with.
+    #[error("invalid catalog: {0}")]
+    Invalid(String),
+}
+
+/// The export's shape (`../shared/dhi-catalog/images.json`); other fields are ignored.
+#[derive(Deserialize)]
+struct Export {
+    source: String,
+    images: BTreeMap<String, ExportRepo>,
+}
+
+#[derive(Deserialize)]
+struct ExportRepo {
+    variants: Vec<ExportVariant>,
+}
+
+#[derive(Deserialize)]
+struct ExportVariant {
+    variant: String,
+    tags: Vec<String>,
+    uid: i64,
+    gid: i64,
+    #[serde(default)]
+    entrypoint: Vec<String>,
+    #[serde(default)]
+    cmd: Vec<String>,
+}
+
+static BUILTIN: LazyLock<Arc<Snapshot>> = LazyLock::new(|| {
+    let repos = data::REPOS
+        .iter()
+        .map(|r| Repo {
+            name: r.name.to_owned(),
+            variants: r
+                .variants
+                .iter()
+                .map(|v| VariantInfo {
+                    dev: v.dev,
+                    uid: v.uid,
+                    gid: v.gid,
+                    entrypoint: v.entrypoint.iter().map(|s| (*s).to_owned()).collect(),
+                    cmd: v.cmd.iter().map(|s| (*s).to_owned()).collect(),
+                })
+                .collect(),
+            runtime: r.runtime,
+            dev: r.dev,
+            tags: r.tags.iter().map(|(t, i)| ((*t).to_owned(), *i)).collect(),
+        })
+        .collect();
+    Arc::new(Snapshot {
+        source: data::SOURCE.to_owned(),
+        date: data::DATE.to_owned(),
+        origin: "compiled in".to_owned(),
+        repos,
+    })
+});
+
+impl Snapshot {
+    /// The snapshot compiled into the binary.
+    pub fn builtin() -> Arc<Self> {
+        BUILTIN.clone()
+    }
+
+    /// A snapshot from a file in the format of the DHI catalog export; `origin` says
+    /// where it came from (its path). The same rules as `tools/gen_catalog.py`: a tag
+    /// listed with two different users is refused.
+    pub fn from_export(json: &str, origin: &str) -> Result<Self, SnapshotError> {
+        let export: Export = serde_json::from_str(json).map_err(SnapshotError::Format)?;
+        let date = snapshot_date(&export.source).ok_or_else(|| {
+            SnapshotError::Invalid(format!(
+                "source {:?} names no date (YYYY-MM-DD)",
+                export.source
+            ))
+        })?;
+        if export.images.is_empty() {
+            return Err(SnapshotError::Invalid("no repositories".to_owned()));
+        }
+        let mut repos = Vec::with_capacity(export.images.len());
+        for (name, repo) in export.images {
+            let mut variants: Vec<VariantInfo> = Vec::new();
+            let mut tags: BTreeMap<String, usize> = BTreeMap::new();
+            for v in repo.variants {
+                let dev = match v.variant.as_str() {
+                    "dev" => true,
+                    "runtime" => false,
+                    other => {
+                        return Err(SnapshotError::Invalid(format!(
+                            "{name}: variant {other:?} is neither runtime nor dev"
+                        )));
+                    }
+                };
+                let info = VariantInfo {
+                    dev,
+                    uid: v.uid,
+                    gid: v.gid,
+                    entrypoint: v.entrypoint,
+                    cmd: v.cmd,
+                };
+                let i = match variants.iter().position(|x| *x == info) {
+                    Some(i) => i,
+                    None => {
+                        variants.push(info);
+                        variants.len() - 1
+                    }
+                };
+                for tag in v.tags {
+                    let at = *tags.entry(tag.clone()).or_insert(i);
+                    let (a, b) = (&variants[at], &variants[i]);
+                    if (a.dev, a.uid, a.gid) != (b.dev, b.uid, b.gid) {
+                        return Err(SnapshotError::Invalid(format!(
+                            "{name}:{tag} is listed with two different users"
+                        )));
+                    }
+                }
+            }
+            let runtime = default_variant(&variants, false);
+            let dev = default_variant(&variants, true);
+            repos.push(Repo {
+                name,
+                variants,
+                runtime,
+                dev,
+                tags: tags.into_iter().collect(),
+            });
+        }
+        Ok(Self {
+            source: export.source,
+            date,
+            origin: origin.to_owned(),
+            repos,
+        })
+    }
+
+    fn repo(&self, name: &str) -> Option<&Repo> {
+        self.repos
+            .binary_search_by(|r| r.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.repos[i])
+    }
+}
+
+/// The date written last in a snapshot's source line: `... (2026-08-22)`.
+fn snapshot_date(source: &str) -> Option<String> {
+    let b = source.as_bytes();
+    (0..b.len().saturating_sub(9)).rev().find_map(|i| {
+        let w = &b[i..i + 10];
+        let shape = w.iter().enumerate().all(|(k, c)| match k {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        });
+        shape.then(|| source[i..i + 10].to_owned())
+    })
+}
+
+/// The variant an unknown tag falls back to when its family does not decide: the most
+/// common (uid, gid) of that kind, ties going to the non-root one (the safer guess for
+/// injection). As `default_variant` in `tools/gen_catalog.py`.
+fn default_variant(variants: &[VariantInfo], dev: bool) -> Option<usize> {
+    let of_kind = || variants.iter().filter(|v| v.dev == dev);
+    let count = |ids: (i64, i64)| of_kind().filter(|v| (v.uid, v.gid) == ids).count();
+    let best = of_kind()
+        .map(|v| (v.uid, v.gid))
+        .max_by_key(|&ids| (count(ids), ids.0 != 0))?;
+    // Python's max keeps the first of equal keys; Rust's the last: take the first again.
+    let key = (count(best), best.0 != 0);
+    let first = of_kind()
+        .map(|v| (v.uid, v.gid))
+        .find(|&ids| (count(ids), ids.0 != 0) == key)?;
+    variants
+        .iter()
+        .position(|v| v.dev == dev && (v.uid, v.gid) == first)
+}
+
+/// One repository as the catalog lists it, for `dhi-admission catalog show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoFacts<'c> {
+    /// The DHI repository name.
+    pub name: &'c str,
+    /// Its variants, each with the tags that name it (sorted).
+    pub variants: Vec<VariantFacts<'c>>,
+}
+
+/// One variant of a repository: who it runs as, how it starts, which tags name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantFacts<'c> {
+    /// Runtime or dev.
+    pub variant: Variant,
+    /// The user and group it runs as.
+    pub ids: Ids,
+    /// The image's entrypoint (empty when the catalog gives none).
+    pub entrypoint: &'c [String],
+    /// The image's default command.
+    pub cmd: &'c [String],
+    /// The tags that name it.
+    pub tags: Vec<&'c str>,
+}
+
+/// Counts of what the catalog snapshot lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogCounts {
+    /// Repositories.
+    pub repositories: usize,
+    /// Tags, over all repositories.
+    pub tags: usize,
+}
+
+/// A catalog snapshot (the compiled-in one unless a file replaces it) plus the policy
+/// file's overrides.
+#[derive(Debug, Clone)]
 pub struct Catalog {
     overrides: HashMap<String, RepoOverride>,
+    snapshot: Arc<Snapshot>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self::new(HashMap::new())
+    }
 }
 
 impl Catalog {
     /// The catalog with the policy file's repositories layered over the built-in ones.
     pub fn new(overrides: HashMap<String, RepoOverride>) -> Self {
-        Self { overrides }
+        Self::with_snapshot(overrides, Snapshot::builtin())
+    }
+
+    /// The policy file's repositories layered over a snapshot.
+    pub fn with_snapshot(
+        overrides: HashMap<String, RepoOverride>,
+        snapshot: Arc<Snapshot>,
+    ) -> Self {
+        Self {
+            overrides,
+            snapshot,
+        }
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    fn builtin(&self, repo: &str) -> Option<&Repo> {
+        self.snapshot.repo(repo)
     }
 
     /// Whether the catalog (built-in or extended) has this repository.
     pub fn contains(&self, repo: &str) -> bool {
-        self.overrides.contains_key(repo) || builtin(repo).is_some()
+        self.overrides.contains_key(repo) || self.builtin(repo).is_some()
     }
 
     /// The user `dhi.io/<repo>:<tag>` runs as. Every hardened repository has an answer:
-    /// an exact tag picks its variant; otherwise a `dev` token means the dev variant,
-    /// else the runtime one; unknown repositories run as nonroot 65532.
+    /// an exact tag picks its variant; an unknown tag the variant of its family (the
+    /// tags with the same non-version tokens, `0.20.1-compat` those of `0-compat`; else
+    /// the same tokens but the distro, `1.30-debian12-dev` those of `1.30-dev`); else a
+    /// `dev` token means the dev variant, and anything else the runtime one. Unknown
+    /// repositories run as nonroot 65532 (dev tags as root).
     pub fn lookup(&self, repo: &str, tag: &str) -> ImageUser {
         let by_design = ROOT_BY_DESIGN.contains(&repo);
         let dev = is_dev_tag(tag);
         if let Some(over) = self.overrides.get(repo) {
             if let Some(ids) = over.tags.get(tag) {
-                return image_user(*ids, dev, by_design || over.allow_root);
+                return image_user(*ids, dev, by_design || over.allow_root, Resolution::Listed);
             }
             if let Some(uid) = over.uid.filter(|_| !dev) {
                 let ids = Ids {
                     uid,
                     gid: over.gid.unwrap_or(uid),
                 };
-                return image_user(ids, false, by_design || over.allow_root);
+                return image_user(ids, false, by_design || over.allow_root, Resolution::Listed);
             }
             if over.allow_root {
                 let mut user = self.builtin_lookup(repo, tag, dev);
@@ -123,53 +417,237 @@ impl Catalog {
         }
         let mut user = self.builtin_lookup(repo, tag, dev);
         user.root_allowed |= by_design;
+        if user.resolution == Resolution::UnknownRepository && self.overrides.contains_key(repo) {
+            // The policy file names it: known, whatever it says about it.
+            user.resolution = Resolution::UnknownTag;
+        }
         user
     }
 
     fn builtin_lookup(&self, repo: &str, tag: &str, dev: bool) -> ImageUser {
-        let Some(data) = builtin(repo) else {
+        let Some(data) = self.builtin(repo) else {
             // Unknown hardened repositories: dev tags are root, the rest nonroot.
             let ids = if dev { Ids { uid: 0, gid: 0 } } else { NONROOT };
-            return image_user(ids, dev, false);
+            return image_user(ids, dev, false, Resolution::UnknownRepository);
         };
         let exact = data
             .tags
-            .binary_search_by(|(t, _)| (*t).cmp(tag))
+            .binary_search_by(|(t, _)| t.as_str().cmp(tag))
             .ok()
             .map(|i| data.tags[i].1);
-        let guessed = if dev {
-            data.dev.or(data.runtime)
+        let resolution = if exact.is_some() {
+            Resolution::Listed
         } else {
-            data.runtime.or(data.dev)
+            Resolution::UnknownTag
         };
-        match exact.or(guessed).map(|i| &data.variants[i]) {
+        let guessed = || {
+            family_variant(&data.tags, tag).or(if dev {
+                data.dev.or(data.runtime)
+            } else {
+                data.runtime.or(data.dev)
+            })
+        };
+        match exact.or_else(guessed).map(|i| &data.variants[i]) {
             Some(v) => {
                 let ids = Ids {
                     uid: v.uid,
                     gid: v.gid,
                 };
-                image_user(ids, v.dev, false)
+                image_user(ids, v.dev, false, resolution)
             }
-            None => image_user(NONROOT, false, false),
+            None => image_user(NONROOT, false, false, resolution),
         }
+    }
+
+    /// Whether the catalog lists `repo:tag`, so that a rewrite to it can be pulled.
+    /// A repository the policy file adds without listing tags vouches for any tag.
+    pub fn has_tag(&self, repo: &str, tag: &str) -> bool {
+        if let Some(over) = self.overrides.get(repo) {
+            if over.tags.contains_key(tag) {
+                return true;
+            }
+            if self.builtin(repo).is_none() {
+                return over.tags.is_empty();
+            }
+        }
+        self.builtin(repo).is_some_and(|data| {
+            data.tags
+                .binary_search_by(|(t, _)| t.as_str().cmp(tag))
+                .is_ok()
+        })
+    }
+
+    /// The version lines (`1.20`) the catalog lists for a repository nearest to `tag`,
+    /// at most three, in version order: in the tag's own family if it has any there
+    /// (`1.18-compat` for `1.16.5-compat`), else among the plain version tags. For a
+    /// message, when a rewrite target does not exist.
+    pub fn nearest_lines(&self, repo: &str, tag: &str) -> Vec<String> {
+        let Some(data) = self.builtin(repo) else {
+            return Vec::new();
+        };
+        let lines = |family: bool| -> Vec<(u64, u64, &str)> {
+            let mut out: Vec<_> = data
+                .tags
+                .iter()
+                .filter(|(t, _)| {
+                    if family {
+                        family_tokens(t).eq(family_tokens(tag))
+                    } else {
+                        family_tokens(t).next().is_none()
+                    }
+                })
+                .filter_map(|(t, _)| line_of(t).map(|(major, minor)| (major, minor, t.as_str())))
+                .collect();
+            out.sort_unstable();
+            out.dedup_by_key(|l| (l.0, l.1));
+            out
+        };
+        let mut found = lines(true);
+        if found.is_empty() {
+            found = lines(false);
+        }
+        let (major, minor) = version_of(tag).unwrap_or((u64::MAX, u64::MAX));
+        let distance = |l: &(u64, u64, &str)| (l.0.abs_diff(major), l.1.abs_diff(minor));
+        found.sort_by_key(|l| distance(l));
+        found.truncate(3);
+        found.sort_unstable();
+        found
+            .into_iter()
+            .map(|(major, minor, t)| {
+                let rest = &t[t.find('-').unwrap_or(t.len())..];
+                format!("{major}.{minor}{rest}")
+            })
+            .collect()
+    }
+
+    /// What the snapshot lists, as the catalog knows it (without the policy's additions).
+    pub fn repository(&self, name: &str) -> Option<RepoFacts<'_>> {
+        let data = self.builtin(name)?;
+        let variants = data
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(i, v)| VariantFacts {
+                variant: if v.dev {
+                    Variant::Dev
+                } else {
+                    Variant::Runtime
+                },
+                ids: Ids {
+                    uid: v.uid,
+                    gid: v.gid,
+                },
+                entrypoint: &v.entrypoint,
+                cmd: &v.cmd,
+                tags: data
+                    .tags
+                    .iter()
+                    .filter(|(_, at)| *at == i)
+                    .map(|(t, _)| t.as_str())
+                    .collect(),
+            })
+            .collect();
+        Some(RepoFacts {
+            name: &data.name,
+            variants,
+        })
+    }
+
+    /// How many repositories and tags the snapshot lists.
+    pub fn counts(&self) -> CatalogCounts {
+        CatalogCounts {
+            repositories: self.snapshot.repos.len(),
+            tags: self.snapshot.repos.iter().map(|r| r.tags.len()).sum(),
+        }
+    }
+
+    /// The date of the catalog snapshot in force (`2026-08-22`).
+    pub fn snapshot_date(&self) -> &str {
+        &self.snapshot.date
+    }
+
+    /// Where the snapshot's data comes from (repository, commit and date).
+    pub fn snapshot_source(&self) -> &str {
+        &self.snapshot.source
+    }
+
+    /// Where the snapshot was loaded from: `compiled in`, or a file's path.
+    pub fn snapshot_origin(&self) -> &str {
+        &self.snapshot.origin
     }
 }
 
+/// The tag's non-version tokens: `1.30.3-debian13-dev` is `debian13`, `dev`.
+fn family_tokens(tag: &str) -> impl Iterator<Item = &str> + Clone {
+    tag.split('-').filter(|t| !is_version_token(t))
+}
+
+/// The family tokens without the distro: `debian13`, `alpine3.22` and the like.
+fn flavor_tokens(tag: &str) -> impl Iterator<Item = &str> + Clone {
+    family_tokens(tag).filter(|t| !is_distro_token(t))
+}
+
+/// `1`, `1.30`, `v1.30.3`, `latest`: the version part of a tag.
+fn is_version_token(token: &str) -> bool {
+    let digits = token.strip_prefix('v').unwrap_or(token);
+    token == "latest"
+        || (!digits.is_empty()
+            && digits
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// `debian`, `debian13`, `alpine3.22`, `ubuntu24.04`, `bookworm`...
+fn is_distro_token(token: &str) -> bool {
+    const DISTROS: &[&str] = &["debian", "alpine", "ubuntu", "wolfi", "rhel", "ubi"];
+    const CODENAMES: &[&str] = &["bookworm", "bullseye", "trixie", "noble", "jammy"];
+    CODENAMES.contains(&token)
+        || DISTROS.iter().any(|d| {
+            token
+                .strip_prefix(d)
+                .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        })
+}
+
+/// The variant of the first listed tag in the same family, else in the same flavor.
+fn family_variant(tags: &[(String, usize)], tag: &str) -> Option<usize> {
+    tags.iter()
+        .find(|(t, _)| family_tokens(t).eq(family_tokens(tag)))
+        .or_else(|| {
+            tags.iter()
+                .find(|(t, _)| flavor_tokens(t).eq(flavor_tokens(tag)))
+        })
+        .map(|&(_, i)| i)
+}
+
+/// `(major, minor)` of a tag starting with a version (`1.16.5-compat` is 1.16).
+fn version_of(tag: &str) -> Option<(u64, u64)> {
+    let first = tag.split('-').next()?;
+    let first = first.strip_prefix('v').unwrap_or(first);
+    let mut parts = first.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+    Some((major, minor))
+}
+
+/// `(major, minor)` of a tag that names a version line exactly (`1.20`, `1.20-compat`).
+fn line_of(tag: &str) -> Option<(u64, u64)> {
+    let first = tag.split('-').next()?;
+    let mut parts = first.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((major, minor))
+}
+
 /// Root is by design for a runtime image whose catalog user is root (node agents).
-fn image_user(ids: Ids, dev: bool, allow_root: bool) -> ImageUser {
+fn image_user(ids: Ids, dev: bool, allow_root: bool, resolution: Resolution) -> ImageUser {
     let variant = if dev { Variant::Dev } else { Variant::Runtime };
     ImageUser {
         ids,
         variant,
         root_allowed: allow_root || (variant == Variant::Runtime && ids.uid == 0),
+        resolution,
     }
-}
-
-fn builtin(repo: &str) -> Option<&'static RepoData> {
-    data::REPOS
-        .binary_search_by(|r| r.name.cmp(repo))
-        .ok()
-        .map(|i| &data::REPOS[i])
 }
 
 /// A tag names a dev variant when one of its `-`/`.`/`_` separated tokens is `dev`.
@@ -221,6 +699,189 @@ mod tests {
         let dev = lookup("istio-pilot", "1.99.0-dev");
         assert_eq!((dev.ids.uid, dev.variant), (0, Variant::Dev));
         assert_eq!(lookup("nginx", "latest").ids, NONROOT);
+    }
+
+    #[test]
+    fn unknown_tags_resolve_within_their_family() {
+        let ids = |repo, tag| {
+            let u = lookup(repo, tag);
+            (u.ids.uid, u.variant, u.root_allowed, u.resolution)
+        };
+        use Resolution::*;
+        use Variant::*;
+        // The next patch of a root `-compat` family is root by design, like its family.
+        assert_eq!(
+            ids("k8s-device-plugin", "0.20.0-compat"),
+            (0, Runtime, true, Listed)
+        );
+        assert_eq!(
+            ids("k8s-device-plugin", "0.20.1-compat"),
+            (0, Runtime, true, UnknownTag)
+        );
+        assert_eq!(
+            ids("k8s-device-plugin", "0.20.1"),
+            (65532, Runtime, false, UnknownTag)
+        );
+        assert_eq!(
+            ids("cilium-envoy", "1.20.9-compat"),
+            (0, Runtime, true, UnknownTag)
+        );
+        assert_eq!(
+            ids("cilium-envoy", "1.21.0-debian13-compat"),
+            (0, Runtime, true, UnknownTag)
+        );
+        // .NET SDK images run as root; the runtime ones do not.
+        assert_eq!(
+            ids("dotnet", "10.0.999-sdk-alpine3.22"),
+            (0, Runtime, true, UnknownTag)
+        );
+        assert_eq!(ids("dotnet", "11-sdk"), (0, Runtime, true, UnknownTag));
+        assert_eq!(
+            ids("dotnet", "11-alpine3.22"),
+            (65532, Runtime, false, UnknownTag)
+        );
+        // A distro the catalog does not have keeps the flavor: dev, else runtime.
+        assert_eq!(
+            ids("nginx", "1.32-debian11-dev"),
+            (0, Dev, false, UnknownTag)
+        );
+        assert_eq!(
+            ids("nginx", "1.32-debian11"),
+            (65532, Runtime, false, UnknownTag)
+        );
+        // Dev-only repositories whose dev variants run as a non-zero UID.
+        assert_eq!(
+            ids("sbx-templates", "claude-code-9.9"),
+            (1000, Dev, false, UnknownTag)
+        );
+        assert_eq!(
+            ids("sbx-templates", "claude-code"),
+            (1000, Dev, false, Listed)
+        );
+        assert_eq!(
+            ids("no-such-repo", "1"),
+            (65532, Runtime, false, UnknownRepository)
+        );
+    }
+
+    #[test]
+    fn tags_are_listed_or_not() {
+        let catalog = Catalog::default();
+        assert!(catalog.has_tag("hubble-relay", "1.20.1"));
+        assert!(!catalog.has_tag("hubble-relay", "1.16.5"));
+        for tag in ["1.19.0", "latest", "1.30.3-debug"] {
+            assert!(!catalog.has_tag("istio-proxyv2", tag), "{tag}");
+        }
+        assert!(catalog.has_tag("istio-proxyv2", "1.30.3"));
+        assert!(!catalog.has_tag("no-such-repo", "1"));
+        let mut overrides = HashMap::new();
+        overrides.insert("team-app".to_owned(), RepoOverride::default());
+        overrides.insert(
+            "nginx".to_owned(),
+            RepoOverride {
+                tags: [("1.99-custom".to_owned(), NONROOT)].into(),
+                ..Default::default()
+            },
+        );
+        let extended = Catalog::new(overrides);
+        assert!(extended.has_tag("team-app", "anything"));
+        assert!(extended.has_tag("nginx", "1.99-custom"));
+        assert!(extended.has_tag("nginx", "1.31"));
+        assert!(!extended.has_tag("nginx", "1.99"));
+    }
+
+    #[test]
+    fn nearest_lines_name_what_exists() {
+        let catalog = Catalog::default();
+        assert_eq!(
+            catalog.nearest_lines("hubble-relay", "1.16.5"),
+            ["1.18", "1.19", "1.20"]
+        );
+        assert_eq!(catalog.nearest_lines("istio-proxyv2", "latest"), ["1.30"]);
+        assert_eq!(catalog.nearest_lines("istio-proxyv2", "1.19.0"), ["1.30"]);
+        assert_eq!(
+            catalog.nearest_lines("cilium-envoy", "1.16.0-compat"),
+            ["1.18-compat", "1.19-compat", "1.20-compat"]
+        );
+        assert!(catalog.nearest_lines("no-such-repo", "1").is_empty());
+    }
+
+    #[test]
+    fn repository_facts_and_counts() {
+        let catalog = Catalog::default();
+        let relay = catalog.repository("hubble-relay").unwrap();
+        assert_eq!(relay.name, "hubble-relay");
+        let runtime: Vec<&VariantFacts> = relay
+            .variants
+            .iter()
+            .filter(|v| v.variant == Variant::Runtime)
+            .collect();
+        assert_eq!(runtime.len(), 1);
+        assert_eq!(runtime[0].ids, NONROOT);
+        assert_eq!(runtime[0].entrypoint, ["/usr/bin/hubble-relay"]);
+        assert_eq!(runtime[0].cmd, ["serve"]);
+        assert!(runtime[0].tags.contains(&"1.20.1"));
+        assert!(catalog.repository("no-such-repo").is_none());
+        assert_eq!(
+            catalog.counts(),
+            CatalogCounts {
+                repositories: 554,
+                tags: 18_095
+            }
+        );
+    }
+
+    #[test]
+    fn snapshot_files_are_read_or_refused_with_the_reason() {
+        let export = r#"{"source": "test export (2027-01-31)", "images": {
+            "app": {"display": "App", "variants": [
+                {"variant": "runtime", "distro": "debian-13", "tags": ["2", "2.1"], "uid": 10001, "gid": 10001, "entrypoint": ["/app"]},
+                {"variant": "dev", "tags": ["2-dev"], "uid": 0, "gid": 0}]}}}"#;
+        let snapshot = Arc::new(Snapshot::from_export(export, "/etc/catalog.json").unwrap());
+        let catalog = Catalog::with_snapshot(HashMap::new(), snapshot);
+        assert_eq!(catalog.snapshot_date(), "2027-01-31");
+        assert_eq!(catalog.snapshot_origin(), "/etc/catalog.json");
+        assert_eq!(catalog.lookup("app", "2.1").ids.uid, 10001);
+        assert_eq!(catalog.lookup("app", "2.2").ids.uid, 10001);
+        assert_eq!(catalog.lookup("app", "2.2-dev").ids.uid, 0);
+        assert!(catalog.has_tag("app", "2") && !catalog.has_tag("app", "3"));
+        assert!(
+            !catalog.contains("nginx"),
+            "the file replaces the compiled-in snapshot"
+        );
+        assert_eq!(
+            catalog.repository("app").unwrap().variants[0].entrypoint,
+            ["/app"]
+        );
+        let err = |json: &str| Snapshot::from_export(json, "f").unwrap_err().to_string();
+        assert!(
+            err("{").starts_with("not a DHI catalog export"),
+            "{}",
+            err("{")
+        );
+        assert_eq!(
+            err(r#"{"source": "no date", "images": {"a": {"variants": []}}}"#),
+            "invalid catalog: source \"no date\" names no date (YYYY-MM-DD)"
+        );
+        assert_eq!(
+            err(r#"{"source": "x (2027-01-31)", "images": {}}"#),
+            "invalid catalog: no repositories"
+        );
+        assert_eq!(
+            err(
+                r#"{"source": "x (2027-01-31)", "images": {"a": {"variants": [
+                {"variant": "debug", "tags": ["1"], "uid": 0, "gid": 0}]}}}"#
+            ),
+            "invalid catalog: a: variant \"debug\" is neither runtime nor dev"
+        );
+        assert_eq!(
+            err(
+                r#"{"source": "x (2027-01-31)", "images": {"a": {"variants": [
+                {"variant": "runtime", "tags": ["1"], "uid": 0, "gid": 0},
+                {"variant": "runtime", "tags": ["1"], "uid": 1, "gid": 1}]}}}"#
+            ),
+            "invalid catalog: a:1 is listed with two different users"
+        );
     }
 
     #[test]

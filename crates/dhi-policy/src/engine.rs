@@ -2,8 +2,9 @@
 //! every decision made with them. All of `impl Engine` is here.
 
 use std::fmt;
+use std::sync::Arc;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Snapshot};
 use crate::decision::{Decision, Finding, PatchedBy, merge_warnings};
 use crate::glob::glob_match;
 use crate::image_ref::{DOCKER_HUB, ImageRef};
@@ -52,10 +53,10 @@ pub enum Bypass {
     NoPodSpec(Operation),
     /// The policy exempts the namespace.
     ExemptNamespace(String),
-    /// status, binding, eviction, resize... (and `ephemeralcontainers` for the mutating
-    /// webhook, which patches pods only as they are created).
+    /// status, binding, eviction, resize...
     Subresource(String),
-    /// The mutating webhook patches pods on CREATE; their securityContext is immutable.
+    /// The mutating webhook patches pods on CREATE (and the debug containers
+    /// `kubectl debug` adds); a pod's securityContext is immutable after that.
     PodUpdate,
 }
 
@@ -121,9 +122,14 @@ impl Default for Engine {
 }
 
 impl Engine {
-    /// Builds the engine for a policy.
+    /// Builds the engine for a policy, with the compiled-in catalog snapshot.
     pub fn new(policy: PolicyFile) -> Self {
-        let catalog = Catalog::new(policy.catalog.clone());
+        Self::with_snapshot(policy, Snapshot::builtin())
+    }
+
+    /// Builds the engine for a policy and a catalog snapshot (one loaded from a file).
+    pub fn with_snapshot(policy: PolicyFile, snapshot: Arc<Snapshot>) -> Self {
+        let catalog = Catalog::with_snapshot(policy.catalog.clone(), snapshot);
         let mappings = MappingTable::new(&policy);
         Self {
             policy,
@@ -236,14 +242,16 @@ impl Engine {
         if self.is_exempt_namespace(request.namespace) {
             return Route::Untouched(Bypass::ExemptNamespace(request.namespace.to_owned()));
         }
-        let scope = match (request.sub_resource, webhook) {
-            (None | Some(""), _) => Scope::All,
-            (Some("ephemeralcontainers"), Webhook::Validate) => Scope::EphemeralOnly,
-            (Some(other), _) => return Route::Untouched(Bypass::Subresource(other.to_owned())),
+        let scope = match request.sub_resource {
+            None | Some("") => Scope::All,
+            // `kubectl debug`: both webhooks, on the debug containers it adds.
+            Some("ephemeralcontainers") => Scope::EphemeralOnly,
+            Some(other) => return Route::Untouched(Bypass::Subresource(other.to_owned())),
         };
         if webhook == Webhook::Mutate
             && op == Operation::Update
             && request.kind == WorkloadKind::Pod
+            && scope == Scope::All
         {
             return Route::Untouched(Bypass::PodUpdate);
         }
@@ -256,9 +264,16 @@ impl Engine {
     }
 
     fn evaluate_for(&self, subject: &Subject<'_, '_>, purpose: Purpose) -> Evaluation {
-        match subject.kind.pod_spec(subject.object) {
+        let kind = subject.kind;
+        // A pod before its UPDATE: `kubectl debug` adds ephemeral containers (only the new
+        // ones are judged and patched), and an image switch cannot get a user any more.
+        let old = match kind {
+            WorkloadKind::Pod => subject.old_object.and_then(|o| kind.pod_spec(o)),
+            _ => None,
+        };
+        match kind.pod_spec(subject.object) {
             Some(spec) => {
-                rules::evaluate(self, spec, subject.kind.spec_path(), subject.scope, purpose)
+                rules::evaluate(self, spec, old, kind.spec_path(), subject.scope, purpose)
             }
             None => Evaluation::default(),
         }
@@ -341,12 +356,14 @@ impl Engine {
     }
 }
 
-/// An UPDATE that leaves the pod spec as it was.
+/// An UPDATE that leaves the pod spec as it was, in every field: a changed env, volume or
+/// resource rolls new pods too, so it is judged again (the views alone would miss it).
 fn unchanged(subject: &Subject<'_, '_>) -> bool {
     let kind = subject.kind;
-    subject
-        .old_object
-        .is_some_and(|old| kind.pod_spec(old) == kind.pod_spec(subject.object))
+    subject.old_object.is_some_and(|old| {
+        old.same_pod_spec_as_new
+            .unwrap_or_else(|| kind.pod_spec(old) == kind.pod_spec(subject.object))
+    })
 }
 
 /// The request's kind, if the engine reviews it.
@@ -390,11 +407,16 @@ fn read<'a, O: ObjectSource<'a>>(
         name: name.to_owned(),
         source,
     };
-    let object = object.decode().map_err(unreadable)?;
     let old_object = match (operation, request.old_object) {
-        (Operation::Update, Some(old)) => Some(old.decode().map_err(unreadable)?),
+        (Operation::Update, Some(old)) => {
+            let same = object.same_pod_spec(&old, kind.spec_path());
+            let mut old = old.decode().map_err(unreadable)?;
+            old.same_pod_spec_as_new = same;
+            Some(old)
+        }
         _ => None,
     };
+    let object = object.decode().map_err(unreadable)?;
     // Controllers create pods with generateName: the request has no name yet.
     let meta = object.metadata.as_ref();
     let name = match (
@@ -465,7 +487,7 @@ mod tests {
             both(&debug),
             (
                 Route::Review(Scope::EphemeralOnly),
-                Route::Untouched(Bypass::Subresource("ephemeralcontainers".to_owned()))
+                Route::Review(Scope::EphemeralOnly)
             )
         );
         let status = Route::Untouched(Bypass::Subresource("status".to_owned()));

@@ -174,15 +174,18 @@ pub enum SkipReason {
     PrivilegedPort,
     /// The command starts a shell, which hardened images do not have.
     ShellCommand,
+    /// The catalog does not list the rewritten tag: the pod could not pull it.
+    UnknownTag,
 }
 
 impl SkipReason {
     /// Every reason, in declaration order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Digest,
         Self::RunsAsRoot,
         Self::PrivilegedPort,
         Self::ShellCommand,
+        Self::UnknownTag,
     ];
 
     /// Metrics label.
@@ -192,6 +195,7 @@ impl SkipReason {
             Self::RunsAsRoot => "runs_as_root",
             Self::PrivilegedPort => "privileged_port",
             Self::ShellCommand => "shell_command",
+            Self::UnknownTag => "unknown_tag",
         }
     }
 
@@ -203,6 +207,7 @@ impl SkipReason {
                 "it declares a port below 1024 that a nonroot image cannot bind"
             }
             Self::ShellCommand => "its command starts a shell and the hardened image has none",
+            Self::UnknownTag => "the catalog does not list that tag",
         }
     }
 }
@@ -253,12 +258,35 @@ impl MutationKind {
 pub enum Warning {
     /// A rule whose action is `warn` matched.
     Rule(Violation),
-    /// A dev variant (root, shell, package manager) in a workload.
+    /// A dev variant (shell, package manager; mostly root) in a workload.
     DevVariant {
         /// Container name.
         container: String,
         /// The image.
         image: String,
+        /// The UID it runs as (0 for almost every dev variant).
+        uid: i64,
+    },
+    /// A running pod's image switched to a hardened one that needs a numeric user the
+    /// pod cannot be given any more (security contexts are immutable), under runAsNonRoot.
+    ImageSwitchWithoutUser {
+        /// Container name.
+        container: String,
+        /// The new image.
+        image: String,
+        /// The UID it would need.
+        uid: i64,
+    },
+    /// A hardened image the catalog does not know: its user is assumed.
+    NotInCatalog {
+        /// Container name.
+        container: String,
+        /// The repository (`dhi.io/no-such-repo`), or the image when only its tag is unknown.
+        what: String,
+        /// The catalog snapshot's date.
+        snapshot: String,
+        /// The UID assumed.
+        uid: i64,
     },
     /// An upstream image the catalog maps was not rewritten.
     RewriteSkipped {
@@ -270,6 +298,8 @@ pub enum Warning {
         target: String,
         /// Why not.
         reason: SkipReason,
+        /// For [`SkipReason::UnknownTag`]: the nearest version lines the catalog lists.
+        available: Vec<String>,
     },
 }
 
@@ -277,16 +307,70 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Rule(v) => write!(f, "{v}"),
-            Self::DevVariant { container, image } => write!(
+            Self::DevVariant {
+                container,
+                image,
+                uid: 0,
+            } => write!(
                 f,
                 "container {container:?} uses dev variant {image} (root, shell, package manager): \
                  use the runtime variant (tag without -dev) in production"
+            ),
+            Self::DevVariant {
+                container,
+                image,
+                uid,
+            } => write!(
+                f,
+                "container {container:?} uses dev variant {image} (UID {uid}, shell, package \
+                 manager): use a runtime variant in production where there is one"
+            ),
+            Self::ImageSwitchWithoutUser {
+                container,
+                image,
+                uid,
+            } => write!(
+                f,
+                "container {container:?}: switched to {image} in a running pod, whose \
+                 securityContext cannot change: without runAsUser {uid} the kubelet refuses it \
+                 under runAsNonRoot. Change the workload's template instead"
+            ),
+            Self::NotInCatalog {
+                container,
+                what,
+                snapshot,
+                uid,
+            } => write!(
+                f,
+                "container {container:?}: {what} is not in the catalog snapshot of {snapshot}; \
+                 UID {uid} assumed"
             ),
             Self::RewriteSkipped {
                 container,
                 image,
                 target,
+                reason: SkipReason::UnknownTag,
+                available,
+            } => {
+                let (location, tag) = target
+                    .rsplit_once(':')
+                    .filter(|(_, tag)| !tag.contains('/'))
+                    .unwrap_or((target, "latest"));
+                write!(
+                    f,
+                    "container {container:?}: {image} not rewritten: {location} has no tag {tag}"
+                )?;
+                match available.as_slice() {
+                    [] => Ok(()),
+                    lines => write!(f, "; available lines: {}", lines.join(", ")),
+                }
+            }
+            Self::RewriteSkipped {
+                container,
+                image,
+                target,
                 reason,
+                ..
             } => write!(
                 f,
                 "container {container:?}: {image} not rewritten to {target}: {}",

@@ -27,6 +27,18 @@ pub struct PolicyFile {
     pub exempt: Exemptions,
     /// Repositories to add to the built-in catalog or override in it.
     pub catalog: HashMap<String, RepoOverride>,
+    /// What the cluster's container runtime does for pods.
+    pub runtime: RuntimeSettings,
+}
+
+/// `runtime:`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuntimeSettings {
+    /// The `net.ipv4.ip_unprivileged_port_start` the runtime gives pods that are not on
+    /// the host network: 0 for containerd 2.x, Docker 20.10+ and k3s, the kernel's 1024
+    /// for CRI-O. Unset means 1024. A pod's own sysctl wins; hostNetwork pods get 1024.
+    pub unprivileged_port_start: Option<u16>,
 }
 
 /// `rewrite:`
@@ -45,6 +57,19 @@ pub struct RewriteSettings {
     pub default_mappings: bool,
     /// More mappings; one with the same `from` replaces a built-in one.
     pub mappings: Vec<Mapping>,
+    /// Which rewritten tags are allowed: only those the catalog lists (default), or any.
+    pub tags: TagCheck,
+}
+
+/// `rewrite.tags`: whether a rewrite target must be a tag the catalog lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TagCheck {
+    /// Rewrite only to tags the catalog lists, so the pod can pull its image.
+    #[default]
+    Catalog,
+    /// Rewrite whatever the tag: for mirrors that carry tags newer than the catalog.
+    Any,
 }
 
 impl Default for RewriteSettings {
@@ -56,6 +81,7 @@ impl Default for RewriteSettings {
             image_pull_secrets: Vec::new(),
             default_mappings: true,
             mappings: Vec::new(),
+            tags: TagCheck::Catalog,
         }
     }
 }
@@ -328,6 +354,7 @@ mod tests {
         let s = PolicyFile::from_yaml("").unwrap();
         assert_eq!(s, PolicyFile::default());
         assert!(s.rewrite.enabled);
+        assert_eq!(s.rewrite.tags, TagCheck::Catalog);
         assert_eq!(s.action(RuleId::RunAsRoot), Action::Deny);
         assert_eq!(s.mappings().len(), 8);
     }
@@ -344,6 +371,7 @@ rewrite:
   target: registry.example.com/platform/dhi-{repo}
   officialImages: true
   imagePullSecrets: [dhi-pull]
+  tags: any
   mappings:
     - from: docker.io/istio/proxyv2
       to: istio-proxyv2
@@ -355,12 +383,15 @@ exempt:
   images: ["docker.io/library/busybox:*"]
 catalog:
   my-app: {uid: 10001, gid: 10001}
+runtime:
+  unprivilegedPortStart: 0
 "#,
         )
         .unwrap();
         assert_eq!(s.mode, Some(Mode::Audit));
         assert_eq!(s.action(RuleId::PrivilegedPort), Action::Warn);
         assert_eq!(s.action(RuleId::RunAsRoot), Action::Off);
+        assert_eq!(s.rewrite.tags, TagCheck::Any);
         assert_eq!(
             s.rewrite.target.render("nginx"),
             "registry.example.com/platform/dhi-nginx"
@@ -373,6 +404,7 @@ catalog:
         );
         assert!(s.templates.mutate);
         assert_eq!(s.catalog["my-app"].uid, Some(10001));
+        assert_eq!(s.runtime.unprivileged_port_start, Some(0));
     }
 
     #[test]
@@ -393,6 +425,8 @@ catalog:
         );
         assert!(err("rewrite: {mappings: [{from: 'docker.io/a/b:1', to: x}]}").contains("tag"));
         assert!(err("[1, 2").contains("invalid policy"));
+        assert!(err("rewrite: {tags: newest}").contains("newest"));
+        assert!(err("runtime: {unprivilegedPortStart: 70000}").contains("70000"));
     }
 
     #[test]

@@ -9,12 +9,13 @@
 //! ```text
 //! reference        := name [ ":" tag ] [ "@" digest ]
 //! name             := [ domain "/" ] path
-//! domain           := host [ ":" port ]          host := label ( "." label )*
+//! domain           := host [ ":" port ]          host := label ( "." label )* | "[" ipv6 "]"
+//! ipv6             := [0-9A-Fa-f:]+ ( containing a ":" )
 //! label            := [A-Za-z0-9] | [A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]
 //! path             := component ( "/" component )*
 //! component        := [a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )*
 //! tag              := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
-//! digest           := algorithm ":" [0-9A-Fa-f]{32,}
+//! digest           := algorithm ":" [0-9a-f]{32,}   (upper case: the kubelet refuses it)
 //! algorithm        := [A-Za-z][A-Za-z0-9]* ( [-_+.] [A-Za-z][A-Za-z0-9]* )*
 //! ```
 //!
@@ -154,8 +155,18 @@ fn is_path_component(component: &str) -> bool {
     true
 }
 
-/// `label ( "." label )* [ ":" port ]`
+/// `label ( "." label )* [ ":" port ]`, or a bracketed IPv6 address with an optional port.
 fn is_domain(domain: &str) -> bool {
+    let port_ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = domain.strip_prefix('[') {
+        let Some(end) = memchr(rest.as_bytes(), b']') else {
+            return false;
+        };
+        let (address, after) = (&rest[..end], &rest[end + 1..]);
+        let address_ok =
+            address.contains(':') && address.bytes().all(|b| b.is_ascii_hexdigit() || b == b':');
+        return address_ok && (after.is_empty() || after.strip_prefix(':').is_some_and(port_ok));
+    }
     let (host, port) = match memchr(domain.as_bytes(), b':') {
         Some(colon) => (&domain[..colon], Some(&domain[colon + 1..])),
         None => (domain, None),
@@ -189,7 +200,10 @@ fn validate_digest(digest: &str) -> Result<&str, GrammarError> {
         let b = part.as_bytes();
         !b.is_empty() && b[0].is_ascii_alphabetic() && b.iter().all(u8::is_ascii_alphanumeric)
     });
-    if !algorithm_ok || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // Lower case only: the kubelet (go-digest) refuses `sha256:ABC...`, so a pod with
+    // one would never start.
+    let hex_ok = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    if !algorithm_ok || hex.len() < 32 || !hex.bytes().all(hex_ok) {
         return Err(GrammarError::DigestInvalidFormat);
     }
     let expected = match algorithm {
@@ -241,6 +255,25 @@ mod tests {
         );
         assert_eq!(split("localhost/x").unwrap().domain, Some("localhost"));
         assert_eq!(split("a:5000/x").unwrap().domain, Some("a:5000"));
+        assert_eq!(
+            split("[fd00::10]:5000/team/app:1.4.2"),
+            Ok(Parts {
+                domain: Some("[fd00::10]:5000"),
+                path: "team/app",
+                tag: Some("1.4.2"),
+                digest: None
+            })
+        );
+        assert_eq!(split("[::1]/app").unwrap().domain, Some("[::1]"));
+        for bad in [
+            "[fd00::10/app",
+            "[]/app",
+            "[fd00::g]/app",
+            "[fd00::1]:/app",
+            "[fd00::1]x/app",
+        ] {
+            assert_eq!(split(bad), Err(GrammarError::InvalidFormat), "{bad}");
+        }
     }
 
     #[test]
@@ -278,6 +311,10 @@ mod tests {
         assert_eq!(
             split(&format!("x@md5:{}", "a".repeat(32))),
             Err(GrammarError::DigestUnsupported)
+        );
+        assert_eq!(
+            split(&format!("x@sha256:{}", "A".repeat(64))),
+            Err(GrammarError::DigestInvalidFormat)
         );
         assert_eq!(split("Foo/bar"), Err(GrammarError::Uppercase));
         assert_eq!(split("DHI.IO/python").unwrap().domain, Some("DHI.IO"));

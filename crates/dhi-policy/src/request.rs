@@ -122,6 +122,12 @@ impl<'a, O> Request<'a, O> {
 pub trait ObjectSource<'a> {
     /// The fields the rules read; the error names the offending field.
     fn decode(self) -> Result<ObjectView<'a>, DecodeError>;
+
+    /// Whether this object's pod spec (at `path`) equals `other`'s in every field, for
+    /// an UPDATE; `None` when the source keeps no JSON to compare.
+    fn same_pod_spec(&self, _other: &Self, _path: &[&str]) -> Option<bool> {
+        None
+    }
 }
 
 impl<'a> ObjectSource<'a> for ObjectView<'a> {
@@ -134,6 +140,14 @@ impl<'a> ObjectSource<'a> for &'a RawValue {
     fn decode(self) -> Result<ObjectView<'a>, DecodeError> {
         decode_object(self.get())
     }
+
+    fn same_pod_spec(&self, other: &Self, path: &[&str]) -> Option<bool> {
+        // UPDATEs only, and few of them reach the main resource: reading both objects
+        // whole is affordable, and compares values, not their formatting.
+        let new: Value = serde_json::from_str(self.get()).ok()?;
+        let old: Value = serde_json::from_str(other.get()).ok()?;
+        Some(same_at(&new, &old, path))
+    }
 }
 
 impl<'a> ObjectSource<'a> for &'a Value {
@@ -143,6 +157,20 @@ impl<'a> ObjectSource<'a> for &'a Value {
             message: err.inner().to_string(),
         })
     }
+
+    fn same_pod_spec(&self, other: &Self, path: &[&str]) -> Option<bool> {
+        Some(same_at(self, other, path))
+    }
+}
+
+/// Whether two objects hold the same value at `path` (absent and `null` alike).
+fn same_at(new: &Value, old: &Value, path: &[&str]) -> bool {
+    let at = |value| {
+        path.iter()
+            .try_fold(value, |v: &Value, key| v.get(key))
+            .filter(|v| !v.is_null())
+    };
+    at(new) == at(old)
 }
 
 /// Why an object could not be read.

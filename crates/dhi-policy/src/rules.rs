@@ -8,10 +8,11 @@
 use std::fmt;
 
 use crate::Engine;
-use crate::catalog::{ImageUser, Variant};
+use crate::catalog::{ImageUser, Resolution, Variant};
 use crate::image_ref::{ImageField, ImageRef};
 use crate::model::{Action, MutationKind, RuleId, Scope, SkipReason, Violation, Warning};
 use crate::patch::{ContainerList, InjectedUser, SpecPatch};
+use crate::policy_file::TagCheck;
 use crate::spec::{ContainerView, PodSecurityContextView, SecurityContextView, SpecView};
 
 /// The engine's findings for one pod spec.
@@ -68,6 +69,7 @@ pub(crate) enum Purpose {
 pub(crate) fn evaluate(
     engine: &Engine,
     spec: &SpecView<'_>,
+    old: Option<&SpecView<'_>>,
     prefix: &'static [&'static str],
     scope: Scope,
     purpose: Purpose,
@@ -82,10 +84,11 @@ pub(crate) fn evaluate(
         patch: (purpose == Purpose::Patch).then(|| SpecPatch::new(prefix)),
         eval: Evaluation::default(),
         rewrote: false,
-        // `kubectl debug` reaches only the validating webhook: nothing rewrites its
-        // containers, so judge them as they are.
+        // A `kubectl debug` image is chosen by hand for the moment: it is given a user,
+        // never swapped for another image.
         rewrite: scope == Scope::All,
         fs_group: None,
+        old: old.filter(|_| scope == Scope::All),
     };
     let lists = [
         (ContainerList::Init, &spec.init_containers),
@@ -97,6 +100,9 @@ pub(crate) fn evaluate(
             continue;
         }
         for (index, c) in containers.iter().flatten().enumerate() {
+            if scope == Scope::EphemeralOnly && existed(old, c) {
+                continue;
+            }
             if let Some(judged) = pass.plan(c, list, index) {
                 if list != ContainerList::Ephemeral
                     && pass.fs_group.is_none()
@@ -124,6 +130,8 @@ struct Pass<'e, 's, 'a> {
     rewrite: bool,
     /// The group of the first hardened container, for the pod's `fsGroup`.
     fs_group: Option<i64>,
+    /// The pod before an UPDATE of the pod itself: its security contexts are fixed.
+    old: Option<&'s SpecView<'a>>,
 }
 
 impl Pass<'_, '_, '_> {
@@ -158,19 +166,44 @@ impl Pass<'_, '_, '_> {
         let (user, shown) = match image.hardened_repo() {
             Some(repo) => {
                 let user = engine.catalog().lookup(repo, image.tag_or_latest());
+                // A digest alone names content, whatever tags the catalog lists.
+                let unknown = image.tag.is_some() || image.digest.is_none();
+                let what = match user.resolution {
+                    Resolution::Listed => None,
+                    _ if !unknown => None,
+                    Resolution::UnknownTag => Some(image.to_string()),
+                    Resolution::UnknownRepository => Some(image.location()),
+                };
+                if let Some(what) = what {
+                    self.eval.warnings.push(Warning::NotInCatalog {
+                        container: c.name.to_string(),
+                        what,
+                        snapshot: engine.catalog().snapshot_date().to_owned(),
+                        uid: explicit_uid.unwrap_or(user.ids.uid),
+                    });
+                }
                 (user, Shown::Hardened(image))
             }
             None if !self.rewrite => return None,
             None => {
                 let target = engine.rewrite_target(&image)?;
-                let user = engine.catalog().lookup(target.repo, target.tag);
-                if let Some(reason) = skip_reason(spec, c, &image, &user, explicit_uid) {
+                let catalog = engine.catalog();
+                let user = catalog.lookup(target.repo, target.tag);
+                let listed = engine.policy_file().rewrite.tags == TagCheck::Any
+                    || catalog.has_tag(target.repo, target.tag);
+                if let Some(reason) = self.skip_reason(c, &image, &user, explicit_uid, listed) {
                     if self.patch.is_some() {
+                        let available = if reason == SkipReason::UnknownTag {
+                            catalog.nearest_lines(target.repo, target.tag)
+                        } else {
+                            Vec::new()
+                        };
                         self.eval.warnings.push(Warning::RewriteSkipped {
                             container: c.name.to_string(),
                             image: image.to_string(),
                             target: target.image,
                             reason,
+                            available,
                         });
                     }
                     return None;
@@ -183,6 +216,18 @@ impl Pass<'_, '_, '_> {
                 (user, Shown::Rewritten(target.image))
             }
         };
+        if explicit_uid.is_none() && user.ids.uid != 0 && self.switched_image(c, list) {
+            // A running pod's security context cannot change: the mutating webhook cannot
+            // give the new image its numeric user, and the kubelet refuses an image that
+            // names its user (`nonroot`) under runAsNonRoot.
+            if effective(c, spec, |s| s.run_as_non_root, |p| p.run_as_non_root) == Some(true) {
+                self.eval.warnings.push(Warning::ImageSwitchWithoutUser {
+                    container: c.name.to_string(),
+                    image: shown.to_string(),
+                    uid: user.ids.uid,
+                });
+            }
+        }
         if explicit_uid.is_none() && user.ids.uid != 0 {
             let inject = InjectedUser {
                 uid: user.ids.uid,
@@ -244,8 +289,8 @@ impl Pass<'_, '_, '_> {
             );
             self.report(RuleId::RunAsRoot, j.name, &j.image, message);
         }
-        if !may_bind_low_ports(&j.user, j.uid) {
-            let ports = blocked_ports(spec, c);
+        if !self.may_bind_low_ports(&j.user, j.uid) {
+            let ports = self.blocked_ports(c);
             if let Some(&port) = ports.first() {
                 let list = ports
                     .iter()
@@ -256,7 +301,12 @@ impl Pass<'_, '_, '_> {
                 let alternative = if spec.host_network == Some(true) {
                     String::new()
                 } else {
-                    format!(", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port}")
+                    format!(
+                        ", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port} (if \
+                         the container runtime already sets it for pods, as containerd 2.x, \
+                         Docker and k3s do, set runtime.unprivilegedPortStart: 0 in the \
+                         dhi-admission policy)"
+                    )
                 };
                 let runs_as = if j.uid == 0 {
                     "must run as nonroot".to_owned()
@@ -276,6 +326,7 @@ impl Pass<'_, '_, '_> {
             self.eval.warnings.push(Warning::DevVariant {
                 container: j.name.to_owned(),
                 image: j.image.to_string(),
+                uid: j.uid,
             });
         }
     }
@@ -330,56 +381,101 @@ impl Pass<'_, '_, '_> {
     }
 }
 
-/// Rewrite only what would then be admitted.
-fn skip_reason(
-    spec: &SpecView<'_>,
-    c: &ContainerView<'_>,
-    image: &ImageRef<'_>,
-    target: &ImageUser,
-    explicit_uid: Option<i64>,
-) -> Option<SkipReason> {
-    if image.digest.is_some() {
-        return Some(SkipReason::Digest);
+impl Pass<'_, '_, '_> {
+    /// On an UPDATE of a pod, whether this container's image is not the one it had.
+    fn switched_image(&self, c: &ContainerView<'_>, list: ContainerList) -> bool {
+        let Some(old) = self.old else {
+            return false;
+        };
+        let before = match list {
+            ContainerList::Init => &old.init_containers,
+            ContainerList::Regular => &old.containers,
+            ContainerList::Ephemeral => return false,
+        };
+        before
+            .iter()
+            .flatten()
+            .find(|b| b.name == c.name)
+            .is_some_and(|b| b.image != c.image)
     }
-    let uid = explicit_uid.unwrap_or(target.ids.uid);
-    if uid == 0 && !target.root_allowed {
-        return Some(SkipReason::RunsAsRoot);
+
+    /// Rewrite only what would then be admitted.
+    fn skip_reason(
+        &self,
+        c: &ContainerView<'_>,
+        image: &ImageRef<'_>,
+        target: &ImageUser,
+        explicit_uid: Option<i64>,
+        listed: bool,
+    ) -> Option<SkipReason> {
+        if image.digest.is_some() {
+            return Some(SkipReason::Digest);
+        }
+        if !listed {
+            return Some(SkipReason::UnknownTag);
+        }
+        let uid = explicit_uid.unwrap_or(target.ids.uid);
+        if uid == 0 && !target.root_allowed {
+            return Some(SkipReason::RunsAsRoot);
+        }
+        if !self.may_bind_low_ports(target, uid) && !self.blocked_ports(c).is_empty() {
+            return Some(SkipReason::PrivilegedPort);
+        }
+        let shell = c
+            .command
+            .as_deref()
+            .and_then(<[_]>::first)
+            .is_some_and(|cmd| {
+                let bin = cmd.rsplit('/').next().unwrap_or(cmd);
+                SHELLS.contains(&bin)
+            });
+        shell.then_some(SkipReason::ShellCommand)
     }
-    if !may_bind_low_ports(target, uid) && !blocked_ports(spec, c).is_empty() {
-        return Some(SkipReason::PrivilegedPort);
+
+    /// Root may bind anything. A container that runs as root by design does, and so
+    /// does one whose root the policy tolerates (`run-as-root` at warn or off): denying
+    /// its port would be a false positive. With `run-as-root: deny` the container must
+    /// become nonroot, and then the port is in the way too.
+    fn may_bind_low_ports(&self, user: &ImageUser, uid: i64) -> bool {
+        uid == 0
+            && (user.root_allowed
+                || self.engine.policy_file().action(RuleId::RunAsRoot) != Action::Deny)
     }
-    let shell = c
-        .command
-        .as_deref()
-        .and_then(<[_]>::first)
-        .is_some_and(|cmd| {
-            let bin = cmd.rsplit('/').next().unwrap_or(cmd);
-            SHELLS.contains(&bin)
-        });
-    shell.then_some(SkipReason::ShellCommand)
+
+    /// Declared ports below the unprivileged port start the container could not bind as
+    /// nonroot. The start is the pod's sysctl, else the runtime's (policy
+    /// `runtime.unprivilegedPortStart`), else 1024. With hostNetwork the host port is
+    /// bound on the node, so it counts too, and only 1024 applies.
+    fn blocked_ports(&self, c: &ContainerView<'_>) -> Vec<i64> {
+        let spec = self.spec;
+        let host = spec.host_network == Some(true);
+        let runtime = self
+            .engine
+            .policy_file()
+            .runtime
+            .unprivileged_port_start
+            .filter(|_| !host)
+            .map(i64::from);
+        let start = spec.unprivileged_port_start().or(runtime).unwrap_or(1024);
+        let mut ports: Vec<i64> = c
+            .ports
+            .iter()
+            .flatten()
+            .flat_map(|p| [Some(p.container_port), p.host_port.filter(|_| host)])
+            .flatten()
+            .filter(|&p| (1..1024).contains(&p) && p < start)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
 }
 
-/// Root may bind anything; so may a container running as root by design.
-fn may_bind_low_ports(user: &ImageUser, uid: i64) -> bool {
-    uid == 0 && user.root_allowed
-}
-
-/// Declared ports below 1024 the container could not bind as nonroot. With hostNetwork
-/// the host port is bound on the node, so it counts too and the pod sysctl does not help.
-fn blocked_ports(spec: &SpecView<'_>, c: &ContainerView<'_>) -> Vec<i64> {
-    let start = spec.unprivileged_port_start().unwrap_or(1024);
-    let host = spec.host_network == Some(true);
-    let mut ports: Vec<i64> = c
-        .ports
-        .iter()
-        .flatten()
-        .flat_map(|p| [Some(p.container_port), p.host_port.filter(|_| host)])
-        .flatten()
-        .filter(|&p| (1..1024).contains(&p) && p < start)
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
+/// An ephemeral container the pod already had before this UPDATE (by name, which the
+/// API server keeps unique and immutable).
+fn existed(old: Option<&SpecView<'_>>, c: &ContainerView<'_>) -> bool {
+    old.and_then(|o| o.ephemeral_containers.as_deref())
+        .is_some_and(|before| before.iter().any(|b| b.name == c.name))
 }
 
 fn explicit_pod_uid(spec: &SpecView<'_>) -> Option<i64> {

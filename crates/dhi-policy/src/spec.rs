@@ -29,6 +29,11 @@ pub struct ObjectView<'a> {
     /// PodTemplate's template.
     #[serde(borrow, default)]
     pub template: Option<Box<TemplateView<'a>>>,
+    /// On an UPDATE's old object: whether its pod spec equals the new object's in every
+    /// field, not just those the views read (`None` when the source kept no JSON to
+    /// compare, and then the views are compared).
+    #[serde(skip)]
+    pub same_pod_spec_as_new: Option<bool>,
 }
 
 /// Object metadata we report on.
@@ -89,6 +94,9 @@ pub struct SpecView<'a> {
     /// `linux` or `windows`.
     #[serde(borrow, default)]
     pub os: Option<OsView<'a>>,
+    /// `kubernetes.io/os: windows` schedules the pod on Windows nodes.
+    #[serde(borrow, default)]
+    pub node_selector: Option<NodeSelectorView<'a>>,
     /// Registry credentials.
     #[serde(borrow, default)]
     pub image_pull_secrets: Option<Vec<NameRef<'a>>>,
@@ -146,6 +154,31 @@ pub struct SecurityContextView {
     /// `runAsNonRoot`
     #[serde(default)]
     pub run_as_non_root: Option<bool>,
+    /// `windowsOptions`: only Windows containers have them.
+    #[serde(default)]
+    pub windows_options: Option<WindowsOptionsView>,
+}
+
+/// `windowsOptions`
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowsOptionsView {
+    /// `hostProcess`: a Windows HostProcess container.
+    #[serde(default)]
+    pub host_process: Option<bool>,
+}
+
+/// `nodeSelector`, of which only the OS label matters here.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+pub struct NodeSelectorView<'a> {
+    /// `kubernetes.io/os`
+    #[serde(
+        borrow,
+        default,
+        rename = "kubernetes.io/os",
+        deserialize_with = "borrowed::option"
+    )]
+    pub os: Option<Cow<'a, str>>,
 }
 
 /// Pod-level security context.
@@ -167,6 +200,9 @@ pub struct PodSecurityContextView<'a> {
     /// Namespaced sysctls (`net.ipv4.ip_unprivileged_port_start`).
     #[serde(borrow, default)]
     pub sysctls: Option<Vec<SysctlView<'a>>>,
+    /// `windowsOptions`, inherited by containers.
+    #[serde(default)]
+    pub windows_options: Option<WindowsOptionsView>,
 }
 
 /// One sysctl.
@@ -245,9 +281,31 @@ pub mod borrowed {
 }
 
 impl SpecView<'_> {
-    /// Windows pods get no Linux-only fields and are not judged by Linux rules.
+    /// Windows pods get no Linux-only fields and are not judged by Linux rules. A pod is
+    /// Windows when `spec.os.name` says so, when any `windowsOptions.hostProcess` is set
+    /// (pod or container), or when its nodeSelector requires `kubernetes.io/os: windows`.
     pub fn is_windows(&self) -> bool {
+        let host_process =
+            |w: &Option<WindowsOptionsView>| w.as_ref().is_some_and(|w| w.host_process.is_some());
+        let containers = [
+            &self.init_containers,
+            &self.containers,
+            &self.ephemeral_containers,
+        ];
         self.os.as_ref().is_some_and(|os| os.name == "windows")
+            || self
+                .node_selector
+                .as_ref()
+                .is_some_and(|n| n.os.as_deref() == Some("windows"))
+            || self
+                .security_context
+                .as_ref()
+                .is_some_and(|s| host_process(&s.windows_options))
+            || containers.into_iter().flatten().flatten().any(|c| {
+                c.security_context
+                    .as_ref()
+                    .is_some_and(|s| host_process(&s.windows_options))
+            })
     }
 
     /// The lowest port a nonroot process may bind, if the pod lowers it with the
