@@ -142,11 +142,18 @@ impl Answer {
 /// Handles one AdmissionReview body for `webhook` in `mode`.
 pub fn handle(engine: &Engine, webhook: Webhook, mode: Mode, body: &[u8]) -> Answer {
     // Fast path: the objects are decoded with the review, in one pass over the body.
+    // An UPDATE with its old object takes the raw path: whether the pod spec changed is
+    // decided on the whole spec, fields the rules don't read included.
     if let Ok(review) = serde_json::from_slice::<ReviewIn<'_, ObjectView<'_>>>(body) {
-        return answer_review(engine, webhook, mode, review);
+        let compares_objects = review.request.as_ref().is_some_and(|request| {
+            request.operation == Operation::Update && request.old_object.is_some()
+        });
+        if !compares_objects {
+            return answer_review(engine, webhook, mode, review);
+        }
     }
-    // Something is wrong. Read the objects as raw JSON so that the uid survives a bad
-    // object and the answer can name the offending field.
+    // An UPDATE, or something is wrong. Read the objects as raw JSON so that the uid
+    // survives a bad object and the answer can name the offending field.
     match serde_json::from_slice::<ReviewIn<'_, &RawValue>>(body) {
         Ok(review) => answer_review(engine, webhook, mode, review),
         Err(err) => {

@@ -13,14 +13,10 @@ use serde_json::{Value, json};
 use super::cluster::{TEST_LABEL, apps, create, eventually, namespace_with, pods, send, yaml};
 use super::webhook::{Server, register, setup, wait_active};
 
-/// Issue 11: the mutating webhook is not registered for `pods/ephemeralcontainers`, so a
-/// hardened debug container gets no `runAsUser`. Set to true once it is.
-const ISSUE_11_EPHEMERAL_CONTAINERS_MUTATED: bool = false;
-
 const MERGE: &str = "application/merge-patch+json";
 
 #[tokio::test]
-async fn deployment_updates_judge_only_changes_to_judged_fields() {
+async fn deployment_updates_are_judged_when_the_pod_spec_changes() {
     let Some(cp) = super::cluster::control_plane() else {
         return;
     };
@@ -79,8 +75,9 @@ async fn deployment_updates_judge_only_changes_to_judged_fields() {
     .await
     .assert_ok();
 
-    // A change to fields no rule reads (env) is not judged either: the comparison is of
-    // the fields the rules read (src/policy/spec.rs), so the verdict could not change.
+    // Any change to the pod spec is judged, fields no rule reads (env) included: its new
+    // pods would be judged at creation anyway, and a rollout stalled halfway is worse
+    // than an early no. The Deployment still has its old violations.
     let answer = send(
         &client,
         "PATCH",
@@ -92,7 +89,12 @@ async fn deployment_updates_judge_only_changes_to_judged_fields() {
         ),
     )
     .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(
+        answer.message().contains("[privileged-port]"),
+        "{}",
+        answer.message()
+    );
 
     // A change to a judged field is judged: the old violations are still there.
     let answer = send(
@@ -279,13 +281,13 @@ async fn pod_updates_and_kubectl_debug() {
     .await;
     let ephemeral = stored.spec.unwrap().ephemeral_containers.unwrap();
     assert_eq!(ephemeral.len(), 1, "the refused one was not added");
-    if ISSUE_11_EPHEMERAL_CONTAINERS_MUTATED {
-        let sc = ephemeral[0].security_context.clone().unwrap_or_default();
-        assert_eq!(
-            sc.run_as_user,
-            Some(65532),
-            "user injected into the debug container"
-        );
-        assert_eq!(sc.run_as_non_root, Some(true));
-    }
+    // The mutating webhook is registered for `pods/ephemeralcontainers`: the hardened
+    // debug container gets its user, or the kubelet would refuse it under runAsNonRoot.
+    let sc = ephemeral[0].security_context.clone().unwrap_or_default();
+    assert_eq!(
+        sc.run_as_user,
+        Some(65532),
+        "user injected into the debug container"
+    );
+    assert_eq!(sc.run_as_non_root, Some(true));
 }
