@@ -330,8 +330,6 @@ async fn update_with_unchanged_pod_spec_is_allowed() {
     let mut scaled = old.clone();
     scaled["spec"]["replicas"] = json!(5);
     scaled["metadata"]["labels"]["team"] = json!("payments");
-    scaled["spec"]["template"]["spec"]["containers"][0]["resources"] =
-        json!({"limits": {"cpu": "2"}});
     let r = conn
         .post_json("/validate", &review_op(&scaled, "UPDATE", Some(&old)))
         .await
@@ -341,6 +339,17 @@ async fn update_with_unchanged_pod_spec_is_allowed() {
         "{}",
         r.raw
     );
+
+    // Any change to the pod spec is judged again, fields the rules don't read included:
+    // the new pods would be judged at creation anyway.
+    let mut resized = scaled.clone();
+    resized["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({"limits": {"cpu": "2"}});
+    let r = conn
+        .post_json("/validate", &review_op(&resized, "UPDATE", Some(&scaled)))
+        .await
+        .review();
+    assert_denied(&r, "Deployment legacy", VIOLATIONS);
 
     // Changing what the rules read is judged again.
     let mut changed = old.clone();
