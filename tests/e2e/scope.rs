@@ -1,0 +1,97 @@
+//! Webhooks scoped by the generated `matchConditions` (deploy/base/matchconditions.yaml):
+//! the real API server accepts them, and with the webhook DOWN and `failurePolicy: Fail`
+//! it admits the pods they exclude and refuses the ones they include.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::cluster::{create, pods};
+use super::webhook::{apply, configurations, unregister};
+
+/// The shipped configurations with the shipped conditions, pointed at `url`.
+fn scoped(name: &str, test: &str, url: &str) -> [Value; 2] {
+    let patch = super::cluster::yaml("deploy/base/matchconditions.yaml");
+    let conditions = patch[0]["value"].clone();
+    assert!(conditions.as_array().is_some_and(|c| !c.is_empty()));
+    let mut configs = configurations(name, test, url, None);
+    for config in &mut configs {
+        for webhook in config["webhooks"].as_array_mut().unwrap() {
+            webhook["matchConditions"] = conditions.clone();
+        }
+    }
+    configs
+}
+
+fn pod(image: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "scoped"},
+        "spec": {"containers": [{"name": "app", "image": image}]},
+    })
+}
+
+#[tokio::test]
+async fn excluded_pods_do_not_depend_on_the_webhook() {
+    const TEST: &str = "scope";
+    let Some(cp) = super::cluster::control_plane() else {
+        return;
+    };
+    let client = cp.client().await;
+    let ns = super::cluster::namespace(&client, TEST, &[]).await;
+    // Nothing listens there: every call fails, and the enforce entries fail closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let name = format!("dhi-e2e-{TEST}");
+    let configs = scoped(&name, TEST, &format!("https://127.0.0.1:{port}"));
+    // The API server validates (compiles, and checks the cost of) every expression here.
+    apply(&client, &configs).await;
+
+    // The API server's configuration informer lags behind the write: wait until a pod the
+    // conditions include is refused, then ask about every other image once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = create(&client, &pods(&ns), &pod("dhi.io/nginx:1.31"), true).await;
+        if answer.status >= 400 {
+            assert_eq!(answer.status, 500, "{answer:?}");
+            assert!(
+                answer
+                    .message()
+                    .contains("failed calling webhook \"mutate.dhi.io\""),
+                "{answer:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for image in [
+        "dhi.io:443/python:3.13",
+        "DHI.IO/python:3.13",
+        "registry.example.com/platform/dhi-node:24",
+        "docker.io/istio/proxyv2:1.30.3",
+        "quay.io/cilium/hubble-relay:v1.20.1",
+    ] {
+        let answer = create(&client, &pods(&ns), &pod(image), true).await;
+        assert_eq!(answer.status, 500, "{image} must be sent: {answer:?}");
+        assert!(
+            answer.message().contains("failed calling webhook"),
+            "{image}: {answer:?}"
+        );
+    }
+    for image in [
+        "registry.k8s.io/pause:3.10",
+        "nginx:1.31",
+        "quay.io/calico/node:v3.30.0",
+        "ghcr.io/example/app:2",
+    ] {
+        let answer = create(&client, &pods(&ns), &pod(image), true).await;
+        assert_eq!(
+            answer.status, 201,
+            "{image} must be admitted without the webhook: {answer:?}"
+        );
+    }
+    unregister(&client, &name).await;
+}
