@@ -1,6 +1,7 @@
 //! The shipped webhook configurations carry the matchConditions generated from the
 //! shipped policy: the committed patch is exactly `dhi-admission webhooks` output, and
-//! every webhook entry of every committed render carries the same conditions.
+//! every validating webhook entry of every committed render carries the same conditions
+//! (the mutating ones none: reinvocation after a sidecar injector needs the first call).
 
 use std::path::Path;
 
@@ -40,9 +41,14 @@ fn every_rendered_webhook_carries_the_conditions() {
             if !kind.ends_with("WebhookConfiguration") {
                 continue;
             }
+            let want = if kind.starts_with("Validating") {
+                expected.clone()
+            } else {
+                Value::Null
+            };
             for webhook in doc["webhooks"].as_array().unwrap() {
                 assert_eq!(
-                    webhook["matchConditions"], expected,
+                    webhook["matchConditions"], want,
                     "{path}: {kind} {}",
                     webhook["name"]
                 );

@@ -9,16 +9,15 @@ use serde_json::{Value, json};
 use super::cluster::{create, pods};
 use super::webhook::{apply, configurations, unregister};
 
-/// The shipped configurations with the shipped conditions, pointed at `url`.
+/// The shipped configurations, pointed at `url`, with the shipped conditions on both: the
+/// validating one as shipped, the mutating one as an install with no sidecar injector
+/// after dhi-admission would add them (deploy/README.md).
 fn scoped(name: &str, test: &str, url: &str) -> [Value; 2] {
-    let patch = super::cluster::yaml("deploy/base/matchconditions.yaml");
-    let conditions = patch[0]["value"].clone();
-    assert!(conditions.as_array().is_some_and(|c| !c.is_empty()));
     let mut configs = configurations(name, test, url, None);
-    for config in &mut configs {
-        for webhook in config["webhooks"].as_array_mut().unwrap() {
-            webhook["matchConditions"] = conditions.clone();
-        }
+    let conditions = configs[1]["webhooks"][0]["matchConditions"].clone();
+    assert_eq!(conditions.as_array().map(Vec::len), Some(5));
+    for webhook in configs[0]["webhooks"].as_array_mut().unwrap() {
+        webhook["matchConditions"] = conditions.clone();
     }
     configs
 }

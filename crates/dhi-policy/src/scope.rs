@@ -41,6 +41,16 @@
 //! Image exemptions and Windows pods are not used to narrow the conditions: sending those
 //! costs a call, never a wrong answer.
 //!
+//! # Where they apply
+//!
+//! The shipped manifests put them on the validating configuration only. Validating
+//! webhooks see the object after every mutating one, so the conditions judge the pod as
+//! it will be stored. A mutating webhook skipped by its conditions in the first round is
+//! not reinvoked (`reinvocationPolicy: IfNeeded` reinvokes only webhooks that were
+//! called), so on the mutating configuration they would miss the hardened or mapped
+//! containers a later sidecar injector adds to a pod whose own images are upstream
+//! (found by tests/e2e/reinvocation.rs). They are still a superset for each single call.
+//!
 //! # Cost
 //!
 //! Each expression is linear in the object: one pass over each container list, one
