@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::cluster::{create, pods};
+use super::cluster::{create, pods, send};
 use super::webhook::{apply, configurations, unregister};
 
 /// The shipped configurations, pointed at `url`, with the shipped conditions on both: the
@@ -91,6 +91,67 @@ async fn excluded_pods_do_not_depend_on_the_webhook() {
             answer.status, 201,
             "{image} must be admitted without the webhook: {answer:?}"
         );
+    }
+    unregister(&client, &name).await;
+}
+
+/// `certs bootstrap --config` writes the policy's conditions into the validating
+/// configuration (shipped without them here), and a second run changes nothing.
+#[tokio::test]
+async fn bootstrap_publishes_the_conditions() {
+    const TEST: &str = "scope-bootstrap";
+    let Some(cp) = super::cluster::control_plane() else {
+        return;
+    };
+    let client = cp.client().await;
+    let ns = super::cluster::namespace(&client, TEST, &[]).await;
+    let name = format!("dhi-e2e-{TEST}");
+    let mut configs = configurations(&name, TEST, "https://127.0.0.1:9", None);
+    let expected = configs[1]["webhooks"][0]["matchConditions"].clone();
+    for webhook in configs[1]["webhooks"].as_array_mut().unwrap() {
+        webhook.as_object_mut().unwrap().remove("matchConditions");
+    }
+    apply(&client, &configs).await;
+    let kubeconfig = cp.kubeconfig.to_str().unwrap();
+    let out = cp.test_dir(TEST).join("out");
+    let args = [
+        "certs",
+        "bootstrap",
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        &ns,
+        "--secret",
+        "tls",
+        "--service",
+        "svc",
+        "--webhook-config",
+        &name,
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        "deploy/base/policy.yaml",
+    ];
+    let dir = env!("CARGO_MANIFEST_DIR");
+    for round in 0..2 {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "round {round}: {log}");
+        assert_eq!(
+            log.contains("patched matchConditions"),
+            round == 0,
+            "round {round}: {log}"
+        );
+    }
+    let path =
+        format!("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}");
+    let answer = send(&client, "GET", &path, "application/json", None).await;
+    for webhook in answer.body["webhooks"].as_array().unwrap() {
+        assert_eq!(webhook["matchConditions"], expected, "{}", webhook["name"]);
     }
     unregister(&client, &name).await;
 }
