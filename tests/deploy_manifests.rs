@@ -236,6 +236,16 @@ fn check_object(doc: &Value, origin: &str) -> String {
         ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
             drop(typed::<ValidatingWebhookConfiguration>(doc, origin))
         }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            drop(typed::<
+                k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy,
+            >(doc, origin))
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            drop(typed::<
+                k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+            >(doc, origin))
+        }
         (av, k) if CRD_KINDS.contains(&(av, k)) => {
             assert!(
                 str_at(doc, "/metadata/name").is_some(),
