@@ -155,3 +155,155 @@ async fn bootstrap_publishes_the_conditions() {
     }
     unregister(&client, &name).await;
 }
+
+/// Sets label `key` of namespace `ns` as user `e2e-alice` in `groups` (impersonated).
+async fn label_as(
+    client: &kube::Client,
+    ns: &str,
+    key: &str,
+    value: &str,
+    groups: &[&str],
+) -> (u16, Value) {
+    let patch = json!({"metadata": {"labels": {key: value}}});
+    let mut request = http::Request::builder()
+        .method("PATCH")
+        .uri(format!("/api/v1/namespaces/{ns}"))
+        .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
+        .header(http::header::ACCEPT, "application/json")
+        .header("Impersonate-User", "e2e-alice");
+    for group in groups {
+        request = request.header("Impersonate-Group", *group);
+    }
+    let request = request
+        .body(kube::client::Body::from(
+            serde_json::to_vec(&patch).unwrap(),
+        ))
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The shipped ValidatingAdmissionPolicy is accepted, and only its groups may change the
+/// `dhi.io/mode` label (its binding narrowed to this test's namespace).
+#[tokio::test]
+async fn only_mode_admins_change_the_mode_label() {
+    const TEST: &str = "scope-vap";
+    let Some(cp) = super::cluster::control_plane() else {
+        return;
+    };
+    let client = cp.client().await;
+    let ns = super::cluster::namespace(&client, TEST, &[]).await;
+    let docs = super::cluster::yaml_documents("deploy/base/modelabelpolicy.yaml");
+    let (mut policy, mut binding) = (docs[0].clone(), docs[1].clone());
+    let name = format!("dhi-e2e-{TEST}");
+    policy["metadata"]["name"] = json!(name);
+    binding["metadata"]["name"] = json!(name);
+    binding["spec"]["policyName"] = json!(name);
+    binding["spec"]["matchResources"] =
+        json!({"objectSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}});
+    let base = "/apis/admissionregistration.k8s.io/v1";
+    let answer = create(
+        &client,
+        &format!("{base}/validatingadmissionpolicies"),
+        &policy,
+        false,
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let answer = create(
+        &client,
+        &format!("{base}/validatingadmissionpolicybindings"),
+        &binding,
+        false,
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+    // RBAC lets the impersonated user patch namespaces; only the policy can refuse it.
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "patch"]}]});
+    let role_binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "e2e-alice"}]});
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    assert_eq!(
+        create(&client, &format!("{rbac}/clusterroles"), &role, false)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        create(
+            &client,
+            &format!("{rbac}/clusterrolebindings"),
+            &role_binding,
+            false
+        )
+        .await
+        .status,
+        201
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = label_as(
+            &client,
+            &ns,
+            "dhi.io/mode",
+            "off",
+            &["system:authenticated"],
+        )
+        .await;
+        if status == 403
+            && body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("dhi-admission:mode-admins")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused: {status} {body}");
+        // Put the label back as it was, should the policy not be active yet.
+        send(
+            &client,
+            "PATCH",
+            &format!("/api/v1/namespaces/{ns}"),
+            "application/json-patch+json",
+            Some(&json!([{"op": "remove", "path": "/metadata/labels/dhi.io~1mode"}])),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = label_as(
+        &client,
+        &ns,
+        "dhi.io/mode",
+        "audit",
+        &["system:authenticated", "dhi-admission:mode-admins"],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metadata"]["labels"]["dhi.io/mode"], "audit");
+    // Another label, changed by a user outside the groups, is not judged.
+    let (status, body) = label_as(&client, &ns, "team", "a", &["system:authenticated"]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metadata"]["labels"]["dhi.io/mode"], "audit");
+
+    for path in [
+        format!("{base}/validatingadmissionpolicybindings/{name}"),
+        format!("{base}/validatingadmissionpolicies/{name}"),
+        format!("{rbac}/clusterrolebindings/{name}"),
+        format!("{rbac}/clusterroles/{name}"),
+    ] {
+        send(&client, "DELETE", &path, "application/json", None).await;
+    }
+}
