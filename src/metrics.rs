@@ -12,7 +12,7 @@ use crate::admission::Answer;
 use dhi_policy::{Mode, MutationKind, RuleId, SkipReason, Webhook};
 
 const WEBHOOKS: [Webhook; 2] = [Webhook::Mutate, Webhook::Validate];
-const MODES: [Mode; 2] = [Mode::Enforce, Mode::Audit];
+const MODES: [Mode; 3] = [Mode::Enforce, Mode::Audit, Mode::Warn];
 
 /// Latency buckets in seconds. Answers take tens of microseconds, so the low end is
 /// fine-grained enough to see sub-millisecond shifts; the top catches stalls up to the
@@ -34,7 +34,7 @@ pub struct Metrics {
     /// By `Webhook as usize`.
     duration: [Histogram; 2],
     /// By `RuleId as usize`, then `Mode as usize`.
-    violations: [[IntCounter; 2]; 3],
+    violations: [[IntCounter; 3]; 3],
     /// By `MutationKind as usize`.
     mutations: [IntCounter; 6],
     /// By `SkipReason as usize`.

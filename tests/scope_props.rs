@@ -374,7 +374,7 @@ fn conditions_hold(compiled: &Compiled, g: &Generated) -> Result<bool, String> {
 /// Whether the engine does anything for the request, on either webhook, in either mode.
 fn engine_acts(engine: &Engine, g: &Generated) -> Option<String> {
     for webhook in [Webhook::Mutate, Webhook::Validate] {
-        for mode in [Mode::Enforce, Mode::Audit] {
+        for mode in [Mode::Enforce, Mode::Audit, Mode::Warn] {
             let request: Request<'_, &Value> = Request {
                 uid: Some(Cow::Borrowed("uid")),
                 kind: GroupKind::from(g.kind),
