@@ -220,10 +220,9 @@ pub fn check_admission_once(
         );
         return;
     };
-    assert_eq!(
-        (webhook, mode),
-        (Webhook::Mutate, Mode::Enforce),
-        "only enforce/mutate patches: {}",
+    assert!(
+        webhook == Webhook::Mutate && matches!(mode, Mode::Enforce | Mode::Warn),
+        "only enforce/mutate and warn/mutate patch: {}",
         ctx()
     );
     assert!(allowed, "a patch on a denial: {}", ctx());
