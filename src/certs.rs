@@ -71,6 +71,7 @@ mod error;
 mod files;
 mod generate;
 mod inspect;
+mod scope;
 mod webhooks;
 
 #[cfg(test)]
@@ -143,6 +144,10 @@ pub struct BootstrapArgs {
     /// Validity of newly generated certificates, in days.
     #[arg(long, value_name = "N", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3_650))]
     pub days: u32,
+    /// Policy file: also set the validating configuration's matchConditions to the ones
+    /// generated from it (`dhi-admission webhooks`), where they differ.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 fn days(days: u32) -> Duration {
@@ -183,6 +188,19 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
 /// Bootstraps the in-cluster certificate: `dhi-admission certs bootstrap`.
 pub async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
+    // Read before anything is written: a bad policy fails the bootstrap, not half of it.
+    let conditions = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let policy = dhi_policy::PolicyFile::from_yaml(&text)
+                .with_context(|| format!("{}", path.display()))?;
+            Some(crate::webhooks::conditions_value(
+                &dhi_policy::scope::match_conditions(&policy),
+            ))
+        }
+        None => None,
+    };
     let (client, default_namespace) = kube_client(args.kubeconfig.as_deref()).await?;
     let namespace = args.namespace.unwrap_or(default_namespace);
     let opts = BootstrapOptions {
@@ -193,12 +211,19 @@ pub async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         validity: days(args.days),
         out_dir: args.out,
     };
-    let report = bootstrap_with(client, &opts).await.with_context(|| {
-        format!(
-            "bootstrapping Secret {}/{} for Service {}",
-            opts.namespace, opts.secret_name, opts.service
-        )
-    })?;
+    let report = bootstrap_with(client.clone(), &opts)
+        .await
+        .with_context(|| {
+            format!(
+                "bootstrapping Secret {}/{} for Service {}",
+                opts.namespace, opts.secret_name, opts.service
+            )
+        })?;
+    if let Some(conditions) = &conditions {
+        scope::publish_match_conditions(&client, &opts.webhook_config, conditions)
+            .await
+            .context("publishing matchConditions")?;
+    }
     tracing::info!(
         outcome = %report.outcome,
         patched_webhooks = report.patched_webhooks,

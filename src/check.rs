@@ -40,7 +40,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Judge as the webhook in this mode [default: the policy file's mode, else enforce].
-    #[arg(long, value_name = "enforce|audit")]
+    #[arg(long, value_name = "enforce|warn|audit")]
     pub mode: Option<Mode>,
     /// A catalog file in the format of the DHI catalog export (`images.json`), in place
     /// of the compiled-in snapshot.

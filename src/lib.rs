@@ -15,3 +15,4 @@ pub mod config;
 pub mod metrics;
 pub mod server;
 pub mod tls;
+pub mod webhooks;

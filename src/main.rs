@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use dhi_admission::{catalog, certs, check, config, server};
+use dhi_admission::{catalog, certs, check, config, server, webhooks};
 
 // mimalloc: the allocator is a large share of the request path's CPU. Built with
 // `no_thp` (Cargo.toml): transparent huge pages raise idle RSS and buy no CPU here.
@@ -48,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         command: catalog::CatalogCommand,
     },
+    /// Print the webhooks' matchConditions (CEL) generated from a policy.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 #[derive(Subcommand)]
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
     let serving = matches!(cli.command, Command::Serve(_));
     let result = match cli.command {
         Command::Check(args) => return check::run(args),
+        Command::Webhooks(args) => webhooks::run(args),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(server::run(args))),
         Command::Catalog { command } => catalog::run(command),
         Command::Certs { command } => match command {

@@ -12,7 +12,7 @@ use crate::admission::{Answer, Outcome};
 use dhi_policy::{Mode, MutationKind, RuleId, SkipReason, Webhook};
 
 const WEBHOOKS: [Webhook; 2] = [Webhook::Mutate, Webhook::Validate];
-const MODES: [Mode; 2] = [Mode::Enforce, Mode::Audit];
+const MODES: [Mode; 3] = [Mode::Enforce, Mode::Audit, Mode::Warn];
 
 const OUTCOMES: [Outcome; 3] = [Outcome::Allowed, Outcome::Denied, Outcome::Error];
 const RELOADED: [Reloaded; 3] = [Reloaded::Certificate, Reloaded::ClientCa, Reloaded::Config];
@@ -38,7 +38,7 @@ pub struct Metrics {
     /// By `Webhook as usize`, then `Outcome as usize`.
     duration: [[Histogram; 3]; 2],
     /// By `RuleId as usize`, then `Mode as usize`.
-    violations: [[IntCounter; 2]; 3],
+    violations: [[IntCounter; 3]; 3],
     /// By `MutationKind as usize`.
     mutations: [IntCounter; 6],
     /// By `SkipReason as usize`.

@@ -754,6 +754,7 @@ async fn command_entry_point_uses_the_kubeconfig_and_its_namespace() {
         webhook_config: CONFIG.into(),
         out: Some(dir.path().join("out")),
         days: 30,
+        config: None,
     };
     bootstrap(args).await.unwrap();
 

@@ -18,8 +18,7 @@
 //! Logs of every run stay in `target/tmp/e2e/<pid>/` (API server, etcd, audit log, and each
 //! test's webhook server).
 //!
-//! Not covered yet: webhooks scoped by generated `matchConditions` (the generator does not
-//! exist yet). Behaviour that belongs to an open issue is asserted but gated, see the
+//! Behaviour that belongs to an open issue is asserted but gated, see the
 //! `ISSUE_*` constants.
 
 #[path = "e2e/cluster.rs"]
@@ -35,6 +34,8 @@ mod audit;
 mod certs;
 #[path = "e2e/reinvocation.rs"]
 mod reinvocation;
+#[path = "e2e/scope.rs"]
+mod scope;
 #[path = "e2e/seed.rs"]
 mod seed;
 #[path = "e2e/updates.rs"]

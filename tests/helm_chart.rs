@@ -212,6 +212,16 @@ fn check_typed(doc: &Value) {
         (Some("admissionregistration.k8s.io/v1"), Some("ValidatingWebhookConfiguration")) => {
             drop(typed::<ValidatingWebhookConfiguration>(doc))
         }
+        (Some("admissionregistration.k8s.io/v1"), Some("ValidatingAdmissionPolicy")) => {
+            drop(typed::<
+                k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy,
+            >(doc))
+        }
+        (Some("admissionregistration.k8s.io/v1"), Some("ValidatingAdmissionPolicyBinding")) => {
+            drop(typed::<
+                k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+            >(doc))
+        }
         // Third-party kinds: the overlay comparison checks them field by field.
         (Some("monitoring.coreos.com/v1" | "cert-manager.io/v1"), Some(_)) => {}
         (av, k) => panic!("{av:?}/{k:?}: a kind this test does not know"),

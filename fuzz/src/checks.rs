@@ -37,12 +37,14 @@ pub fn engine(i: usize) -> Engine {
     Engine::new(PolicyFile::from_yaml(POLICIES[i % POLICIES.len()]).expect("built-in fuzz policy"))
 }
 
-/// Both webhooks in both modes.
-pub const COMBOS: [(Webhook, Mode); 4] = [
+/// Both webhooks in every mode.
+pub const COMBOS: [(Webhook, Mode); 6] = [
     (Webhook::Mutate, Mode::Enforce),
     (Webhook::Mutate, Mode::Audit),
     (Webhook::Validate, Mode::Enforce),
     (Webhook::Validate, Mode::Audit),
+    (Webhook::Mutate, Mode::Warn),
+    (Webhook::Validate, Mode::Warn),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -218,10 +220,9 @@ pub fn check_admission_once(
         );
         return;
     };
-    assert_eq!(
-        (webhook, mode),
-        (Webhook::Mutate, Mode::Enforce),
-        "only enforce/mutate patches: {}",
+    assert!(
+        webhook == Webhook::Mutate && matches!(mode, Mode::Enforce | Mode::Warn),
+        "only enforce/mutate and warn/mutate patch: {}",
         ctx()
     );
     assert!(allowed, "a patch on a denial: {}", ctx());
@@ -611,7 +612,7 @@ pub fn check_engine_object(engine: &Engine, kind: WorkloadKind, object: &Value) 
     for (webhook, mode) in COMBOS {
         let d = engine.review(&subject(kind, &view), webhook, mode);
         match (webhook, mode) {
-            (Webhook::Mutate, Mode::Enforce) => {
+            (Webhook::Mutate, Mode::Enforce | Mode::Warn) => {
                 assert!(d.allowed);
                 let expected = if mutates {
                     eval.patch.clone()
@@ -629,7 +630,7 @@ pub fn check_engine_object(engine: &Engine, kind: WorkloadKind, object: &Value) 
                 assert_eq!(d.violations, eval.violations);
                 assert!(d.patch.is_empty());
             }
-            (Webhook::Validate, Mode::Audit) => {
+            (Webhook::Validate, Mode::Audit | Mode::Warn) => {
                 assert!(d.allowed && d.patch.is_empty());
                 assert_eq!(d.violations, eval.violations);
             }

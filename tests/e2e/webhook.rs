@@ -160,14 +160,20 @@ async fn ready(metrics: SocketAddr) -> bool {
     answer.starts_with("HTTP/1.1 200")
 }
 
-/// The shipped configurations (deploy/base) as the enforce overlay makes them (the
-/// non-audit entries fail closed), named `name`, pointed by URL at `url` (each entry keeps
+/// The shipped configurations (deploy/base; the validating one with its generated
+/// matchConditions) as the
+/// enforce overlay makes them (the non-audit entries fail closed), named `name`, pointed by URL at `url` (each entry keeps
 /// its path), trusting `ca_pem` when given, and seeing only the namespaces of `test`.
 pub fn configurations(name: &str, test: &str, url: &str, ca_pem: Option<&str>) -> [Value; 2] {
     let mut configs = [
         yaml("deploy/base/mutatingwebhookconfiguration.yaml"),
         yaml("deploy/base/validatingwebhookconfiguration.yaml"),
     ];
+    // As kustomize renders them: the validating one with the generated matchConditions.
+    let conditions = yaml("deploy/base/matchconditions.yaml")[0]["value"].clone();
+    for webhook in configs[1]["webhooks"].as_array_mut().unwrap() {
+        webhook["matchConditions"] = conditions.clone();
+    }
     for config in &mut configs {
         config["metadata"]["name"] = json!(name);
         for webhook in config["webhooks"].as_array_mut().unwrap() {

@@ -52,7 +52,7 @@ impl Decision {
             return decision;
         }
         match mode {
-            Mode::Enforce => {
+            Mode::Enforce | Mode::Warn => {
                 decision.patch = eval.patch;
                 decision.mutations = eval.mutations;
             }
@@ -72,12 +72,18 @@ impl Decision {
     /// The validating webhook's answer.
     pub(crate) fn for_validate(eval: Evaluation, mode: Mode) -> Self {
         let mut decision = Self {
-            allowed: mode == Mode::Audit || eval.violations.is_empty(),
+            allowed: mode != Mode::Enforce || eval.violations.is_empty(),
             ..Self::default()
         };
-        if mode == Mode::Audit {
+        if mode != Mode::Enforce {
+            // Warn: the violations as warnings (prefixed `warn:`); audit also records them
+            // as audit annotations.
+            let prefix = mode.as_str();
             for v in eval.violations.iter().take(MAX_LISTED) {
-                decision.warnings.push(format!("audit: {v}"));
+                decision.warnings.push(format!("{prefix}: {v}"));
+                if mode == Mode::Warn {
+                    continue;
+                }
                 let key = format!("violation.{}", v.rule);
                 let entry = decision.audit_annotations.entry(key).or_default();
                 if !entry.is_empty() {
@@ -89,7 +95,7 @@ impl Decision {
                 let more = eval.violations.len() - MAX_LISTED;
                 decision
                     .warnings
-                    .push(format!("audit: and {more} more violations"));
+                    .push(format!("{prefix}: and {more} more violations"));
             }
         }
         for w in &eval.warnings {

@@ -41,6 +41,7 @@ pub mod reference;
 mod request;
 mod rewrite;
 pub mod rules;
+pub mod scope;
 pub mod spec;
 pub mod workload;
 

@@ -62,7 +62,8 @@ impl Operation {
     }
 }
 
-/// Enforce (deny and patch) or audit (allow, report what would happen).
+/// Enforce (deny and patch), warn (patch, never deny) or audit (allow unchanged, report
+/// what would happen): Pod Security Admission's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -71,6 +72,9 @@ pub enum Mode {
     Enforce,
     /// Allow everything unchanged; findings become warnings and audit annotations.
     Audit,
+    /// Apply patches (the injected UID is what lets hardened images start under
+    /// `runAsNonRoot`), never deny: violations become warnings.
+    Warn,
 }
 
 impl Mode {
@@ -79,6 +83,7 @@ impl Mode {
         match self {
             Self::Enforce => "enforce",
             Self::Audit => "audit",
+            Self::Warn => "warn",
         }
     }
 }
@@ -95,7 +100,10 @@ impl FromStr for Mode {
         match s {
             "enforce" => Ok(Self::Enforce),
             "audit" => Ok(Self::Audit),
-            other => Err(format!("unknown mode {other:?}: expected enforce or audit")),
+            "warn" => Ok(Self::Warn),
+            other => Err(format!(
+                "unknown mode {other:?}: expected enforce, warn or audit"
+            )),
         }
     }
 }
