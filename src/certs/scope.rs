@@ -8,15 +8,13 @@
 //! configuration: see deploy/README.md ("Scope") for why the mutating one is not scoped.
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-use kube::{Api, Client, Resource};
+use kube::Client;
 use serde_json::{Value, json};
-use tracing::{info, warn};
 
 use super::CertError;
-use super::webhooks::FIELD_MANAGER;
+use super::webhooks::patch_with_retry;
 
 const KIND: &str = "ValidatingWebhookConfiguration";
-const MAX_ATTEMPTS: u32 = 5;
 
 /// Sets `matchConditions` to `conditions` (the API's list of `{name, expression}`) in
 /// every entry of the validating configuration `name`. Returns how many entries changed.
@@ -25,55 +23,11 @@ pub(crate) async fn publish_match_conditions(
     name: &str,
     conditions: &Value,
 ) -> Result<usize, CertError> {
-    let resource = format!("{KIND} {name}");
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    for attempt in 1..=MAX_ATTEMPTS {
-        let config = api
-            .get_opt(name)
-            .await
-            .map_err(|e| CertError::kube("reading", resource.as_str(), e))?
-            .ok_or_else(|| CertError::WebhookConfigNotFound {
-                kind: KIND,
-                name: name.to_owned(),
-            })?;
-        let config = serde_json::to_value(&config).map_err(|e| CertError::parse(KIND, e))?;
-        let (ops, changed) = conditions_patch(&config, conditions);
-        if changed == 0 {
-            return Ok(0);
-        }
-        match send_json_patch(client, name, &ops).await {
-            Ok(_) => {
-                info!(config = %resource, webhooks = changed, "patched matchConditions");
-                return Ok(changed);
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 422 => {
-                warn!(config = %resource, attempt, reason = %status.message, "changed concurrently; re-reading");
-            }
-            Err(e) => return Err(CertError::kube("patching", resource, e)),
-        }
-    }
-    Err(CertError::TooManyConflicts {
-        resource,
-        attempts: MAX_ATTEMPTS,
+    patch_with_retry::<ValidatingWebhookConfiguration>(client, name, "matchConditions", |config| {
+        let config = serde_json::to_value(config).map_err(|e| CertError::parse(KIND, e))?;
+        Ok(conditions_patch(&config, conditions))
     })
-}
-
-/// A JSON Patch built by hand, as in `webhooks.rs` (kube's `jsonpatch` feature is off).
-async fn send_json_patch(client: &Client, name: &str, ops: &Value) -> Result<(), kube::Error> {
-    let url = format!(
-        "{}/{name}?fieldManager={FIELD_MANAGER}",
-        ValidatingWebhookConfiguration::url_path(&(), None)
-    );
-    let body = serde_json::to_vec(ops).map_err(kube::Error::SerdeError)?;
-    let request = http::Request::patch(url)
-        .header(http::header::CONTENT_TYPE, "application/json-patch+json")
-        .header(http::header::ACCEPT, "application/json")
-        .body(body)
-        .map_err(kube::Error::HttpError)?;
-    client
-        .request::<ValidatingWebhookConfiguration>(request)
-        .await
-        .map(|_| ())
+    .await
 }
 
 /// The JSON Patch setting `conditions` in every entry whose conditions differ.

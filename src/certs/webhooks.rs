@@ -26,7 +26,9 @@ const MAX_ATTEMPTS: u32 = 5;
 pub(crate) const FIELD_MANAGER: &str = "dhi-admission";
 
 /// A webhook configuration kind whose entries carry a `clientConfig.caBundle`.
-trait WebhookConfiguration: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned {
+pub(super) trait WebhookConfiguration:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned
+{
     /// The kind, for messages.
     const KIND: &'static str;
     /// Each webhook's name and current CA bundle, in list order.
@@ -77,10 +79,29 @@ async fn patch_config<K: WebhookConfiguration>(
     name: &str,
     bundle_pem: &str,
 ) -> Result<usize, CertError> {
-    let resource = format!("{} {name}", K::KIND);
-    let api: Api<K> = Api::all(client.clone());
     let encoded = serde_json::to_value(ByteString(bundle_pem.as_bytes().to_vec()))
         .map_err(|e| CertError::parse("CA bundle", e))?;
+    patch_with_retry::<K>(client, name, "caBundle", |config| {
+        let entries = config.entries();
+        if entries.is_empty() {
+            warn!(config = %name, "has no webhooks: nothing to patch");
+        }
+        Ok(ca_bundle_patch(&entries, bundle_pem.as_bytes(), &encoded))
+    })
+    .await
+}
+
+/// Reads configuration `name`, asks `plan` for a JSON Patch and the number of entries
+/// it changes, and sends it; on a concurrent change (409, or 422 when a `test` failed)
+/// it re-reads and plans again. Nothing is written when nothing changes.
+pub(super) async fn patch_with_retry<K: WebhookConfiguration>(
+    client: &Client,
+    name: &str,
+    what: &str,
+    mut plan: impl FnMut(&K) -> Result<(Value, usize), CertError>,
+) -> Result<usize, CertError> {
+    let resource = format!("{} {name}", K::KIND);
+    let api: Api<K> = Api::all(client.clone());
     for attempt in 1..=MAX_ATTEMPTS {
         let config = api
             .get_opt(name)
@@ -90,19 +111,14 @@ async fn patch_config<K: WebhookConfiguration>(
                 kind: K::KIND,
                 name: name.to_owned(),
             })?;
-        let entries = config.entries();
-        if entries.is_empty() {
-            warn!(config = %resource, "has no webhooks: nothing to patch");
-            return Ok(0);
-        }
-        let (ops, changed) = ca_bundle_patch(&entries, bundle_pem.as_bytes(), &encoded);
+        let (ops, changed) = plan(&config)?;
         if changed == 0 {
-            debug!(config = %resource, "caBundle already current in every webhook");
+            debug!(config = %resource, "{what} already current in every webhook");
             return Ok(0);
         }
         match send_json_patch::<K>(client, name, &ops).await {
             Ok(()) => {
-                info!(config = %resource, webhooks = changed, "patched caBundle");
+                info!(config = %resource, webhooks = changed, "patched {what}");
                 return Ok(changed);
             }
             // 409: conflicting write; 422: our `test` failed because the list changed.
