@@ -66,6 +66,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+mod arm;
 mod bootstrap;
 mod error;
 mod files;
@@ -77,6 +78,10 @@ mod webhooks;
 #[cfg(test)]
 mod tests;
 
+pub use arm::{
+    ANNOTATION as FAILURE_POLICY_ANNOTATION, ArmOptions, ArmReport, FailurePolicy, Intended,
+    Waiting, arm_loop, arm_once,
+};
 pub use bootstrap::{
     BootstrapOptions, BootstrapOutcome, BootstrapReport, bootstrap_with, kube_client,
     service_dns_names,
@@ -150,6 +155,31 @@ pub struct BootstrapArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Arguments of `dhi-admission certs arm`.
+#[derive(Debug, clap::Args)]
+pub struct ArmArgs {
+    /// Kubeconfig file to use instead of the in-cluster service account.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the Service [default: the service account's, or the kubeconfig
+    /// context's, namespace].
+    #[arg(long, value_name = "NS", env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Name of the Service the API server calls: `Fail` waits for one of its endpoints
+    /// to be ready.
+    #[arg(long, value_name = "NAME")]
+    pub service: String,
+    /// Name of both the Mutating- and the ValidatingWebhookConfiguration to arm.
+    #[arg(long = "webhook-config", value_name = "NAME")]
+    pub webhook_config: String,
+    /// Seconds between two rounds.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub interval_seconds: u64,
+    /// One round, then exit (0 whether armed or still waiting; the log says which).
+    #[arg(long)]
+    pub once: bool,
+}
+
 fn days(days: u32) -> Duration {
     Duration::from_secs(u64::from(days) * SECONDS_PER_DAY)
 }
@@ -183,6 +213,33 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         args.out.display(),
         certs.names.join(", ")
     );
+    Ok(())
+}
+
+/// Gives the webhook entries their intended failure policy: `dhi-admission certs arm`.
+pub async fn arm(args: ArmArgs) -> anyhow::Result<()> {
+    let (client, default_namespace) = kube_client(args.kubeconfig.as_deref()).await?;
+    let opts = ArmOptions {
+        namespace: args.namespace.unwrap_or(default_namespace),
+        service: args.service,
+        webhook_config: args.webhook_config,
+    };
+    if !args.once {
+        arm_loop(client, opts, Duration::from_secs(args.interval_seconds)).await;
+        return Ok(());
+    }
+    let report = arm_once(&client, &opts)
+        .await
+        .with_context(|| format!("arming the webhook configurations {}", opts.webhook_config))?;
+    match &report.waiting {
+        Some(why) => {
+            tracing::info!(patched = report.patched, reason = %why, "waiting before failing closed")
+        }
+        None => tracing::info!(
+            patched = report.patched,
+            "armed: every entry has its intended failure policy"
+        ),
+    }
     Ok(())
 }
 
