@@ -1239,7 +1239,7 @@ fn check_rbac(r: &Rendered) {
     ];
     // (name, namespaced rules, cluster rules) of each pair of roles the pod's account holds.
     let mut expected: Vec<(&str, Vec<PolicyRule>, Vec<PolicyRule>)> = vec![(
-        "dhi-admission-failure-policy",
+        "dhi-admission-arm",
         vec![rule(
             &["discovery.k8s.io"],
             &["endpointslices"],
@@ -1254,23 +1254,20 @@ fn check_rbac(r: &Rendered) {
         )],
     )];
     if r.overlay.bootstrap() {
-        expected.insert(
-            0,
-            (
-                "dhi-admission-bootstrap",
-                vec![
-                    rule(&[""], &["secrets"], Some(&[TLS_SECRET]), &["get", "update"]),
-                    // create cannot be limited by resourceNames.
-                    rule(&[""], &["secrets"], None, &["create"]),
-                ],
-                vec![rule(
-                    &["admissionregistration.k8s.io"],
-                    &configs,
-                    Some(&[NAME]),
-                    &["get", "patch"],
-                )],
-            ),
-        );
+        expected.push((
+            "dhi-admission-bootstrap",
+            vec![
+                rule(&[""], &["secrets"], Some(&[TLS_SECRET]), &["get", "update"]),
+                // create cannot be limited by resourceNames.
+                rule(&[""], &["secrets"], None, &["create"]),
+            ],
+            vec![rule(
+                &["admissionregistration.k8s.io"],
+                &configs,
+                Some(&[NAME]),
+                &["get", "patch"],
+            )],
+        ));
     }
     let roles: Vec<Role> = r.all("Role");
     let cluster_roles: Vec<ClusterRole> = r.all("ClusterRole");
