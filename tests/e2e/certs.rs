@@ -51,7 +51,7 @@ async fn apply_rbac(client: &kube::Client, ns: &str) {
 
 /// A kubeconfig acting as the ServiceAccount `dhi-admission` of `ns`, with a token from the
 /// TokenRequest API (the API server signs it itself: no controller needed).
-async fn service_account_kubeconfig(
+pub(super) async fn service_account_kubeconfig(
     cp: &super::cluster::ControlPlane,
     client: &kube::Client,
     ns: &str,
