@@ -385,3 +385,85 @@ fn compliant_pod() -> Value {
     pod["spec"]["containers"] = json!([{"name": "app", "image": "dhi.io/nginx:1.31"}]);
     pod
 }
+
+/// The validating conditions on large pods, through the real API server's CEL cost
+/// accounting (strict for webhooks since 1.32): an evaluation over budget is an error,
+/// which `failurePolicy: Fail` turns into a refusal. 150 containers with long upstream
+/// images (every one scanned, none matching) are admitted with the webhook down, so the
+/// conditions evaluated to false within budget; with a hardened container last, the
+/// webhook is called and denies it, so they evaluated to true. A pod far past the budget
+/// is refused by the Fail entry, not let through.
+#[tokio::test]
+async fn large_pods_stay_within_the_cel_cost_budget() {
+    let Some(cp) = super::cluster::control_plane() else {
+        return;
+    };
+    let test = "cel-cost";
+    let client = cp.client().await;
+    let ns = namespace(&client, test, &[]).await;
+    let server = Server::start(&cp.test_dir(test), &[]).await;
+    let name = format!("dhi-e2e-{test}");
+    // The validating configuration alone: the mutating one has no conditions, and its
+    // calls would fail while the webhook is down.
+    let configs = configurations(&name, test, &server.url, Some(&server.ca_pem));
+    let answer = create(&client, VALIDATING, &configs[1], false).await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+
+    let upstream = |list: &str, i: usize| {
+        json!({"name": format!("{list}-{i}"),
+               "image": format!("registry.example.com/platform-team-{i}/a-rather-long-repository-name-to-scan-{i}/service:1.2.{i}-build")})
+    };
+    let sized_pod = |per_list: usize, hardened_last: bool| {
+        let init: Vec<Value> = (0..per_list).map(|i| upstream("init", i)).collect();
+        let mut containers: Vec<Value> = (0..per_list).map(|i| upstream("app", i)).collect();
+        if hardened_last {
+            containers[per_list - 1] = json!({"name": "web", "image": "dhi.io/nginx:1.31",
+                                              "ports": [{"containerPort": 80}]});
+        }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "large"},
+               "spec": {"initContainers": init, "containers": containers}})
+    };
+    let large_pod = |hardened_last: bool| sized_pod(75, hardened_last);
+
+    // The webhook is called only once the configuration is live: wait for its denial.
+    let denied = eventually(
+        "the webhook to deny the large pod",
+        Duration::from_secs(20),
+        || async {
+            let answer = create(&client, &pods(&ns), &large_pod(true), true).await;
+            (answer.status == 403).then_some(answer)
+        },
+    )
+    .await;
+    assert!(
+        denied.message().contains("[privileged-port]"),
+        "{}",
+        denied.message()
+    );
+
+    drop(server);
+    let answer = create(&client, &pods(&ns), &large_pod(false), true).await;
+    assert_eq!(
+        answer.status, 201,
+        "the conditions skipped the call within the cost budget: {}",
+        answer.body
+    );
+    let answer = create(&client, &pods(&ns), &large_pod(true), true).await;
+    assert_eq!(
+        answer.status, 500,
+        "and the webhook is really down: {}",
+        answer.body
+    );
+    // Past the budget (measured: 500 + 500 such containers fit, 750 + 750 do not), the
+    // evaluation is an error and the Fail entry refuses the pod: never waved through.
+    let answer = create(&client, &pods(&ns), &sized_pod(1000, false), true).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(
+        answer
+            .message()
+            .ends_with("resulted in error: operation cancelled: actual cost limit exceeded"),
+        "{}",
+        answer.message()
+    );
+    unregister(&client, &name).await;
+}
