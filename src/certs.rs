@@ -59,6 +59,15 @@
 //! ```
 //!
 //! bound with a RoleBinding in the namespace and a ClusterRoleBinding.
+//!
+//! # `certs arm`
+//!
+//! Runs beside the server in every replica ([`arm_loop`], or one round with `--once`):
+//! gives each webhook entry the failure policy its configuration's
+//! [`FAILURE_POLICY_ANNOTATION`] intends, `Fail` only once every entry has a `caBundle` and
+//! an EndpointSlice of the Service lists a ready endpoint (see the `arm` module). It needs
+//! `list` on `endpointslices` (`discovery.k8s.io`) in the Service's namespace and the same
+//! `get`/`patch` on the two configurations as above (deploy/base/rbac-arm.yaml).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -218,14 +227,29 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
 /// Gives the webhook entries their intended failure policy: `dhi-admission certs arm`.
 pub async fn arm(args: ArmArgs) -> anyhow::Result<()> {
-    let (client, default_namespace) = kube_client(args.kubeconfig.as_deref()).await?;
+    let interval = Duration::from_secs(args.interval_seconds);
+    let (client, default_namespace) = loop {
+        match kube_client(args.kubeconfig.as_deref()).await {
+            Ok(found) => break found,
+            Err(e) if args.once => return Err(e.into()),
+            // As a container of the webhook's pods, exiting would make the pod unready:
+            // keep trying (a token volume can appear late), and say why.
+            Err(e) => {
+                tracing::error!(error = %anyhow::Error::from(e), "no API client yet; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = crate::server::shutdown_signal() => return Ok(()),
+                }
+            }
+        }
+    };
     let opts = ArmOptions {
         namespace: args.namespace.unwrap_or(default_namespace),
         service: args.service,
         webhook_config: args.webhook_config,
     };
     if !args.once {
-        arm_loop(client, opts, Duration::from_secs(args.interval_seconds)).await;
+        arm_loop(client, opts, interval).await;
         return Ok(());
     }
     let report = arm_once(&client, &opts)
