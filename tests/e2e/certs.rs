@@ -201,7 +201,7 @@ async fn bootstrap_creates_publishes_and_renews_against_the_real_api() {
         std::fs::read_to_string(out_dir.join("tls.crt")).unwrap()
     );
     let (published, versions) = bundles(&client).await;
-    assert_eq!(published.len(), 4);
+    assert_eq!(published.len(), 6, "three entries in each configuration");
     assert!(
         published.iter().all(|b| b.as_deref() == Some(ca.as_str())),
         "{published:?}"
