@@ -59,6 +59,15 @@
 //! ```
 //!
 //! bound with a RoleBinding in the namespace and a ClusterRoleBinding.
+//!
+//! # `certs arm`
+//!
+//! Runs beside the server in every replica ([`arm_loop`], or one round with `--once`):
+//! gives each webhook entry the failure policy its configuration's
+//! [`FAILURE_POLICY_ANNOTATION`] intends, `Fail` only once every entry has a `caBundle` and
+//! an EndpointSlice of the Service lists a ready endpoint (see the `arm` module). It needs
+//! `list` on `endpointslices` (`discovery.k8s.io`) in the Service's namespace and the same
+//! `get`/`patch` on the two configurations as above (deploy/base/rbac-arm.yaml).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -66,6 +75,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+mod arm;
 mod bootstrap;
 mod error;
 mod files;
@@ -77,6 +87,10 @@ mod webhooks;
 #[cfg(test)]
 mod tests;
 
+pub use arm::{
+    ANNOTATION as FAILURE_POLICY_ANNOTATION, ArmOptions, ArmReport, FailurePolicy, Intended,
+    Waiting, arm_loop, arm_once,
+};
 pub use bootstrap::{
     BootstrapOptions, BootstrapOutcome, BootstrapReport, bootstrap_with, kube_client,
     service_dns_names,
@@ -150,6 +164,31 @@ pub struct BootstrapArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Arguments of `dhi-admission certs arm`.
+#[derive(Debug, clap::Args)]
+pub struct ArmArgs {
+    /// Kubeconfig file to use instead of the in-cluster service account.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the Service [default: the service account's, or the kubeconfig
+    /// context's, namespace].
+    #[arg(long, value_name = "NS", env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Name of the Service the API server calls: `Fail` waits for one of its endpoints
+    /// to be ready.
+    #[arg(long, value_name = "NAME")]
+    pub service: String,
+    /// Name of both the Mutating- and the ValidatingWebhookConfiguration to arm.
+    #[arg(long = "webhook-config", value_name = "NAME")]
+    pub webhook_config: String,
+    /// Seconds between two rounds.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub interval_seconds: u64,
+    /// One round, then exit (0 whether armed or still waiting; the log says which).
+    #[arg(long)]
+    pub once: bool,
+}
+
 fn days(days: u32) -> Duration {
     Duration::from_secs(u64::from(days) * SECONDS_PER_DAY)
 }
@@ -183,6 +222,48 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         args.out.display(),
         certs.names.join(", ")
     );
+    Ok(())
+}
+
+/// Gives the webhook entries their intended failure policy: `dhi-admission certs arm`.
+pub async fn arm(args: ArmArgs) -> anyhow::Result<()> {
+    let interval = Duration::from_secs(args.interval_seconds);
+    let (client, default_namespace) = loop {
+        match kube_client(args.kubeconfig.as_deref()).await {
+            Ok(found) => break found,
+            Err(e) if args.once => return Err(e.into()),
+            // As a container of the webhook's pods, exiting would make the pod unready:
+            // keep trying (a token volume can appear late), and say why.
+            Err(e) => {
+                tracing::error!(error = %anyhow::Error::from(e), "no API client yet; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = crate::server::shutdown_signal() => return Ok(()),
+                }
+            }
+        }
+    };
+    let opts = ArmOptions {
+        namespace: args.namespace.unwrap_or(default_namespace),
+        service: args.service,
+        webhook_config: args.webhook_config,
+    };
+    if !args.once {
+        arm_loop(client, opts, interval).await;
+        return Ok(());
+    }
+    let report = arm_once(&client, &opts)
+        .await
+        .with_context(|| format!("arming the webhook configurations {}", opts.webhook_config))?;
+    match &report.waiting {
+        Some(why) => {
+            tracing::info!(patched = report.patched, reason = %why, "waiting before failing closed")
+        }
+        None => tracing::info!(
+            patched = report.patched,
+            "armed: every entry has its intended failure policy"
+        ),
+    }
     Ok(())
 }
 

@@ -58,6 +58,9 @@ enum CertsCommand {
     Generate(certs::GenerateArgs),
     /// Create or renew the serving Secret and patch the webhook CA bundles (init container).
     Bootstrap(certs::BootstrapArgs),
+    /// Switch the webhook entries to the failure policy their configurations declare,
+    /// Fail only once a replica is ready (sidecar).
+    Arm(certs::ArmArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             CertsCommand::Bootstrap(args) => {
                 runtime().and_then(|rt| rt.block_on(certs::bootstrap(args)))
             }
+            CertsCommand::Arm(args) => runtime().and_then(|rt| rt.block_on(certs::arm(args))),
         },
     };
     match result {

@@ -107,11 +107,13 @@ impl AppState {
 /// The webhook routes; the unit tests drive it without a socket.
 pub fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/mutate", post(|s, r| admit(s, r, Webhook::Mutate, false)))
-        .route("/validate", post(|s, r| admit(s, r, Webhook::Validate, false)))
-        .route("/mutate/audit", post(|s, r| admit(s, r, Webhook::Mutate, true)))
-        .route("/validate/audit", post(|s, r| admit(s, r, Webhook::Validate, true)))
-        .fallback(|| async { reply(answer::http_error(404, "unknown path: the webhook serves /mutate, /validate, /mutate/audit and /validate/audit".to_owned())) })
+        .route("/mutate", post(|s, r| admit(s, r, Webhook::Mutate, None)))
+        .route("/validate", post(|s, r| admit(s, r, Webhook::Validate, None)))
+        .route("/mutate/audit", post(|s, r| admit(s, r, Webhook::Mutate, Some(Mode::Audit))))
+        .route("/validate/audit", post(|s, r| admit(s, r, Webhook::Validate, Some(Mode::Audit))))
+        .route("/mutate/warn", post(|s, r| admit(s, r, Webhook::Mutate, Some(Mode::Warn))))
+        .route("/validate/warn", post(|s, r| admit(s, r, Webhook::Validate, Some(Mode::Warn))))
+        .fallback(|| async { reply(answer::http_error(404, "unknown path: the webhook serves /mutate, /validate, and both under /audit and /warn".to_owned())) })
         .method_not_allowed_fallback(|| async { reply(answer::http_error(405, "method not allowed: the webhook endpoints take POST".to_owned())) })
         .with_state(state)
 }
@@ -146,7 +148,7 @@ async fn admit(
     State(state): State<Arc<AppState>>,
     request: Request,
     webhook: Webhook,
-    audit: bool,
+    path_mode: Option<Mode>,
 ) -> Response {
     let started = Instant::now();
     // The reservation in the body budget is held until the answer is built: the body
@@ -160,7 +162,7 @@ async fn admit(
         _ => None,
     };
     let policy = state.policy.load();
-    let mode = if audit { Mode::Audit } else { policy.mode };
+    let mode = path_mode.map_or(policy.mode, |m| lenient(m, policy.mode));
     let answer = match body {
         Ok((body, _reservation)) => {
             // The engine is synchronous: a panic is caught here and costs this request only.
@@ -180,6 +182,23 @@ async fn admit(
         .metrics
         .observe(webhook, mode, &answer, started.elapsed().as_secs_f64());
     reply(answer)
+}
+
+/// The mode of a request that came by a namespace's mode path (`/…/audit`, `/…/warn`):
+/// that mode, but never stricter than the server's own (`--mode`, the policy file). A path
+/// only relaxes: in a cluster-wide audit install, a namespace labelled warn is audited,
+/// not patched.
+fn lenient(path: Mode, server: Mode) -> Mode {
+    let strictness = |m: Mode| match m {
+        Mode::Audit => 0,
+        Mode::Warn => 1,
+        Mode::Enforce => 2,
+    };
+    if strictness(path) <= strictness(server) {
+        path
+    } else {
+        server
+    }
 }
 
 /// Reads a JSON body within the size and time limits and the body budget, or the

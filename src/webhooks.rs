@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! dhi-admission webhooks --config deploy/base/policy.yaml            # matchConditions: [...]
-//! dhi-admission webhooks --config deploy/base/policy.yaml --json-patch 2 \
+//! dhi-admission webhooks --config deploy/base/policy.yaml --json-patch 3 \
 //!   > deploy/base/matchconditions.yaml                                # kustomize patch
 //! ```
 //!

@@ -1,6 +1,7 @@
-//! `certs bootstrap` against a local stand-in for the few Kubernetes API endpoints it
-//! calls: Secrets (GET/POST/PUT) and the two webhook configuration kinds (GET/PATCH),
-//! with resourceVersions, 409s and JSON Patch like the real API server.
+//! `certs bootstrap` and `certs arm` against a local stand-in for the few Kubernetes API
+//! endpoints they call: Secrets (GET/POST/PUT), EndpointSlices (LIST) and the two webhook
+//! configuration kinds (GET/PATCH), with resourceVersions, 409s and JSON Patch like the real
+//! API server.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,9 +15,9 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use dhi_admission::certs::{
-    BootstrapArgs, BootstrapOptions, BootstrapOutcome, BootstrapReport, CertError, GeneratedCerts,
-    Validity, bootstrap, bootstrap_with, cert_not_after, generate_pair,
-    generate_pair_with_validity, kube_client, service_dns_names,
+    ArmOptions, ArmReport, BootstrapArgs, BootstrapOptions, BootstrapOutcome, BootstrapReport,
+    CertError, GeneratedCerts, Validity, Waiting, arm_once, bootstrap, bootstrap_with,
+    cert_not_after, generate_pair, generate_pair_with_validity, kube_client, service_dns_names,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -35,6 +36,7 @@ const MUTATING_PATH: &str =
     "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/dhi-admission";
 const VALIDATING_PATH: &str =
     "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/dhi-admission";
+const SLICES_PATH: &str = "/apis/discovery.k8s.io/v1/namespaces/dhi/endpointslices";
 
 // ---------------------------------------------------------------------------------
 // The stand-in API server.
@@ -95,6 +97,10 @@ impl FakeApi {
             .route(
                 "/apis/admissionregistration.k8s.io/v1/{plural}/{name}",
                 get(read).patch(patch),
+            )
+            .route(
+                "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                get(read),
             )
             .fallback(|uri: Uri| async move {
                 status(StatusCode::NOT_FOUND, "NotFound", format!("no route {uri}"))
@@ -764,4 +770,158 @@ async fn command_entry_point_uses_the_kubeconfig_and_its_namespace() {
     let not_after = cert_not_after(&cert_pem).unwrap();
     let expected = time::OffsetDateTime::now_utc().unix_timestamp() + 30 * 24 * 3600;
     assert!((expected - 120..=expected).contains(&not_after));
+}
+
+// ---------------------------------------------------------------------------------
+// certs arm
+
+/// The Service's EndpointSlices: one endpoint, ready or not.
+fn seed_endpoint(api: &FakeApi, ready: bool) {
+    api.insert(
+        SLICES_PATH,
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {},
+               "items": [{"metadata": {"name": "dhi-admission-x7k2p",
+                                       "labels": {"kubernetes.io/service-name": SERVICE}},
+                          "addressType": "IPv4",
+                          "endpoints": [{"addresses": ["10.0.0.7"],
+                                         "conditions": {"ready": ready}}]}]}),
+    );
+}
+
+/// Both configurations with a bundle in every entry, Ignore, and the enforce intent.
+fn seed_armable(api: &FakeApi) {
+    for (path, kind, prefix) in [
+        (MUTATING_PATH, "MutatingWebhookConfiguration", "mutate"),
+        (
+            VALIDATING_PATH,
+            "ValidatingWebhookConfiguration",
+            "validate",
+        ),
+    ] {
+        let entries = [format!("{prefix}.dhi.io"), format!("{prefix}-audit.dhi.io")]
+            .iter()
+            .map(|name| {
+                let mut w = webhook(name, Some("UEVN"));
+                w["failurePolicy"] = json!("Ignore");
+                w
+            })
+            .collect();
+        let mut config = webhook_config(kind, entries);
+        config["metadata"]["annotations"] = json!({
+            "dhi.io/failure-policy": format!("{prefix}.dhi.io=Fail,{prefix}-audit.dhi.io=Ignore")
+        });
+        api.insert(path, config);
+    }
+}
+
+fn arm_options() -> ArmOptions {
+    ArmOptions {
+        namespace: NS.into(),
+        service: SERVICE.into(),
+        webhook_config: CONFIG.into(),
+    }
+}
+
+fn failure_policies(api: &FakeApi, path: &str) -> Vec<(String, String)> {
+    let config = api.object(path).unwrap();
+    config["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let policy = w["failurePolicy"].as_str().unwrap_or("<unset>");
+            (w["name"].as_str().unwrap().to_owned(), policy.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn arm_waits_for_a_ready_endpoint_then_sets_fail_once() {
+    let (api, client) = FakeApi::start().await;
+    seed_armable(&api);
+    seed_endpoint(&api, false);
+    let report = arm_once(&client, &arm_options()).await.unwrap();
+    assert_eq!(
+        report,
+        ArmReport {
+            patched: 0,
+            waiting: Some(Waiting::NoReadyEndpoint {
+                service: format!("{NS}/{SERVICE}")
+            }),
+        }
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+
+    seed_endpoint(&api, true);
+    let report = arm_once(&client, &arm_options()).await.unwrap();
+    assert_eq!(
+        report,
+        ArmReport {
+            patched: 2,
+            waiting: None
+        }
+    );
+    assert_eq!(
+        failure_policies(&api, MUTATING_PATH),
+        [
+            ("mutate.dhi.io".to_owned(), "Fail".to_owned()),
+            ("mutate-audit.dhi.io".to_owned(), "Ignore".to_owned()),
+        ]
+    );
+    assert_eq!(failure_policies(&api, VALIDATING_PATH)[0].1, "Fail");
+    assert_eq!(
+        api.writes(),
+        [
+            format!("PATCH {MUTATING_PATH}"),
+            format!("PATCH {VALIDATING_PATH}")
+        ]
+    );
+
+    // Armed: a further round writes nothing.
+    api.clear_writes();
+    let report = arm_once(&client, &arm_options()).await.unwrap();
+    assert_eq!(report.patched, 0);
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+}
+
+#[tokio::test]
+async fn arm_rereads_a_configuration_edited_between_read_and_patch() {
+    let (api, client) = FakeApi::start().await;
+    seed_armable(&api);
+    seed_endpoint(&api, true);
+    // Someone inserts an entry at index 0 just before our patch: the `test` of the name at
+    // index 0 fails (422), and the re-read finds mutate.dhi.io at index 1.
+    let mut inserted = webhook("inserted.example.com", Some("UEVN"));
+    inserted["failurePolicy"] = json!("Ignore");
+    api.edit_before_next_patch(MUTATING_PATH, inserted);
+
+    let report = arm_once(&client, &arm_options()).await.unwrap();
+
+    assert_eq!(report.patched, 2);
+    assert_eq!(
+        failure_policies(&api, MUTATING_PATH),
+        [
+            ("inserted.example.com".to_owned(), "Ignore".to_owned()),
+            ("mutate.dhi.io".to_owned(), "Fail".to_owned()),
+            ("mutate-audit.dhi.io".to_owned(), "Ignore".to_owned()),
+        ],
+        "only the named entry changes, wherever it moved"
+    );
+    let patches = api
+        .writes()
+        .iter()
+        .filter(|w| w.starts_with("PATCH"))
+        .count();
+    assert_eq!(patches, 3, "one rejected patch, then one per configuration");
+}
+
+#[tokio::test]
+async fn arm_names_a_missing_configuration() {
+    let (api, client) = FakeApi::start().await;
+    seed_endpoint(&api, true);
+    let err = arm_once(&client, &arm_options()).await.unwrap_err();
+    assert!(
+        matches!(&err, CertError::WebhookConfigNotFound { kind: "MutatingWebhookConfiguration", name } if name == CONFIG),
+        "{err:?}"
+    );
 }

@@ -18,6 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use dhi_admission::certs::{FAILURE_POLICY_ANNOTATION, FailurePolicy, Intended};
 use dhi_admission::config::Limits;
 use dhi_policy::{
     Action, Engine, Mode, PolicyFile, RuleId, Scope, SkipReason, Subject, Webhook, WorkloadKind,
@@ -89,18 +90,30 @@ impl Overlay {
         })
     }
 
-    /// (failurePolicy, path) of each webhook entry.
-    fn entry(self, name: &str) -> (&'static str, &'static str) {
+    /// (intended failurePolicy, path) of each webhook entry. Every entry is installed
+    /// with Ignore; the intended one is in the dhi.io/failure-policy annotation.
+    fn entry(self, name: &str) -> (FailurePolicy, String) {
         let audit_entry = name.contains("-audit.");
-        let mutate = name.starts_with("mutate");
-        let path = match (mutate, audit_entry || self == Self::Audit) {
-            (true, false) => "/mutate",
-            (true, true) => "/mutate/audit",
-            (false, false) => "/validate",
-            (false, true) => "/validate/audit",
+        let warn_entry = name.contains("-warn.");
+        let prefix = if name.starts_with("mutate") {
+            "/mutate"
+        } else {
+            "/validate"
         };
-        let fail = matches!(self, Self::Enforce | Self::CertManager) && !audit_entry;
-        (if fail { "Fail" } else { "Ignore" }, path)
+        let path = if audit_entry || self == Self::Audit {
+            format!("{prefix}/audit")
+        } else if warn_entry {
+            format!("{prefix}/warn")
+        } else {
+            prefix.to_owned()
+        };
+        let fail = matches!(self, Self::Enforce | Self::CertManager) && !audit_entry && !warn_entry;
+        let intended = if fail {
+            FailurePolicy::Fail
+        } else {
+            FailurePolicy::Ignore
+        };
+        (intended, path)
     }
 
     fn bootstrap(self) -> bool {
@@ -588,6 +601,7 @@ fn check_webhooks(r: &Rendered) {
         (ns("default", &[]), "enforce"),
         (ns("team-a", &[("dhi.io/mode", "enforce")]), "enforce"),
         (ns("staging", &[("dhi.io/mode", "audit")]), "audit"),
+        (ns("dev", &[("dhi.io/mode", "warn")]), "warn"),
         (ns("legacy", &[("dhi.io/mode", "off")]), "none"),
         (ns("kube-system", &[]), "none"),
         // Excluded by name even without the label, and by the label it carries.
@@ -596,14 +610,40 @@ fn check_webhooks(r: &Rendered) {
     ];
 
     let mut names = BTreeSet::new();
-    for (kind, entries, expected_rules) in [
-        ("mutating", mutating_entries(&mutating), &expected_mutating),
+    for (kind, entries, expected_rules, annotations) in [
+        (
+            "mutating",
+            mutating_entries(&mutating),
+            &expected_mutating,
+            &mutating.metadata.annotations,
+        ),
         (
             "validating",
             validating_entries(&validating),
             &expected_validating,
+            &validating.metadata.annotations,
         ),
     ] {
+        // The intended failure policies, which `certs arm` carries out.
+        let intended: Intended = annotations
+            .as_ref()
+            .and_then(|a| a.get(FAILURE_POLICY_ANNOTATION))
+            .unwrap_or_else(|| panic!("{overlay:?} {kind}: no {FAILURE_POLICY_ANNOTATION}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("{overlay:?} {kind}: {e}"));
+        let expected_intent: Vec<(&str, FailurePolicy)> = {
+            let mut v: Vec<_> = entries
+                .iter()
+                .map(|e| (e.name.as_str(), overlay.entry(&e.name).0))
+                .collect();
+            v.sort_by_key(|(name, _)| *name);
+            v
+        };
+        assert_eq!(
+            intended.entries().collect::<Vec<_>>(),
+            expected_intent,
+            "{overlay:?} {kind}: {FAILURE_POLICY_ANNOTATION} names every entry with its intended policy"
+        );
         let entry_names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let prefix = if kind == "mutating" {
             "mutate"
@@ -612,7 +652,11 @@ fn check_webhooks(r: &Rendered) {
         };
         assert_eq!(
             entry_names,
-            [format!("{prefix}.dhi.io"), format!("{prefix}-audit.dhi.io")],
+            [
+                format!("{prefix}.dhi.io"),
+                format!("{prefix}-audit.dhi.io"),
+                format!("{prefix}-warn.dhi.io")
+            ],
             "{overlay:?}: {kind} entries"
         );
         for e in &entries {
@@ -642,11 +686,11 @@ fn check_webhooks(r: &Rendered) {
             );
             assert_eq!(&coverage(e), expected_rules, "{who}: rules");
 
-            let (failure, path) = overlay.entry(&e.name);
+            let (_, path) = overlay.entry(&e.name);
             assert_eq!(
                 e.failure_policy.as_deref(),
-                Some(failure),
-                "{who}: failurePolicy"
+                Some("Ignore"),
+                "{who}: installed fail-open; `certs arm` sets Fail once a replica is ready"
             );
             assert!(e.client.url.is_none(), "{who}: call the Service, not a URL");
             // Injected by bootstrap or cert-manager; a stale one in Git would break TLS.
@@ -661,7 +705,7 @@ fn check_webhooks(r: &Rendered) {
                 .unwrap_or_else(|| panic!("{who}: service"));
             assert_eq!(svc.namespace, NAMESPACE, "{who}");
             assert_eq!(svc.name, service.metadata.name.clone().unwrap(), "{who}");
-            assert_eq!(svc.path.as_deref(), Some(path), "{who}: path");
+            assert_eq!(svc.path.as_deref(), Some(path.as_str()), "{who}: path");
             let port = svc.port.unwrap_or(443);
             let service_port = service
                 .spec
@@ -681,10 +725,12 @@ fn check_webhooks(r: &Rendered) {
                 .clone()
                 .unwrap_or_else(|| panic!("{who}: namespaceSelector"));
             let audit_entry = e.name.contains("-audit.");
+            let warn_entry = e.name.contains("-warn.");
             for ((ns_name, labels), route) in &namespaces {
                 let expected = match *route {
-                    "enforce" => !audit_entry,
+                    "enforce" => !audit_entry && !warn_entry,
                     "audit" => audit_entry,
+                    "warn" => warn_entry,
                     _ => false,
                 };
                 assert_eq!(
@@ -727,7 +773,12 @@ fn check_webhooks(r: &Rendered) {
 
 fn server_container(spec: &PodSpec) -> &Container {
     let containers = &spec.containers;
-    assert_eq!(containers.len(), 1, "one server container");
+    let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [NAME, "failure-policy"],
+        "the server, then the failure-policy container"
+    );
     &containers[0]
 }
 
@@ -886,7 +937,7 @@ fn check_deployment(r: &Rendered) {
     }
     let volumes = pod.volumes.as_deref().unwrap_or_default();
     let volume = |name: &str| volumes.iter().find(|v| v.name == name);
-    // Only the init container may hold API credentials.
+    // Only the init and failure-policy containers may hold API credentials.
     let token_volumes: Vec<&str> = volumes
         .iter()
         .filter(|v| {
@@ -899,6 +950,32 @@ fn check_deployment(r: &Rendered) {
         })
         .map(|v| v.name.as_str())
         .collect();
+
+    // The failure-policy container: `certs arm` for our Service and configurations, with
+    // the one token volume; every overlay has it (cert-manager's included).
+    let arm = &pod.containers[1];
+    let arm_args = arm.args.clone().unwrap_or_default();
+    assert_eq!(&arm_args[..2], ["certs", "arm"], "{arm_args:?}");
+    assert_eq!(flag(&arm_args, "--namespace"), Some(NAMESPACE));
+    assert_eq!(flag(&arm_args, "--service"), Some(NAME));
+    assert_eq!(flag(&arm_args, "--webhook-config"), Some(NAME));
+    assert!(!arm_args.iter().any(|a| a == "--once"), "it keeps running");
+    assert_eq!(
+        token_volumes.len(),
+        1,
+        "{overlay:?}: one projected token volume"
+    );
+    assert_eq!(
+        mount_dir(arm, token_volumes[0]),
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    let arm_mounts: Vec<&str> = arm
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(arm_mounts, [token_volumes[0]], "the token, nothing else");
 
     // The server.
     let server = server_container(pod);
@@ -1036,20 +1113,11 @@ fn check_deployment(r: &Rendered) {
             "keep the key off the node's disk"
         );
         assert_eq!(
-            token_volumes.len(),
-            1,
-            "one projected token volume, for bootstrap"
-        );
-        assert_eq!(
             mount_dir(boot, token_volumes[0]),
             "/var/run/secrets/kubernetes.io/serviceaccount"
         );
     } else {
         assert!(init.is_empty(), "{overlay:?}: no bootstrap init container");
-        assert!(
-            token_volumes.is_empty(),
-            "{overlay:?}: nothing needs API credentials"
-        );
         let secret = tls.secret.as_ref().expect("tls is the cert-manager Secret");
         assert_eq!(secret.secret_name.as_deref(), Some(TLS_SECRET));
         let keys: Vec<(&str, &str)> = secret
@@ -1127,14 +1195,10 @@ fn check_deployment(r: &Rendered) {
             other => panic!("egress port {other:?}"),
         })
         .collect();
-    let allowed_egress = if overlay.bootstrap() {
-        BTreeSet::from([53, 443, 6443])
-    } else {
-        BTreeSet::from([53])
-    };
     assert_eq!(
-        egress_ports, allowed_egress,
-        "{overlay:?}: egress only to DNS (and the API server for bootstrap)"
+        egress_ports,
+        BTreeSet::from([53, 443, 6443]),
+        "{overlay:?}: egress only to DNS and the API server (bootstrap, failure-policy)"
     );
 }
 
@@ -1161,21 +1225,6 @@ fn check_policy(text: &str) {
 }
 
 fn check_rbac(r: &Rendered) {
-    let roles: Vec<Role> = r.all("Role");
-    let cluster_roles: Vec<ClusterRole> = r.all("ClusterRole");
-    let bindings: Vec<RoleBinding> = r.all("RoleBinding");
-    let cluster_bindings: Vec<ClusterRoleBinding> = r.all("ClusterRoleBinding");
-    if !r.overlay.bootstrap() {
-        assert!(
-            roles.is_empty()
-                && cluster_roles.is_empty()
-                && bindings.is_empty()
-                && cluster_bindings.is_empty(),
-            "{:?}: without bootstrap the webhook needs no RBAC",
-            r.overlay
-        );
-        return;
-    }
     let rule =
         |groups: &[&str], resources: &[&str], names: Option<&[&str]>, verbs: &[&str]| PolicyRule {
             api_groups: Some(groups.iter().map(|s| (*s).to_owned()).collect()),
@@ -1184,30 +1233,58 @@ fn check_rbac(r: &Rendered) {
             verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
             non_resource_urls: None,
         };
-    assert_eq!(roles.len(), 1);
-    assert_eq!(roles[0].metadata.namespace.as_deref(), Some(NAMESPACE));
-    assert_eq!(
-        roles[0].rules.clone().unwrap(),
-        [
-            rule(&[""], &["secrets"], Some(&[TLS_SECRET]), &["get", "update"]),
-            // create cannot be limited by resourceNames.
-            rule(&[""], &["secrets"], None, &["create"]),
-        ]
-    );
-    assert_eq!(cluster_roles.len(), 1);
-    assert_eq!(
-        cluster_roles[0].rules.clone().unwrap(),
-        [rule(
+    let configs = [
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+    ];
+    // (name, namespaced rules, cluster rules) of each pair of roles the pod's account holds.
+    let mut expected: Vec<(&str, Vec<PolicyRule>, Vec<PolicyRule>)> = vec![(
+        "dhi-admission-arm",
+        vec![rule(
+            &["discovery.k8s.io"],
+            &["endpointslices"],
+            None,
+            &["list"],
+        )],
+        vec![rule(
             &["admissionregistration.k8s.io"],
-            &[
-                "mutatingwebhookconfigurations",
-                "validatingwebhookconfigurations"
-            ],
+            &configs,
             Some(&[NAME]),
             &["get", "patch"],
-        )]
+        )],
+    )];
+    if r.overlay.bootstrap() {
+        expected.push((
+            "dhi-admission-bootstrap",
+            vec![
+                rule(&[""], &["secrets"], Some(&[TLS_SECRET]), &["get", "update"]),
+                // create cannot be limited by resourceNames.
+                rule(&[""], &["secrets"], None, &["create"]),
+            ],
+            vec![rule(
+                &["admissionregistration.k8s.io"],
+                &configs,
+                Some(&[NAME]),
+                &["get", "patch"],
+            )],
+        ));
+    }
+    let roles: Vec<Role> = r.all("Role");
+    let cluster_roles: Vec<ClusterRole> = r.all("ClusterRole");
+    let bindings: Vec<RoleBinding> = r.all("RoleBinding");
+    let cluster_bindings: Vec<ClusterRoleBinding> = r.all("ClusterRoleBinding");
+    let names = |metas: Vec<&Option<String>>| -> Vec<String> {
+        metas.into_iter().map(|n| n.clone().unwrap()).collect()
+    };
+    let expected_names: Vec<String> = expected.iter().map(|e| e.0.to_owned()).collect();
+    assert_eq!(
+        names(roles.iter().map(|o| &o.metadata.name).collect()),
+        expected_names
     );
-    assert!(cluster_roles[0].aggregation_rule.is_none());
+    assert_eq!(
+        names(cluster_roles.iter().map(|o| &o.metadata.name).collect()),
+        expected_names
+    );
     let subject_ok = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
         subjects.as_deref()
             == Some(
@@ -1219,20 +1296,28 @@ fn check_rbac(r: &Rendered) {
                 }][..],
             )
     };
-    assert_eq!(bindings.len(), 1);
-    assert_eq!(bindings[0].role_ref.kind, "Role");
-    assert_eq!(
-        Some(&bindings[0].role_ref.name),
-        roles[0].metadata.name.as_ref()
-    );
-    assert!(subject_ok(&bindings[0].subjects));
-    assert_eq!(cluster_bindings.len(), 1);
-    assert_eq!(cluster_bindings[0].role_ref.kind, "ClusterRole");
-    assert_eq!(
-        Some(&cluster_bindings[0].role_ref.name),
-        cluster_roles[0].metadata.name.as_ref()
-    );
-    assert!(subject_ok(&cluster_bindings[0].subjects));
+    for (i, (name, namespaced, cluster)) in expected.iter().enumerate() {
+        assert_eq!(roles[i].metadata.namespace.as_deref(), Some(NAMESPACE));
+        assert_eq!(&roles[i].rules.clone().unwrap(), namespaced, "Role {name}");
+        assert_eq!(
+            &cluster_roles[i].rules.clone().unwrap(),
+            cluster,
+            "ClusterRole {name}"
+        );
+        assert!(cluster_roles[i].aggregation_rule.is_none());
+        let binding = bindings
+            .iter()
+            .find(|b| b.role_ref.kind == "Role" && b.role_ref.name == *name)
+            .unwrap_or_else(|| panic!("no RoleBinding to Role {name}"));
+        assert!(subject_ok(&binding.subjects));
+        let binding = cluster_bindings
+            .iter()
+            .find(|b| b.role_ref.kind == "ClusterRole" && b.role_ref.name == *name)
+            .unwrap_or_else(|| panic!("no ClusterRoleBinding to ClusterRole {name}"));
+        assert!(subject_ok(&binding.subjects));
+    }
+    assert_eq!(bindings.len(), expected.len());
+    assert_eq!(cluster_bindings.len(), expected.len());
 }
 
 fn check_cert_manager(r: &Rendered) {

@@ -23,8 +23,8 @@ fn policy() -> PolicyFile {
 fn committed_patch_is_the_generators_output() {
     assert_eq!(
         read("deploy/base/matchconditions.yaml"),
-        render(&policy(), Some(2)).unwrap(),
-        "regenerate: dhi-admission webhooks --config deploy/base/policy.yaml --json-patch 2 \
+        render(&policy(), Some(3)).unwrap(),
+        "regenerate: dhi-admission webhooks --config deploy/base/policy.yaml --json-patch 3 \
          > deploy/base/matchconditions.yaml, then deploy/render.sh"
     );
 }
@@ -55,6 +55,6 @@ fn every_rendered_webhook_carries_the_conditions() {
                 entries += 1;
             }
         }
-        assert_eq!(entries, 4, "{path}: two entries in each configuration");
+        assert_eq!(entries, 6, "{path}: three entries in each configuration");
     }
 }

@@ -34,9 +34,13 @@ mod audit;
 mod certs;
 #[path = "e2e/reinvocation.rs"]
 mod reinvocation;
+#[path = "e2e/safe_install.rs"]
+mod safe_install;
 #[path = "e2e/scope.rs"]
 mod scope;
 #[path = "e2e/seed.rs"]
 mod seed;
 #[path = "e2e/updates.rs"]
 mod updates;
+#[path = "e2e/warn.rs"]
+mod warn;

@@ -190,6 +190,85 @@ async fn audit_paths_report_without_enforcing() {
     assert_eq!(audit.audit_annotations["planned-mutations"], planned);
 }
 
+/// `dhi.io/mode: warn` namespaces come by the /warn paths: patched as in enforce, the
+/// violations as warnings, never denied, and no audit annotations (audit's).
+#[tokio::test]
+async fn warn_paths_patch_and_warn_without_denying() {
+    let mut conn = App::new();
+
+    let request = review(&violating_pod("web-1"));
+    let warned = conn.post_json("/validate/warn", &request).await.review();
+    assert_eq!(warned.uid, request["request"]["uid"]);
+    assert!(warned.allowed);
+    assert!(warned.status.is_none() && warned.patch.is_none());
+    assert!(
+        warned.audit_annotations.is_empty(),
+        "{:?}",
+        warned.audit_annotations
+    );
+    assert_eq!(warned.warnings.len(), 5, "{:#?}", warned.warnings);
+    for (warning, (rule, container, _)) in warned.warnings.iter().zip(VIOLATIONS) {
+        let prefix = format!("warn: [{rule}] container \"{container}\"");
+        assert!(
+            warning.starts_with(&prefix),
+            "{warning:?} should start with {prefix:?}"
+        );
+    }
+    assert_eq!(warned.warnings[4], DEV_WARNING);
+    // The same request on the default path is denied: only the path made the difference.
+    let denied = conn.post_json("/validate", &request).await.review();
+    assert_denied(&denied, "Pod web-1", VIOLATIONS);
+
+    let patched = conn
+        .post("/mutate/warn", fixture_bytes(ISTIO_POD))
+        .await
+        .review();
+    assert!(patched.allowed && patched.status.is_none());
+    assert_eq!(
+        patched.patch,
+        Some(istio_patch()),
+        "warn patches as enforce does"
+    );
+    assert_eq!(patched.patch_type.as_deref(), Some("JSONPatch"));
+    assert!(patched.audit_annotations.is_empty());
+}
+
+/// A mode path only relaxes: with the server in audit mode (the audit overlay), a warn
+/// namespace is audited, never patched; with the server in warn mode, /audit still audits.
+#[tokio::test]
+async fn mode_paths_are_never_stricter_than_the_server() {
+    let planned =
+        "image_rewrite x1, run_as_user x1, run_as_group x1, run_as_non_root x1, fs_group x1";
+    let mut audit_server = App::with_mode(Some(dhi_policy::Mode::Audit));
+    for path in ["/mutate/warn", "/mutate"] {
+        let r = audit_server
+            .post(path, fixture_bytes(ISTIO_POD))
+            .await
+            .review();
+        assert!(r.allowed, "{path}");
+        assert_eq!(r.patch, None, "{path}: the audit server never patches");
+        assert_eq!(r.audit_annotations["planned-mutations"], planned, "{path}");
+    }
+
+    let mut warn_server = App::with_mode(Some(dhi_policy::Mode::Warn));
+    let request = review(&violating_pod("web-1"));
+    let r = warn_server
+        .post_json("/validate/audit", &request)
+        .await
+        .review();
+    assert!(r.allowed);
+    assert_eq!(r.audit_annotations.len(), 3, "{:?}", r.audit_annotations);
+    assert!(r.warnings[0].starts_with("audit: "), "{:?}", r.warnings);
+    let r = warn_server.post_json("/validate", &request).await.review();
+    assert!(r.allowed && r.audit_annotations.is_empty());
+    assert!(r.warnings[0].starts_with("warn: "), "{:?}", r.warnings);
+    let r = warn_server
+        .post("/mutate/audit", fixture_bytes(ISTIO_POD))
+        .await
+        .review();
+    assert_eq!(r.patch, None, "/audit never patches");
+}
+
 #[tokio::test]
 async fn request_kinds_operations_and_namespaces() {
     let mut conn = App::new();
@@ -519,6 +598,8 @@ async fn every_bad_input_gets_its_exact_answer() {
         "/nope",
         "/validate/",
         "/mutate/audit/x",
+        "/mutate/warn/",
+        "/validate/Warn",
         "/metrics",
         "/healthz",
     ] {
@@ -526,7 +607,7 @@ async fn every_bad_input_gets_its_exact_answer() {
         assert_eq!(doc["reason"], "NotFound", "{path}");
         assert_eq!(
             doc["message"],
-            "unknown path: the webhook serves /mutate, /validate, /mutate/audit and /validate/audit"
+            "unknown path: the webhook serves /mutate, /validate, and both under /audit and /warn"
         );
     }
     assert!(conn.post("/validate", small).await.review().allowed);

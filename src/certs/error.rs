@@ -97,8 +97,8 @@ pub enum CertError {
     },
     /// A webhook configuration to patch does not exist.
     #[error(
-        "{kind} {name:?} not found: install it before running the bootstrap \
-         (its caBundle is patched, never created)"
+        "{kind} {name:?} not found: install the webhook configurations first \
+         (certs bootstrap and certs arm patch them, never create them)"
     )]
     WebhookConfigNotFound {
         /// `MutatingWebhookConfiguration` or `ValidatingWebhookConfiguration`.

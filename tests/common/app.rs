@@ -21,8 +21,13 @@ pub struct App {
 impl App {
     /// The router with the default test policy, in enforce mode.
     pub fn new() -> Self {
+        Self::with_mode(None)
+    }
+
+    /// The router with the default test policy, in `mode` (`--mode`) when given.
+    pub fn with_mode(mode: Option<dhi_policy::Mode>) -> Self {
         let policy =
-            ActivePolicy::from_bytes("policy.yaml".as_ref(), DEFAULT_POLICY.as_bytes(), None)
+            ActivePolicy::from_bytes("policy.yaml".as_ref(), DEFAULT_POLICY.as_bytes(), mode)
                 .expect("the default test policy parses");
         let state = AppState::new(policy, test_limits()).expect("state");
         Self { state }

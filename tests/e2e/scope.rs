@@ -297,6 +297,21 @@ async fn only_mode_admins_change_the_mode_label() {
     let (status, body) = label_as(&client, &ns, "team", "a", &["system:authenticated"]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["metadata"]["labels"]["dhi.io/mode"], "audit");
+    // Only the values the webhook configurations route, even for a mode admin: a misspelt
+    // mode would otherwise silently mean enforce.
+    let admin = ["system:authenticated", "dhi-admission:mode-admins"];
+    let (status, body) = label_as(&client, &ns, "dhi.io/mode", "wran", &admin).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the dhi.io/mode label takes enforce, warn, audit or off"),
+        "{body}"
+    );
+    let (status, body) = label_as(&client, &ns, "dhi.io/mode", "warn", &admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metadata"]["labels"]["dhi.io/mode"], "warn");
 
     for path in [
         format!("{base}/validatingadmissionpolicybindings/{name}"),

@@ -187,7 +187,9 @@ pub fn configurations(name: &str, test: &str, url: &str, ca_pem: Option<&str>) -
                     json!(base64::engine::general_purpose::STANDARD.encode(ca));
             }
             webhook["clientConfig"] = client_config;
-            if !path.ends_with("/audit") {
+            // What `certs arm` makes of the enforce overlay once a replica is ready
+            // (tests/e2e/safe_install.rs): the default entries Fail, audit and warn Ignore.
+            if !path.ends_with("/audit") && !path.ends_with("/warn") {
                 webhook["failurePolicy"] = json!("Fail");
             }
             webhook["namespaceSelector"]["matchExpressions"]
@@ -287,7 +289,9 @@ pub async fn setup(test: &str, labels: &[(&str, &str)], serve_args: &[&str]) -> 
     let ns = super::cluster::namespace(&client, test, labels).await;
     let server = Server::start(&cp.test_dir(test), serve_args).await;
     register(&client, test, &server).await;
+    // Audit and warn never deny: the probe pod is admitted with its finding as a warning.
     let audit = labels.contains(&("dhi.io/mode", "audit"))
+        || labels.contains(&("dhi.io/mode", "warn"))
         || serve_args.windows(2).any(|w| w == ["--mode", "audit"]);
     wait_active(&client, &ns, audit).await;
     Some(Env {

@@ -23,7 +23,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if eq .Values.certificates.source "bootstrap" }}true{{ end -}}
 {{- end }}
 
-{{/* Whether the default entries end up with failurePolicy Fail (set by the hook Job). */}}
+{{/* Whether the default entries end up with failurePolicy Fail (set by `certs arm`). */}}
 {{- define "dhi-admission.enforcing" -}}
 {{- if and (eq .Values.mode "enforce") (eq .Values.failurePolicy "Fail") }}true{{ end -}}
 {{- end }}
@@ -59,15 +59,15 @@ namespaceSelector:
     - key: kubernetes.io/metadata.name
       operator: NotIn
       values: {{ $excluded | toJson }}
-    {{- if .audit }}
+    {{- if .only }}
     - key: dhi.io/mode
       operator: In
-      values: ["audit"]
+      values: [{{ .only | quote }}]
     {{- else }}
-    # "off": not judged at all; "audit": handled by the -audit entry.
+    # "off": not judged at all; "audit", "warn": handled by the -audit and -warn entries.
     - key: dhi.io/mode
       operator: NotIn
-      values: ["off", "audit"]
+      values: ["off", "audit", "warn"]
     {{- end }}
 {{- with .root.Values.webhook.objectSelector }}
 objectSelector:
@@ -167,4 +167,14 @@ resources:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+{{- end }}
+
+{{/*
+The dhi.io/failure-policy annotation of a configuration: each entry's intended policy, which
+the failure-policy container (`certs arm`) sets once a replica is ready.
+Called with (dict "root" $ "prefix" "mutate").
+*/}}
+{{- define "dhi-admission.intendedFailurePolicy" -}}
+{{- $default := ternary "Fail" "Ignore" (eq (include "dhi-admission.enforcing" .root) "true") -}}
+{{ .prefix }}.dhi.io={{ $default }},{{ .prefix }}-audit.dhi.io=Ignore,{{ .prefix }}-warn.dhi.io=Ignore
 {{- end }}
