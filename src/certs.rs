@@ -89,13 +89,13 @@ mod tests;
 
 pub use arm::{
     ANNOTATION as FAILURE_POLICY_ANNOTATION, ArmOptions, ArmReport, FailurePolicy, Intended,
-    Waiting, arm_loop, arm_once,
+    IntentError, Waiting, arm_loop, arm_once,
 };
 pub use bootstrap::{
     BootstrapOptions, BootstrapOutcome, BootstrapReport, bootstrap_with, kube_client,
     service_dns_names,
 };
-pub use error::CertError;
+pub use error::{CertError, ParseProblem, ValidityProblem};
 pub use files::{ensure_dev_certificate, write_pair, write_serving_files};
 pub use generate::{
     ALWAYS_DNS, ALWAYS_IPS, GeneratedCerts, Validity, generate_pair, generate_pair_with_validity,

@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use tracing::{error, info};
 
 use super::CertError;
+use super::error::ParseProblem;
 use super::webhooks::{WebhookConfiguration, patch_with_retry};
 
 /// The annotation of a webhook configuration that declares its entries' intended policy:
@@ -67,14 +68,31 @@ impl fmt::Display for FailurePolicy {
 }
 
 impl FromStr for FailurePolicy {
-    type Err = String;
+    type Err = IntentError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "Ignore" => Ok(Self::Ignore),
             "Fail" => Ok(Self::Fail),
-            other => Err(format!("{other:?} is not a failurePolicy (Fail or Ignore)")),
+            other => Err(IntentError::NotAPolicy(other.to_owned())),
         }
     }
+}
+
+/// Why a [`ANNOTATION`] value does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntentError {
+    /// A value other than `Fail` or `Ignore`.
+    #[error("{0:?} is not a failurePolicy (Fail or Ignore)")]
+    NotAPolicy(String),
+    /// An item without `=`.
+    #[error("{0:?} is not <webhook name>=<Fail|Ignore>")]
+    NotAPair(String),
+    /// An item with an empty name.
+    #[error("{0:?} names no webhook")]
+    NoName(String),
+    /// The same entry twice.
+    #[error("webhook {0:?} is named twice")]
+    Twice(String),
 }
 
 /// The intended policy of each named entry: the parsed [`ANNOTATION`].
@@ -89,19 +107,19 @@ impl Intended {
 }
 
 impl FromStr for Intended {
-    type Err = String;
+    type Err = IntentError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut entries = BTreeMap::new();
         for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, policy) = pair
                 .split_once('=')
-                .ok_or_else(|| format!("{pair:?} is not <webhook name>=<Fail|Ignore>"))?;
+                .ok_or_else(|| IntentError::NotAPair(pair.to_owned()))?;
             let (name, policy) = (name.trim(), policy.trim().parse()?);
             if name.is_empty() {
-                return Err(format!("{pair:?} names no webhook"));
+                return Err(IntentError::NoName(pair.to_owned()));
             }
             if entries.insert(name.to_owned(), policy).is_some() {
-                return Err(format!("webhook {name:?} is named twice"));
+                return Err(IntentError::Twice(name.to_owned()));
             }
         }
         Ok(Self(entries))
@@ -310,9 +328,7 @@ fn failure_policy_patch<K: WebhookConfiguration>(
         let index = webhooks
             .iter()
             .position(|w| w["name"] == name)
-            .ok_or_else(|| {
-                CertError::parse(what(), format!("it names {name:?}, which is not an entry"))
-            })?;
+            .ok_or_else(|| CertError::parse(what(), ParseProblem::UnknownEntry(name.to_owned())))?;
         let current = &webhooks[index]["failurePolicy"];
         if current == policy.as_str() {
             continue;
@@ -395,7 +411,8 @@ mod tests {
             ("=Fail", r#""=Fail" names no webhook"#),
             ("a=Fail,a=Ignore", r#"webhook "a" is named twice"#),
         ] {
-            assert_eq!(bad.parse::<Intended>(), Err(message.to_owned()), "{bad}");
+            let err = bad.parse::<Intended>().unwrap_err();
+            assert_eq!(err.to_string(), message, "{bad}");
         }
     }
 

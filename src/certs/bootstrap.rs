@@ -202,10 +202,7 @@ async fn sync_secret(
             Err(reason) => reason,
         };
         if secret.immutable == Some(true) {
-            return Err(CertError::ImmutableSecret {
-                resource,
-                reason: reason.to_string(),
-            });
+            return Err(CertError::ImmutableSecret { resource, reason });
         }
         info!(secret = %resource, %reason, "renewing the certificate");
         let previous_bundle = secret_text(&secret, CA_CRT);
@@ -250,10 +247,7 @@ fn issue(
         key_pem: generated.key_pem,
     };
     // Check what we made with the same rules as what we read.
-    let window =
-        assess(&material, &opts.server_name(), now).map_err(|reason| CertError::SelfCheck {
-            reason: reason.to_string(),
-        })?;
+    let window = assess(&material, &opts.server_name(), now).map_err(CertError::SelfCheck)?;
     Ok((material, window))
 }
 

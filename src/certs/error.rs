@@ -1,6 +1,12 @@
 //! The error type of the certificate library.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::RenewReason;
+use super::arm::IntentError;
 
 /// What went wrong while generating, reading, writing or publishing certificates.
 ///
@@ -25,18 +31,15 @@ pub enum CertError {
         name: String,
     },
     /// The requested validity period cannot be represented.
-    #[error("invalid certificate validity: {reason}")]
-    InvalidValidity {
-        /// Why it was rejected.
-        reason: String,
-    },
+    #[error("invalid certificate validity: {0}")]
+    InvalidValidity(ValidityProblem),
     /// PEM or certificate data could not be parsed.
-    #[error("parsing {what}: {reason}")]
+    #[error("parsing {what}: {problem}")]
     Parse {
         /// What was being parsed (a file name, a Secret key, ...).
         what: String,
         /// Why it failed.
-        reason: String,
+        problem: ParseProblem,
     },
     /// A file-system operation failed.
     #[error("{action} {}", path.display())]
@@ -114,14 +117,11 @@ pub enum CertError {
         /// The Secret concerned.
         resource: String,
         /// Why it needs renewing.
-        reason: String,
+        reason: RenewReason,
     },
     /// A freshly generated certificate failed the checks applied to existing ones.
-    #[error("the freshly generated certificate fails its own check: {reason}")]
-    SelfCheck {
-        /// What failed.
-        reason: String,
-    },
+    #[error("the freshly generated certificate fails its own check: {0}")]
+    SelfCheck(RenewReason),
     /// Concurrent writers kept winning; the bootstrap gave up.
     #[error("{resource} kept changing under us: gave up after {attempts} attempts")]
     TooManyConflicts {
@@ -154,10 +154,10 @@ impl CertError {
         }
     }
 
-    pub(crate) fn parse(what: impl Into<String>, reason: impl ToString) -> Self {
+    pub(crate) fn parse(what: impl Into<String>, problem: impl Into<ParseProblem>) -> Self {
         CertError::Parse {
             what: what.into(),
-            reason: reason.to_string(),
+            problem: problem.into(),
         }
     }
 
@@ -172,4 +172,46 @@ impl CertError {
             source,
         }
     }
+}
+
+/// Why a validity period was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidityProblem {
+    /// A zero lifetime.
+    #[error("{0:?}: must be positive")]
+    NotPositive(Duration),
+    /// A lifetime past what a certificate date can hold.
+    #[error("{0:?}: too long")]
+    TooLong(Duration),
+    /// An explicit window that ends before it starts.
+    #[error("not_after {not_after} is not after not_before {not_before}")]
+    Inverted {
+        /// Start of the window.
+        not_before: OffsetDateTime,
+        /// End of the window.
+        not_after: OffsetDateTime,
+    },
+}
+
+/// Why PEM, a certificate, JSON or an annotation could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseProblem {
+    /// Not PEM.
+    #[error("{0}")]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    /// Not an X.509 certificate.
+    #[error("{0}")]
+    X509(#[from] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// Not JSON of the expected shape.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// PEM without a certificate in it.
+    #[error("no CERTIFICATE block")]
+    NoCertificate,
+    /// A `dhi.io/failure-policy` annotation that does not parse.
+    #[error("{0}")]
+    Intent(#[from] IntentError),
+    /// A `dhi.io/failure-policy` annotation naming an entry the configuration lacks.
+    #[error("it names {0:?}, which is not an entry")]
+    UnknownEntry(String),
 }

@@ -16,6 +16,7 @@ use rustls::pki_types::DnsName;
 use time::OffsetDateTime;
 
 use super::CertError;
+use super::error::ValidityProblem;
 
 /// Names always covered by a generated serving certificate, in addition to the ones
 /// asked for: local probes and port-forwards then verify too.
@@ -70,17 +71,15 @@ impl Validity {
     /// A validity that starts now (backdated a few minutes for clock skew) and lasts
     /// `lifetime` from now.
     pub fn starting_now(lifetime: Duration) -> Result<Self, CertError> {
-        let invalid = |reason: &str| CertError::InvalidValidity {
-            reason: format!("{lifetime:?}: {reason}"),
-        };
+        let too_long = || CertError::InvalidValidity(ValidityProblem::TooLong(lifetime));
         if lifetime.is_zero() {
-            return Err(invalid("must be positive"));
+            return Err(CertError::InvalidValidity(ValidityProblem::NotPositive(
+                lifetime,
+            )));
         }
-        let lifetime = time::Duration::try_from(lifetime).map_err(|_| invalid("too long"))?;
+        let span = time::Duration::try_from(lifetime).map_err(|_| too_long())?;
         let now = OffsetDateTime::now_utc();
-        let not_after = now
-            .checked_add(lifetime)
-            .ok_or_else(|| invalid("too long"))?;
+        let not_after = now.checked_add(span).ok_or_else(too_long)?;
         Ok(Validity {
             not_before: now - BACKDATE,
             not_after,
@@ -108,12 +107,10 @@ pub fn generate_pair_with_validity(
     validity: Validity,
 ) -> Result<GeneratedCerts, CertError> {
     if validity.not_after <= validity.not_before {
-        return Err(CertError::InvalidValidity {
-            reason: format!(
-                "not_after {} is not after not_before {}",
-                validity.not_after, validity.not_before
-            ),
-        });
+        return Err(CertError::InvalidValidity(ValidityProblem::Inverted {
+            not_before: validity.not_before,
+            not_after: validity.not_after,
+        }));
     }
     let sans = SubjectNames::collect(dns, ips)?;
 

@@ -13,6 +13,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, RootCertStore};
 
 use super::CertError;
+use super::error::ParseProblem;
 
 const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 const PEM_END: &str = "-----END CERTIFICATE-----";
@@ -31,7 +32,7 @@ pub(crate) fn parse_certs(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CertError::parse(what, e))?;
     if certs.is_empty() {
-        return Err(CertError::parse(what, "no CERTIFICATE block"));
+        return Err(CertError::parse(what, ParseProblem::NoCertificate));
     }
     Ok(certs)
 }
@@ -58,7 +59,7 @@ impl Window {
         let certs = parse_certs(pem, what)?;
         let first = certs
             .first()
-            .ok_or_else(|| CertError::parse(what, "no CERTIFICATE block"))?;
+            .ok_or_else(|| CertError::parse(what, ParseProblem::NoCertificate))?;
         Self::of_der(first, what)
     }
 
