@@ -103,7 +103,7 @@ fn write_stream(files: &[FixedFile]) -> anyhow::Result<()> {
         if holds_review(&document.value) {
             eprintln!(
                 "note: {}: an AdmissionReview, left out of the fixed manifests (kubectl apply \
-                 refuses it); its object's patch is in the report",
+                 refuses it); the report has its verdict",
                 document.origin
             );
             continue;
