@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::config::ActivePolicy;
 use dhi_policy::{Engine, Finding, Mode};
-use fix::{FixedFile, Output as FixOutput};
+use fix::{CheckedFile, Output as FixOutput};
 use input::{Cause, Document, Origin, Source};
 use objects::{Candidate, Item};
 use report::{Entry, Report};
@@ -186,7 +186,7 @@ fn check_file(
     root: &Path,
     file: input::SourceFile,
     entries: &mut Vec<Entry>,
-) -> FixedFile {
+) -> CheckedFile {
     let mut documents = Vec::new();
     let mut patched = false;
     for document in file.documents {
@@ -202,7 +202,7 @@ fn check_file(
             Err(err) => entries.push(Entry::Error(err)),
         }
     }
-    FixedFile {
+    CheckedFile {
         root: root.to_owned(),
         source: file.source,
         format: file.format,

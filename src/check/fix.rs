@@ -36,9 +36,9 @@ pub enum Output {
     InPlace,
 }
 
-/// One input file after `--fix`.
+/// One input file after the check: its documents, patched when `--fix` is given.
 #[derive(Debug)]
-pub struct FixedFile {
+pub struct CheckedFile {
     /// The command-line path it was found under.
     pub root: PathBuf,
     /// The file.
@@ -47,13 +47,13 @@ pub struct FixedFile {
     pub format: Format,
     /// Its text as read.
     pub text: Arc<str>,
-    /// Its documents, patched.
+    /// Its documents (patched with `--fix`).
     pub documents: Vec<Document>,
     /// A patch was applied to one of its objects.
     pub patched: bool,
 }
 
-impl FixedFile {
+impl CheckedFile {
     fn holds_review(&self) -> bool {
         self.documents.iter().any(|d| holds_review(&d.value))
     }
@@ -78,7 +78,7 @@ impl FixedFile {
 }
 
 /// Writes the fixed manifests of `files` to `output`.
-pub fn write(output: &Output, files: &[FixedFile]) -> anyhow::Result<()> {
+pub fn write(output: &Output, files: &[CheckedFile]) -> anyhow::Result<()> {
     match output {
         Output::Stdout => write_stream(files),
         Output::OutDir(dir) => write_files(&mirrored(dir, files)?),
@@ -97,7 +97,7 @@ pub fn write(output: &Output, files: &[FixedFile]) -> anyhow::Result<()> {
 }
 
 /// Every document as one YAML stream on standard output.
-fn write_stream(files: &[FixedFile]) -> anyhow::Result<()> {
+fn write_stream(files: &[CheckedFile]) -> anyhow::Result<()> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     for document in files.iter().flat_map(|file| &file.documents) {
         if holds_review(&document.value) {
@@ -143,9 +143,9 @@ fn write_yaml(
 /// written.
 fn mirrored<'f>(
     dir: &Path,
-    files: &'f [FixedFile],
-) -> anyhow::Result<BTreeMap<PathBuf, &'f FixedFile>> {
-    let mut targets: BTreeMap<PathBuf, &FixedFile> = BTreeMap::new();
+    files: &'f [CheckedFile],
+) -> anyhow::Result<BTreeMap<PathBuf, &'f CheckedFile>> {
+    let mut targets: BTreeMap<PathBuf, &CheckedFile> = BTreeMap::new();
     for file in files {
         let Source::File(path) = &file.source else {
             continue;
@@ -168,7 +168,7 @@ fn mirrored<'f>(
 }
 
 /// Writes each file to its target, except those holding an AdmissionReview.
-fn write_files(targets: &BTreeMap<PathBuf, &FixedFile>) -> anyhow::Result<()> {
+fn write_files(targets: &BTreeMap<PathBuf, &CheckedFile>) -> anyhow::Result<()> {
     for (target, file) in targets {
         if file.holds_review() {
             eprintln!(
