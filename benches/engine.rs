@@ -1,4 +1,4 @@
-//! The engine alone, without HTTP or TLS: `admission::handle` on realistic bodies,
+//! The engine alone, without HTTP or TLS: `answer::handle` on realistic bodies,
 //! image-reference parsing and catalog look-ups.
 //!
 //! ```text
@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use dhi_admission::admission::{self, Answer};
+use dhi_policy::answer::{self, Answer};
 use dhi_policy::catalog::{Catalog, RepoOverride};
 use dhi_policy::image_ref::ImageRef;
 use dhi_policy::{Engine, Mode, Webhook};
@@ -143,7 +143,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn handle(engine: &Engine, case: &Case) -> Answer {
-    admission::handle(engine, case.webhook, Mode::Enforce, &case.body)
+    answer::handle(engine, case.webhook, Mode::Enforce, &case.body)
 }
 
 const IMAGES: &[(&str, &str)] = &[
@@ -259,7 +259,7 @@ fn bench_reviews(c: &mut Criterion, engine: &Engine, cases: &[Case]) {
     group.finish();
 }
 
-/// The review with the object kept as raw JSON (as `admission::handle` reads a body whose
+/// The review with the object kept as raw JSON (as `answer::handle` reads a body whose
 /// object it could not decode): here only to hand `decode_object` its input.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

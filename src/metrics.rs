@@ -8,7 +8,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::admission::{Answer, Outcome};
+use dhi_policy::answer::{Answer, Outcome};
 use dhi_policy::{Mode, MutationKind, RuleId, SkipReason, Webhook};
 
 const WEBHOOKS: [Webhook; 2] = [Webhook::Mutate, Webhook::Validate];

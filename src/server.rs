@@ -32,11 +32,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
 
-use crate::admission::{self, Answer};
 use crate::config::{ActivePolicy, Config, Limits, ServeArgs, read_policy_bytes};
 use crate::metrics::{Metrics, Reloaded, ShedReason};
 use crate::tls::{KeyPairPaths, LoadedPair, SwappableCert};
 use budget::{BodyBudget, Reservation};
+use dhi_policy::answer::{self, Answer};
 use dhi_policy::{Mode, Webhook};
 use timed_io::TimedIo;
 
@@ -111,8 +111,8 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
         .route("/validate", post(|s, r| admit(s, r, Webhook::Validate, false)))
         .route("/mutate/audit", post(|s, r| admit(s, r, Webhook::Mutate, true)))
         .route("/validate/audit", post(|s, r| admit(s, r, Webhook::Validate, true)))
-        .fallback(|| async { reply(admission::http_error(404, "unknown path: the webhook serves /mutate, /validate, /mutate/audit and /validate/audit".to_owned())) })
-        .method_not_allowed_fallback(|| async { reply(admission::http_error(405, "method not allowed: the webhook endpoints take POST".to_owned())) })
+        .fallback(|| async { reply(answer::http_error(404, "unknown path: the webhook serves /mutate, /validate, /mutate/audit and /validate/audit".to_owned())) })
+        .method_not_allowed_fallback(|| async { reply(answer::http_error(405, "method not allowed: the webhook endpoints take POST".to_owned())) })
         .with_state(state)
 }
 
@@ -165,10 +165,10 @@ async fn admit(
         Ok((body, _reservation)) => {
             // The engine is synchronous: a panic is caught here and costs this request only.
             std::panic::catch_unwind(AssertUnwindSafe(|| {
-                admission::handle(&policy.engine, webhook, mode, &body)
+                answer::handle(&policy.engine, webhook, mode, &body)
             }))
             .unwrap_or_else(|_| {
-                admission::http_error(
+                answer::http_error(
                     500,
                     "internal error while reviewing the request; see the webhook's log".to_owned(),
                 )
@@ -210,7 +210,7 @@ async fn read_body(
         let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|err| {
-                admission::http_error(400, format!("cannot read request body: {err}"))
+                answer::http_error(400, format!("cannot read request body: {err}"))
             })?;
             let Ok(data) = frame.into_data() else {
                 continue; // trailers
@@ -230,7 +230,7 @@ async fn read_body(
     match tokio::time::timeout(limits.request_timeout, collect).await {
         Ok(Ok(body)) => Ok((body, reservation)),
         Ok(Err(answer)) => Err(answer),
-        Err(_) => Err(admission::http_error(
+        Err(_) => Err(answer::http_error(
             408,
             format!(
                 "request body not received within {:?}",
@@ -243,7 +243,7 @@ async fn read_body(
 /// The answer to a request shed for want of room in the body budget.
 fn shed(state: &AppState) -> Answer {
     state.metrics.request_shed(ShedReason::BodyMemory);
-    admission::http_error(
+    answer::http_error(
         503,
         format!(
             "server busy: no room within {:?} in the budget of {} bytes of request bodies \
@@ -260,7 +260,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Answer> {
     let essence = value.map(|v| v.split(';').next().unwrap_or("").trim());
     match essence {
         Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
-        other => Err(admission::http_error(
+        other => Err(answer::http_error(
             415,
             format!(
                 "content type must be application/json, got {}",
@@ -271,7 +271,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Answer> {
 }
 
 fn too_large(limits: &Limits) -> Answer {
-    admission::http_error(
+    answer::http_error(
         413,
         format!("request body larger than {} bytes", limits.max_body),
     )

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
-use dhi_admission::admission;
+use dhi_policy::answer;
 use dhi_policy::{Engine, Mode, Webhook};
 use serde_json::{Value, json};
 
@@ -557,7 +557,7 @@ fn unreadable_oversized_and_invalid_arguments_exit_2() {
 
 /// The admission handler's response to a review.
 fn webhook(review: &Value, webhook: Webhook, mode: Mode) -> Value {
-    let answer = admission::handle(
+    let answer = answer::handle(
         &Engine::default(),
         webhook,
         mode,

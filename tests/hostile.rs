@@ -1592,12 +1592,8 @@ async fn idle_http2_flood_past_the_connection_cap() {
     let mut flood = Vec::new();
     for _ in 0..cap + 36 {
         let mut conn = t.h2_pinging(Duration::from_millis(250)).await;
-        assert!(
-            conn.post("/validate", fixture_bytes(SMALL_POD))
-                .await
-                .review()
-                .allowed
-        );
+        conn.assert_allowed("/validate", fixture_bytes(SMALL_POD))
+            .await;
         flood.push(conn);
     }
     // Each connection past the cap evicted the longest idle one: the first 36.
@@ -1621,14 +1617,11 @@ async fn idle_http2_flood_past_the_connection_cap() {
         flood.len()
     );
     let m = t.metrics().await;
-    assert_eq!(
-        counter(
-            &m,
-            "dhi_admission_connections_closed_total",
-            &[("reason", "evicted")]
-        ),
+    assert_counter(
+        &m,
+        "dhi_admission_connections_closed_total",
+        &[("reason", "evicted")],
         37.0,
-        "{m}"
     );
     let open = metric(&m, "dhi_admission_connections", &[]).unwrap();
     assert!(open <= cap as f64, "{open} connections open: {m}");

@@ -6,7 +6,7 @@
 //! passes after a change in what is denied is a test that was looked at.
 
 use base64::Engine as _;
-use dhi_admission::admission;
+use dhi_policy::answer;
 use dhi_policy::{
     Decision, Engine, Mode, PolicyFile, RuleId, Scope, Subject, Webhook, WorkloadKind,
     decode_object,
@@ -138,8 +138,8 @@ fn review_body(
 }
 
 /// The answer of the enforcing validating webhook: (allowed, status code, answer).
-fn handle_validate(engine: &Engine, body: &[u8]) -> (bool, Option<i64>, admission::Answer) {
-    let answer = admission::handle(engine, Webhook::Validate, Mode::Enforce, body);
+fn handle_validate(engine: &Engine, body: &[u8]) -> (bool, Option<i64>, answer::Answer) {
+    let answer = answer::handle(engine, Webhook::Validate, Mode::Enforce, body);
     assert_eq!(answer.status, 200);
     let out: Value = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(
@@ -728,7 +728,7 @@ fn the_mutating_webhook_never_patches_a_non_hardened_container() {
             {"name": "busybox", "image": "busybox:1.37"},
         ],
     }));
-    let answer = admission::handle(
+    let answer = answer::handle(
         &e,
         Webhook::Mutate,
         Mode::Enforce,

@@ -225,12 +225,8 @@ async fn silent_connections_are_closed_after_the_handshake_timeout() {
     );
     assert!(started.elapsed() >= Duration::from_millis(700));
     // And the server still serves.
-    assert!(
-        t.post("/validate", fixture_bytes(SMALL_POD))
-            .await
-            .review()
-            .allowed
-    );
+    t.assert_allowed("/validate", fixture_bytes(SMALL_POD))
+        .await;
     server.shutdown().await.unwrap();
 }
 
@@ -245,12 +241,8 @@ async fn idle_http2_connections_answering_pings_close_at_the_idle_timeout() {
     let t = server.target();
     // The client answers the server's pings and sends its own every 100 ms.
     let mut idle = t.h2_pinging(Duration::from_millis(100)).await;
-    assert!(
-        idle.post("/validate", fixture_bytes(SMALL_POD))
-            .await
-            .review()
-            .allowed
-    );
+    idle.assert_allowed("/validate", fixture_bytes(SMALL_POD))
+        .await;
     let idle_since = Instant::now();
     let watcher = tokio::spawn(async move {
         while !idle.is_closed() && idle_since.elapsed() < Duration::from_secs(20) {
@@ -262,12 +254,8 @@ async fn idle_http2_connections_answering_pings_close_at_the_idle_timeout() {
     let mut busy = t.h2_pinging(Duration::from_millis(100)).await;
     let mut answered = 0;
     while idle_since.elapsed() < Duration::from_secs(4) {
-        assert!(
-            busy.post("/validate", fixture_bytes(SMALL_POD))
-                .await
-                .review()
-                .allowed
-        );
+        busy.assert_allowed("/validate", fixture_bytes(SMALL_POD))
+            .await;
         answered += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -425,14 +413,11 @@ async fn connections_past_their_maximum_age_close_gracefully() {
     assert!(ending.closed() && ending.bytes().is_empty(), "{ending:?}");
 
     let m = t.metrics().await;
-    assert_eq!(
-        counter(
-            &m,
-            "dhi_admission_connections_closed_total",
-            &[("reason", "max_age")]
-        ),
+    assert_counter(
+        &m,
+        "dhi_admission_connections_closed_total",
+        &[("reason", "max_age")],
         2.0,
-        "{m}"
     );
     server.shutdown().await.unwrap();
 }
@@ -454,25 +439,17 @@ async fn at_the_connection_cap_the_longest_idle_connection_is_evicted() {
         let mut conn = t
             .connect(if i % 2 == 0 { Proto::H2 } else { Proto::H1 })
             .await;
-        assert!(
-            conn.post("/validate", fixture_bytes(SMALL_POD))
-                .await
-                .review()
-                .allowed
-        );
+        conn.assert_allowed("/validate", fixture_bytes(SMALL_POD))
+            .await;
         conns.push(conn);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A ninth is admitted and served at once; the first one goes.
     let started = Instant::now();
     let mut ninth = t.h1().await;
-    assert!(
-        ninth
-            .post("/validate", fixture_bytes(SMALL_POD))
-            .await
-            .review()
-            .allowed
-    );
+    ninth
+        .assert_allowed("/validate", fixture_bytes(SMALL_POD))
+        .await;
     println!(
         "ninth connection served in {:?} at the cap of 8",
         started.elapsed()
@@ -483,30 +460,19 @@ async fn at_the_connection_cap_the_longest_idle_connection_is_evicted() {
     );
     for (i, conn) in conns.iter_mut().enumerate().skip(1) {
         assert!(!conn.is_closed(), "connection {i} closed");
-        assert!(
-            conn.post("/validate", fixture_bytes(SMALL_POD))
-                .await
-                .review()
-                .allowed
-        );
+        conn.assert_allowed("/validate", fixture_bytes(SMALL_POD))
+            .await;
     }
     // Now the ninth is the longest idle: a tenth evicts it.
-    assert!(
-        t.post("/validate", fixture_bytes(SMALL_POD))
-            .await
-            .review()
-            .allowed
-    );
+    t.assert_allowed("/validate", fixture_bytes(SMALL_POD))
+        .await;
     assert!(ninth.wait_closed(Duration::from_secs(10)).await);
     let m = t.metrics().await;
-    assert_eq!(
-        counter(
-            &m,
-            "dhi_admission_connections_closed_total",
-            &[("reason", "evicted")]
-        ),
+    assert_counter(
+        &m,
+        "dhi_admission_connections_closed_total",
+        &[("reason", "evicted")],
         2.0,
-        "{m}"
     );
     server.shutdown().await.unwrap();
 }
@@ -587,14 +553,11 @@ async fn the_client_ca_is_reloaded() {
         "the old CA's certificate is refused"
     );
     let m = t.metrics().await;
-    assert_eq!(
-        counter(
-            &m,
-            "dhi_admission_reloads_total",
-            &[("what", "client_ca"), ("result", "success")]
-        ),
+    assert_counter(
+        &m,
+        "dhi_admission_reloads_total",
+        &[("what", "client_ca"), ("result", "success")],
         1.0,
-        "{m}"
     );
     server.shutdown().await.unwrap();
 }
@@ -621,7 +584,7 @@ async fn error_answers_keep_the_connection_open() {
             .status_doc(405);
         conn.post("/nope", small.clone()).await.status_doc(404);
         assert!(!conn.is_closed(), "{proto:?}");
-        assert!(conn.post("/validate", small).await.review().allowed);
+        conn.assert_allowed("/validate", small).await;
         assert_eq!(conn.answered, 5, "{proto:?}: all on one connection");
     }
     server.shutdown().await.unwrap();
@@ -780,26 +743,19 @@ async fn past_the_body_budget_requests_are_shed_with_503() {
 
     // A normal review still fits in the share kept for small bodies, and is quick.
     let started = Instant::now();
-    assert!(
-        t.post("/validate", fixture_bytes(SMALL_POD))
-            .await
-            .review()
-            .allowed
-    );
+    t.assert_allowed("/validate", fixture_bytes(SMALL_POD))
+        .await;
     println!(
         "small review answered in {:?} while the budget is held",
         started.elapsed()
     );
 
     let m = t.metrics().await;
-    assert_eq!(
-        counter(
-            &m,
-            "dhi_admission_requests_shed_total",
-            &[("reason", "body_memory")]
-        ),
+    assert_counter(
+        &m,
+        "dhi_admission_requests_shed_total",
+        &[("reason", "body_memory")],
         2.0,
-        "{m}"
     );
     // The slow upload gives up: its room is freed and a large body is served again.
     drop(slow);
@@ -952,14 +908,11 @@ async fn rotation_under_traffic(layout: CertLayout) {
         (1.0..=8.0).contains(&reloaded),
         "{reloaded} reloads for 8 rotations"
     );
-    assert_eq!(
-        counter(
-            &metrics,
-            "dhi_admission_reloads_total",
-            &[("what", "certificate"), ("result", "failure")]
-        ),
+    assert_counter(
+        &metrics,
+        "dhi_admission_reloads_total",
+        &[("what", "certificate"), ("result", "failure")],
         0.0,
-        "{metrics}"
     );
     assert_eq!(
         metric(
@@ -1237,12 +1190,8 @@ async fn metrics_after_a_known_sequence() {
     let mut conn = t.h1().await;
     let bad = violating_pod("web-1");
     // 1. mutate the Istio pod: 5 mutations, 1 rewrite skipped.
-    assert!(
-        conn.post("/mutate", fixture_bytes(ISTIO_POD))
-            .await
-            .review()
-            .allowed
-    );
+    conn.assert_allowed("/mutate", fixture_bytes(ISTIO_POD))
+        .await;
     // 2. two denials.
     for _ in 0..2 {
         assert!(
@@ -1261,19 +1210,11 @@ async fn metrics_after_a_known_sequence() {
             .allowed
     );
     // 4. the Istio pod through /mutate/audit: no mutation counted, the skip is.
-    assert!(
-        conn.post("/mutate/audit", fixture_bytes(ISTIO_POD))
-            .await
-            .review()
-            .allowed
-    );
+    conn.assert_allowed("/mutate/audit", fixture_bytes(ISTIO_POD))
+        .await;
     // 5. a Deployment.
-    assert!(
-        conn.post("/validate", fixture_bytes(DEPLOYMENT))
-            .await
-            .review()
-            .allowed
-    );
+    conn.assert_allowed("/validate", fixture_bytes(DEPLOYMENT))
+        .await;
     // 6. malformed JSON, 7. wrong content type, 8. a kind we do not review.
     conn.post("/validate", "{").await.status_doc(400);
     conn.send(Method::POST, "/mutate", Some("text/plain"), "{}")
@@ -1478,20 +1419,12 @@ async fn sigterm_drains_in_flight_requests_and_closes_idle_connections() {
 
     // An idle keep-alive connection, used once.
     let mut idle = t.h1().await;
-    assert!(
-        idle.post("/validate", fixture_bytes(SMALL_POD))
-            .await
-            .review()
-            .allowed
-    );
+    idle.assert_allowed("/validate", fixture_bytes(SMALL_POD))
+        .await;
     let mut idle_h2 = t.h2().await;
-    assert!(
-        idle_h2
-            .post("/validate", fixture_bytes(SMALL_POD))
-            .await
-            .review()
-            .allowed
-    );
+    idle_h2
+        .assert_allowed("/validate", fixture_bytes(SMALL_POD))
+        .await;
 
     // A slow request: headers and half the body now, the rest after SIGTERM.
     let request = fixture_compact(ISTIO_POD);

@@ -1,4 +1,4 @@
-//! Raw bytes into `admission::handle`, both webhooks, both modes.
+//! Raw bytes into `dhi_policy::answer::handle`, both webhooks, both modes.
 //! Invariants: see `check_admission_body` (no panic; the uid is echoed; a patch applies
 //! to request.object, is idempotent and does not change the validating verdict).
 #![no_main]

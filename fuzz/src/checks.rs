@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use base64::Engine as _;
-use dhi_admission::admission;
+use dhi_policy::answer;
 use dhi_policy::glob::glob_match;
 use dhi_policy::image_ref::{ImageField, ImageRef};
 use dhi_policy::{
@@ -111,10 +111,10 @@ pub fn parse_unique(body: &[u8]) -> Option<Value> {
 }
 
 // ---------------------------------------------------------------------------------------
-// admission::handle on raw bytes
+// answer::handle on raw bytes
 // ---------------------------------------------------------------------------------------
 
-/// Runs `body` through `admission::handle` for both webhooks and modes and checks
+/// Runs `body` through `answer::handle` for both webhooks and modes and checks
 /// every answer.
 pub fn check_admission_body(engine: &Engine, body: &[u8]) {
     let input = parse_unique(body);
@@ -131,20 +131,20 @@ pub fn check_admission_once(
     body: &[u8],
     input: Option<&Value>,
 ) {
-    let answer = admission::handle(engine, webhook, mode, body);
+    let answer = answer::handle(engine, webhook, mode, body);
     let out: Value = serde_json::from_slice(&answer.body).expect("every answer body is JSON");
     let ctx = || format!("{webhook:?}/{mode:?}: answer {out}");
     let uid = input
         .and_then(|v| v.pointer("/request/uid"))
         .and_then(Value::as_str);
     let well_typed_header = input.is_some_and(|v| {
-        v.get("apiVersion") == Some(&json!(admission::API_VERSION))
-            && v.get("kind") == Some(&json!(admission::KIND))
+        v.get("apiVersion") == Some(&json!(answer::API_VERSION))
+            && v.get("kind") == Some(&json!(answer::KIND))
     });
     match answer.status {
         200 => {
-            assert_eq!(out["apiVersion"], admission::API_VERSION, "{}", ctx());
-            assert_eq!(out["kind"], admission::KIND, "{}", ctx());
+            assert_eq!(out["apiVersion"], answer::API_VERSION, "{}", ctx());
+            assert_eq!(out["kind"], answer::KIND, "{}", ctx());
             let got = out["response"]["uid"].as_str();
             assert!(got.is_some(), "200 answer without response.uid: {}", ctx());
             if let Some(uid) = uid {
@@ -163,8 +163,8 @@ pub fn check_admission_once(
             assert!(
                 !(well_typed_header && uid.is_some()),
                 "request with apiVersion {} kind {} and a string uid answered with a bare 400: {}",
-                admission::API_VERSION,
-                admission::KIND,
+                answer::API_VERSION,
+                answer::KIND,
                 ctx()
             );
         }
@@ -251,7 +251,7 @@ pub fn check_admission_once(
     let mut again = input.clone();
     again["request"]["object"] = patched.clone();
     let again_body = serde_json::to_vec(&again).expect("serialises");
-    let second = admission::handle(engine, Webhook::Mutate, mode, &again_body);
+    let second = answer::handle(engine, Webhook::Mutate, mode, &again_body);
     let second_out: Value = serde_json::from_slice(&second.body).expect("JSON");
     assert!(
         second_out["response"].get("patch").is_none(),
@@ -272,8 +272,8 @@ pub fn check_admission_once(
     };
     let before_body = without_old(input.clone());
     let after_body = without_old(again);
-    let before = admission::handle(engine, Webhook::Validate, Mode::Enforce, &before_body);
-    let after = admission::handle(engine, Webhook::Validate, Mode::Enforce, &after_body);
+    let before = answer::handle(engine, Webhook::Validate, Mode::Enforce, &before_body);
+    let after = answer::handle(engine, Webhook::Validate, Mode::Enforce, &after_body);
     assert_eq!(
         before.violations,
         after.violations,
@@ -313,8 +313,8 @@ pub fn review_body(
         request["subResource"] = json!(sub);
     }
     serde_json::to_vec(&json!({
-        "apiVersion": admission::API_VERSION,
-        "kind": admission::KIND,
+        "apiVersion": answer::API_VERSION,
+        "kind": answer::KIND,
         "request": request,
     }))
     .expect("serialises")

@@ -8,7 +8,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use super::input::{Cause, Document, InputError, Origin};
-use crate::admission;
+use dhi_policy::answer;
 use dhi_policy::{GroupKind, Request, WorkloadKind};
 
 /// An object that carries a pod spec, found in a document.
@@ -117,7 +117,7 @@ fn collect(
             let item_origin = origin.child(&["items", &index.to_string()]);
             collect(item, item_origin, inherited, out)?;
         }
-    } else if kind == admission::KIND {
+    } else if kind == answer::KIND {
         out.push(review_item(value, origin, api_version)?);
     } else {
         out.push(manifest_item(value, origin, api_version, kind));
@@ -173,7 +173,7 @@ fn unsupported(api_version: &str, kind: &str) -> String {
 /// The document holds an AdmissionReview (itself or in a `List`), which is not a
 /// manifest: `kubectl apply` refuses it.
 pub fn holds_review(value: &Value) -> bool {
-    value.get("kind").and_then(Value::as_str) == Some(admission::KIND)
+    value.get("kind").and_then(Value::as_str) == Some(answer::KIND)
         || value
             .get("items")
             .and_then(Value::as_array)
@@ -197,10 +197,10 @@ fn metadata(object: &Value, field: &str) -> Option<String> {
 
 /// An AdmissionReview stands for the object of its request, as the webhook gets it.
 fn review_item(review: &Value, origin: Origin, api_version: &str) -> Result<Item, InputError> {
-    if api_version != admission::API_VERSION {
+    if api_version != answer::API_VERSION {
         let message = format!(
             "AdmissionReview {api_version} is not supported: use {}",
-            admission::API_VERSION
+            answer::API_VERSION
         );
         return Err(Cause::Shape(message).at(origin));
     }

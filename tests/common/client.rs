@@ -219,6 +219,11 @@ impl Target {
         self.post(path, serde_json::to_vec(review).unwrap()).await
     }
 
+    /// POSTs `body` on a new HTTP/1.1 connection and asserts that it is allowed.
+    pub async fn assert_allowed(&self, path: &str, body: impl Into<Bytes>) {
+        self.h1().await.assert_allowed(path, body).await;
+    }
+
     /// Polls with `review` on new connections until the answer is allowed (a reload
     /// took effect), and returns it.
     pub async fn until_allowed(&self, what: &str, path: &str, review: &Value) -> Review {
@@ -367,6 +372,12 @@ pub trait Client {
     /// POSTs a review.
     async fn post_json(&mut self, path: &str, review: &Value) -> Reply {
         self.post(path, serde_json::to_vec(review).unwrap()).await
+    }
+
+    /// POSTs `body` and asserts that it is allowed.
+    async fn assert_allowed(&mut self, path: &str, body: impl Into<Bytes>) {
+        let review = self.post(path, body).await.review();
+        assert!(review.allowed, "{path} refused: {review:?}");
     }
 }
 

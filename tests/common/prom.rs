@@ -32,6 +32,16 @@ pub fn counter(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric(text, name, labels).unwrap_or(0.0)
 }
 
+/// Asserts a counter's value, showing the whole exposition when it differs.
+#[track_caller]
+pub fn assert_counter(text: &str, name: &str, labels: &[(&str, &str)], want: f64) {
+    assert_eq!(
+        counter(text, name, labels),
+        want,
+        "{name}{labels:?} in\n{text}"
+    );
+}
+
 /// The sum of every sample of `name`.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     samples(text)

@@ -47,7 +47,7 @@ pub enum ImageField<'a> {
 }
 
 /// Why an image string is not a valid reference.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageRefError {
     /// The string is empty or only whitespace.
     #[error("image reference is empty")]

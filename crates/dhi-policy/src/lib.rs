@@ -19,7 +19,8 @@
 //!   and no webhook.
 //! - **Decision** ([`Engine::review`], [`Decision`]) is one webhook's answer in one mode:
 //!   allowed or not, the patch to return, warnings and audit annotations.
-//! - **Answer**: the binary's admission layer turns a decision into an AdmissionReview.
+//! - **Answer** ([`answer::handle`]) reads an AdmissionReview body and turns the decision
+//!   into the AdmissionReview (or `metav1.Status`) the server sends back.
 //! - **Finding** ([`Engine::find`], [`Finding`]) is `check`'s view: both webhooks'
 //!   decisions, and the whole patch whoever applies it.
 //!
@@ -29,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod answer;
 pub mod catalog;
 mod decision;
 mod engine;

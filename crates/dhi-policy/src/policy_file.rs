@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::catalog::RepoOverride;
-use crate::image_ref::ImageRef;
+use crate::image_ref::{ImageRef, ImageRefError};
 use crate::model::{Action, Mode, RuleId};
 
 /// The whole policy file.
@@ -107,21 +107,20 @@ impl TargetTemplate {
 
     /// Validates a template: it must contain `{repo}` and render to references that
     /// are recognised as hardened (host `dhi.io`, or a last component starting `dhi-`).
-    pub fn new(template: &str) -> Result<Self, String> {
+    pub fn new(template: &str) -> Result<Self, TemplateError> {
+        let template_owned = || template.to_owned();
         if !template.contains(Self::REPO) {
-            return Err(format!("rewrite target {template:?} must contain {{repo}}"));
+            return Err(TemplateError::NoRepo(template_owned()));
         }
         let target = Self::split(template);
         let probe = target.render("nginx");
         match ImageRef::parse(&probe) {
             Ok(r) if r.hardened_repo() == Some("nginx") => Ok(target),
-            Ok(_) => Err(format!(
-                "rewrite target {template:?} must be dhi.io/{{repo}} or end in /dhi-{{repo}}, \
-                 or rewritten images would not be recognised as hardened"
-            )),
-            Err(err) => Err(format!(
-                "rewrite target {template:?} is not a valid image: {err}"
-            )),
+            Ok(_) => Err(TemplateError::NotHardened(template_owned())),
+            Err(error) => Err(TemplateError::Invalid {
+                template: template_owned(),
+                error,
+            }),
         }
     }
 
@@ -253,6 +252,28 @@ pub struct Exemptions {
     pub images: Vec<String>,
 }
 
+/// Why a rewrite target template was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// No `{repo}` placeholder.
+    #[error("rewrite target {0:?} must contain {{repo}}")]
+    NoRepo(String),
+    /// It renders images that would not be recognised as hardened.
+    #[error(
+        "rewrite target {0:?} must be dhi.io/{{repo}} or end in /dhi-{{repo}}, \
+         or rewritten images would not be recognised as hardened"
+    )]
+    NotHardened(String),
+    /// It renders something that is not an image reference.
+    #[error("rewrite target {template:?} is not a valid image: {error}")]
+    Invalid {
+        /// The template.
+        template: String,
+        /// Why its rendering is not a reference.
+        error: ImageRefError,
+    },
+}
+
 /// Why a policy file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyFileError {
@@ -260,12 +281,37 @@ pub enum PolicyFileError {
     #[error("invalid policy: {0}")]
     Yaml(#[source] Box<serde_saphyr::Error>),
     /// A mapping names something that is not a repository.
-    #[error("invalid rewrite mapping from {from:?}: {reason}")]
+    #[error("invalid rewrite mapping from {from:?}: {problem}")]
     Mapping {
         /// The offending `from`.
         from: String,
         /// What is wrong with it.
-        reason: String,
+        problem: MappingProblem,
+    },
+}
+
+/// What is wrong with a rewrite mapping.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingProblem {
+    /// `from` is not an image reference.
+    #[error("{0}")]
+    Invalid(ImageRefError),
+    /// `from` carries a tag or digest.
+    #[error("name a repository, without tag or digest")]
+    Pinned,
+    /// `from` is not written as the location it normalises to.
+    #[error("write it normalised, as {0}")]
+    NotNormalised(String),
+    /// `to` does not render to an image of the hardened repository it names.
+    #[error(
+        "to: {to:?} rewrites to {target:?}, which is not an image of the hardened \
+         repository {to:?}: name a DHI repository in lower case"
+    )]
+    NotHardened {
+        /// The hardened repository named.
+        to: String,
+        /// What the target template renders for it.
+        target: String,
     },
 }
 
@@ -278,14 +324,11 @@ impl PolicyFile {
         let settings: Self =
             serde_saphyr::from_str(text).map_err(|err| PolicyFileError::Yaml(Box::new(err)))?;
         for m in &settings.rewrite.mappings {
-            let parsed = ImageRef::parse(&m.from);
-            let reason = match parsed {
-                Err(err) => Some(err.to_string()),
-                Ok(r) if r.tag.is_some() || r.digest.is_some() => {
-                    Some("name a repository, without tag or digest".to_owned())
-                }
+            let problem = match ImageRef::parse(&m.from) {
+                Err(err) => Some(MappingProblem::Invalid(err)),
+                Ok(r) if r.tag.is_some() || r.digest.is_some() => Some(MappingProblem::Pinned),
                 Ok(r) if r.location() != m.from => {
-                    Some(format!("write it normalised, as {}", r.location()))
+                    Some(MappingProblem::NotNormalised(r.location()))
                 }
                 Ok(_) => None,
             };
@@ -293,18 +336,17 @@ impl PolicyFile {
             // named, or rewriting would break pods or escape the rules (found by
             // fuzz/policy_config: `to: "i!pio-proxyv2"` was accepted).
             let target = settings.rewrite.target.render(&m.to);
-            let reason = reason.or_else(|| match ImageRef::parse(&target) {
+            let problem = problem.or_else(|| match ImageRef::parse(&target) {
                 Ok(r) if r.hardened_repo() == Some(m.to.as_str()) => None,
-                _ => Some(format!(
-                    "to: {:?} rewrites to {target:?}, which is not an image of the hardened \
-                     repository {:?}: name a DHI repository in lower case",
-                    m.to, m.to
-                )),
+                _ => Some(MappingProblem::NotHardened {
+                    to: m.to.clone(),
+                    target,
+                }),
             });
-            if let Some(reason) = reason {
+            if let Some(problem) = problem {
                 return Err(PolicyFileError::Mapping {
                     from: m.from.clone(),
-                    reason,
+                    problem,
                 });
             }
         }

@@ -8,8 +8,10 @@
 //! [`Engine::find`]: crate::Engine::find
 
 use std::borrow::Cow;
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -142,11 +144,98 @@ impl<'a> ObjectSource<'a> for &'a RawValue {
     }
 
     fn same_pod_spec(&self, other: &Self, path: &[&str]) -> Option<bool> {
-        // UPDATEs only, and few of them reach the main resource: reading both objects
-        // whole is affordable, and compares values, not their formatting.
-        let new: Value = serde_json::from_str(self.get()).ok()?;
-        let old: Value = serde_json::from_str(other.get()).ok()?;
-        Some(same_at(&new, &old, path))
+        // kube-apiserver writes both objects with the same encoder, so equal bytes settle
+        // most UPDATEs (scale, labels) without building a tree. Different bytes are read
+        // as values, the pod specs alone: formatting must not count as a change.
+        let new = raw_at(self, path).ok()?;
+        let old = raw_at(other, path).ok()?;
+        Some(match (new, old) {
+            (None, None) => true,
+            (Some(new), Some(old)) if new.get() == old.get() => true,
+            (Some(new), Some(old)) => {
+                let new: Value = serde_json::from_str(new.get()).ok()?;
+                let old: Value = serde_json::from_str(old.get()).ok()?;
+                new == old
+            }
+            _ => false,
+        })
+    }
+}
+
+/// The raw JSON at `path` in an object, `None` where it is absent or `null` (as
+/// [`same_at`] reads values). Only the objects along the path are scanned.
+fn raw_at<'a>(
+    json: &'a RawValue,
+    path: &[&str],
+) -> Result<Option<&'a RawValue>, serde_json::Error> {
+    let mut at = json;
+    for key in path {
+        if !at.get().trim_start().starts_with('{') {
+            return Ok(None);
+        }
+        let mut de = serde_json::Deserializer::from_str(at.get());
+        let found = Field(key).deserialize(&mut de)?;
+        de.end()?;
+        match found {
+            Some(value) if value.get() != "null" => at = value,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(at))
+}
+
+/// Reads one field of a JSON object and skips the others unread; the last of duplicate
+/// keys wins, as in a `Value`.
+struct Field<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for Field<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Field<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(wanted) = map.next_key_seed(KeyIs(self.0))? {
+            if wanted {
+                found = Some(map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Whether a key is the one sought, without allocating it.
+struct KeyIs<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
     }
 }
 
@@ -270,6 +359,56 @@ mod tests {
         assert_eq!(
             from_value.to_string(),
             "spec.containers[0].securityContext.runAsUser: invalid type: string \"zero\", expected i64"
+        );
+    }
+
+    #[test]
+    fn raw_objects_compare_pod_specs_as_values() {
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        let same = |new: &str, old: &str, path: &[&str]| {
+            let (new, old) = (raw(new), raw(old));
+            let by_raw = (&*new).same_pod_spec(&&*old, path);
+            // The value trees the raw comparison stands in for agree with it.
+            let new_value: Value = serde_json::from_str(new.get()).unwrap();
+            let old_value: Value = serde_json::from_str(old.get()).unwrap();
+            assert_eq!(by_raw, (&new_value).same_pod_spec(&&old_value, path));
+            by_raw
+        };
+        let deployment = |spec: &str| {
+            format!(
+                r#"{{"metadata":{{"labels":{{"a":"1"}}}},"spec":{{"replicas":3,"template":{{"spec":{spec}}}}}}}"#
+            )
+        };
+        let pod = r#"{"containers":[{"name":"app","image":"dhi.io/nginx:1","env":[{"name":"A","value":"1"}]}]}"#;
+        let path = ["spec", "template", "spec"];
+        // Scale and labels: the same bytes.
+        let scaled = deployment(pod).replace("\"replicas\":3", "\"replicas\":5");
+        assert_eq!(same(&deployment(pod), &scaled, &path), Some(true));
+        // The same spec written differently is no change.
+        let spaced = deployment(&pod.replace(',', ", ").replace(
+            "{\"name\":\"A\",\"value\":\"1\"}",
+            "{\"value\":\"1\",\"name\":\"A\"}",
+        ));
+        assert_eq!(same(&deployment(pod), &spaced, &path), Some(true));
+        // An env change is one.
+        let changed = deployment(&pod.replace("\"value\":\"1\"", "\"value\":\"2\""));
+        assert_eq!(same(&deployment(pod), &changed, &path), Some(false));
+        // Absent and null alike; absent and present differ.
+        assert_eq!(same(r#"{"spec":null}"#, r#"{}"#, &["spec"]), Some(true));
+        assert_eq!(same(r#"{"spec":{}}"#, r#"{}"#, &["spec"]), Some(false));
+        // A level that is not an object holds nothing.
+        assert_eq!(
+            same(r#"{"spec":"x"}"#, r#"{"spec":[1]}"#, &["spec", "template"]),
+            Some(true)
+        );
+        // The last of duplicate keys wins, as in a value.
+        assert_eq!(
+            same(
+                r#"{"spec":{"a":1},"spec":{"a":2}}"#,
+                r#"{"spec":{"a":2}}"#,
+                &["spec"]
+            ),
+            Some(true)
         );
     }
 

@@ -1,4 +1,6 @@
-//! AdmissionReview v1 in and out: decode, ask the engine, shape the answer.
+//! The answer stage: AdmissionReview v1 in and out. Decode, ask the engine, shape the
+//! answer. It is the admission API's JSON, not HTTP: the server hands it a body and
+//! sends back what it returns, and the fuzzers and benchmarks drive it the same way.
 //!
 //! The request is read in one pass into borrowed, typed views of the few fields the
 //! engine needs: building a `serde_json::Value` tree of a pod review costs more than the
@@ -15,11 +17,11 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub use dhi_policy::Operation;
-use dhi_policy::spec::borrowed;
-use dhi_policy::{
-    Admission, Decision, Engine, MAX_LISTED, Mode, MutationKind, ObjectSource, ObjectView, Request,
-    RequestError, RuleId, SkipReason, Webhook, WorkloadKind, shorten,
+use crate::decision::{MAX_LISTED, shorten};
+use crate::spec::borrowed;
+use crate::{
+    Admission, Decision, Engine, Mode, MutationKind, ObjectSource, ObjectView, Operation, Request,
+    RequestError, RuleId, SkipReason, Webhook, WorkloadKind,
 };
 
 /// The only review version kube-apiserver is configured to send us.
@@ -143,8 +145,12 @@ impl Answer {
 pub fn handle(engine: &Engine, webhook: Webhook, mode: Mode, body: &[u8]) -> Answer {
     // Fast path: the objects are decoded with the review, in one pass over the body.
     // An UPDATE with its old object takes the raw path: whether the pod spec changed is
-    // decided on the whole spec, fields the rules don't read included.
-    if let Ok(review) = serde_json::from_slice::<ReviewIn<'_, ObjectView<'_>>>(body) {
+    // decided on the whole spec, fields the rules don't read included. A look for the
+    // key picks the path before decoding, so an UPDATE is not decoded twice; a body the
+    // look misjudges still gets the same answer, one path later.
+    if !has_old_object(body)
+        && let Ok(review) = serde_json::from_slice::<ReviewIn<'_, ObjectView<'_>>>(body)
+    {
         let compares_objects = review.request.as_ref().is_some_and(|request| {
             request.operation == Operation::Update && request.old_object.is_some()
         });
@@ -164,6 +170,12 @@ pub fn handle(engine: &Engine, webhook: Webhook, mode: Mode, body: &[u8]) -> Ans
             }
         }
     }
+}
+
+/// Whether the body holds an `oldObject` that is an object, as kube-apiserver writes it.
+/// Inside a JSON string the quotes would be escaped, so only a key can match.
+fn has_old_object(body: &[u8]) -> bool {
+    memchr::memmem::find(body, br#""oldObject":{"#).is_some()
 }
 
 fn answer_review<'a, O: ObjectSource<'a>>(
@@ -416,4 +428,62 @@ fn error_answer(status: u16, body: Vec<u8>) -> Answer {
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Our response types hold only strings, numbers and string maps: infallible.
     serde_json::to_vec(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn review(object: &Value, old: Option<&Value>) -> Value {
+        json!({
+            "apiVersion": API_VERSION, "kind": KIND,
+            "request": {
+                "uid": "u1", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "operation": "UPDATE", "namespace": "team", "name": "web",
+                "object": object, "oldObject": old,
+            }
+        })
+    }
+
+    fn deployment(user: i64, replicas: u32) -> Value {
+        json!({"metadata": {"name": "web"}, "spec": {"replicas": replicas, "template": {"spec": {
+            "securityContext": {"runAsUser": user},
+            "containers": [{"name": "app", "image": "dhi.io/nginx:1.29"}]}}}})
+    }
+
+    /// The look for `oldObject` only picks a path: pretty-printed bodies, which it misses,
+    /// and bodies with no old object get the answers the compact ones get.
+    #[test]
+    fn the_path_taken_does_not_change_the_answer() {
+        let engine = Engine::default();
+        let answer = |body: &Value, pretty: bool| {
+            let bytes = if pretty {
+                serde_json::to_vec_pretty(body).unwrap()
+            } else {
+                serde_json::to_vec(body).unwrap()
+            };
+            assert_eq!(
+                has_old_object(&bytes),
+                !pretty && body["request"]["oldObject"].is_object()
+            );
+            let a = handle(&engine, Webhook::Validate, Mode::Enforce, &bytes);
+            (a.status, a.outcome, a.violations)
+        };
+        let root = deployment(0, 3);
+        let cases = [
+            // Scaled: the spec is unchanged, so even a root template passes.
+            (review(&root, Some(&deployment(0, 1))), Outcome::Allowed),
+            // The template changed: judged, denied.
+            (review(&root, Some(&deployment(1000, 3))), Outcome::Denied),
+            // No old object: judged as a whole.
+            (review(&root, None), Outcome::Denied),
+        ];
+        for (body, outcome) in cases {
+            let compact = answer(&body, false);
+            assert_eq!(compact.1, outcome, "{body}");
+            assert_eq!(compact, answer(&body, true), "{body}");
+        }
+    }
 }
