@@ -4,7 +4,7 @@
 //!   document after a `# Source: FILE` comment, as `helm template` marks its output.
 //! - `--out-dir DIR`: one file per input file under DIR, mirroring the input tree (a
 //!   directory argument's files keep their path below it; a file argument goes to the
-//!   top), as `kustomize build -o DIR` and `helm template --output-dir` write theirs.
+//!   top), as `helm template --output-dir` keeps each template's path.
 //!   Files with nothing to patch are copied byte for byte.
 //! - `--in-place`: the files with something to patch are rewritten, as linters with a
 //!   fix mode do (`eslint --fix`, `polaris fix`); the others are left untouched.
