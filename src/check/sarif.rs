@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::input::{Origin, Source};
-use super::locate::Locator;
+use super::locate::{Locator, Place};
 use super::objects::Candidate;
 use super::report::{Entry, Report};
 use dhi_policy::RuleId;
@@ -118,22 +118,39 @@ fn warning_container(warning: &str) -> Option<&str> {
     rest.split_once('"').map(|(name, _)| name)
 }
 
+/// A violation or warning, before its line is known.
+struct Finding<'r> {
+    candidate: &'r Candidate,
+    rule: (&'static str, usize),
+    level: &'static str,
+    message: &'r str,
+    container: Option<&'r str>,
+}
+
 /// Writes the report as one SARIF log.
 pub fn write(out: &mut impl Write, report: &Report, locator: &Locator<'_>) -> io::Result<()> {
-    let mut results = Vec::new();
+    let mut findings = Vec::new();
     let mut notifications = Vec::new();
     for entry in &report.entries {
         match entry {
             Entry::Checked { candidate, finding } => {
                 for violation in &finding.violations {
-                    let rule = rule_ref(Some(violation.rule));
-                    let where_ = locations(candidate, Some(&violation.container), locator);
-                    results.push(result(rule, "error", &violation.message, where_));
+                    findings.push(Finding {
+                        candidate,
+                        rule: rule_ref(Some(violation.rule)),
+                        level: "error",
+                        message: &violation.message,
+                        container: Some(&violation.container),
+                    });
                 }
                 for warning in &finding.warnings {
-                    let rule = rule_ref(rule_of_warning(warning));
-                    let where_ = locations(candidate, warning_container(warning), locator);
-                    results.push(result(rule, "warning", warning, where_));
+                    findings.push(Finding {
+                        candidate,
+                        rule: rule_ref(rule_of_warning(warning)),
+                        level: "warning",
+                        message: warning,
+                        container: warning_container(warning),
+                    });
                 }
             }
             Entry::Skipped(_) => {}
@@ -146,6 +163,28 @@ pub fn write(out: &mut impl Write, report: &Report, locator: &Locator<'_>) -> io
             })),
         }
     }
+    let places: Vec<Place<'_>> = findings
+        .iter()
+        .map(|finding| Place {
+            origin: &finding.candidate.origin,
+            kind: finding.candidate.kind,
+            container: finding.container,
+        })
+        .collect();
+    let lines = locator.lines(&places);
+    let results: Vec<Value> = findings
+        .iter()
+        .zip(lines)
+        .map(|(finding, line)| {
+            json!({
+                "ruleId": finding.rule.0,
+                "ruleIndex": finding.rule.1,
+                "level": finding.level,
+                "message": {"text": finding.message},
+                "locations": [location(finding.candidate, line)],
+            })
+        })
+        .collect();
     let driver_rules: Vec<Value> = rules()
         .iter()
         .map(|rule| {
@@ -180,28 +219,12 @@ pub fn write(out: &mut impl Write, report: &Report, locator: &Locator<'_>) -> io
     writeln!(out)
 }
 
-/// One result: a rule's finding on an object.
-fn result(
-    (rule_id, rule_index): (&str, usize),
-    level: &str,
-    message: &str,
-    locations: Vec<Value>,
-) -> Value {
-    json!({
-        "ruleId": rule_id,
-        "ruleIndex": rule_index,
-        "level": level,
-        "message": {"text": message},
-        "locations": locations,
-    })
-}
-
 /// Where a finding is: the file and line (for files), and the object by name.
-fn locations(candidate: &Candidate, container: Option<&str>, locator: &Locator<'_>) -> Vec<Value> {
+fn location(candidate: &Candidate, line: Option<usize>) -> Value {
     let mut location = serde_json::Map::new();
     if let Some(artifact) = artifact(&candidate.origin.source) {
         let mut physical = json!({"artifactLocation": artifact});
-        if let Some(line) = locator.line(&candidate.origin, candidate.kind, container) {
+        if let Some(line) = line {
             physical["region"] = json!({"startLine": line});
         }
         location.insert("physicalLocation".to_owned(), physical);
@@ -212,7 +235,7 @@ fn locations(candidate: &Candidate, container: Option<&str>, locator: &Locator<'
                "fullyQualifiedName": fully_qualified_name(candidate),
                "kind": "resource"}]),
     );
-    vec![Value::Object(location)]
+    Value::Object(location)
 }
 
 /// `Deployment shop/web`, then the document and field when the object is not the
