@@ -282,7 +282,7 @@ pub struct PassedOver {
 pub enum PassOverReason {
     /// Its name starts with `.` (`.git`, editor backups).
     Hidden,
-    /// A symbolic link whose target does not exist.
+    /// A symbolic link whose target does not exist (or that loops).
     DanglingLink,
     /// A symbolic link to a directory, which could lead back up the tree.
     LinkedDirectory,
@@ -357,8 +357,6 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, input: &mut PathInput) {
             path: path.clone(),
             reason,
         };
-        // What a symbolic link points at; `fs::metadata` follows it.
-        let target = fs::metadata(&path);
         if entry.file_name().to_string_lossy().starts_with('.') {
             let looks_relevant = file_type.is_dir() || has_manifest_extension(&path);
             if looks_relevant {
@@ -367,13 +365,11 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, input: &mut PathInput) {
         } else if file_type.is_dir() {
             walk(&path, files, input);
         } else if file_type.is_symlink() {
-            match target {
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    input
-                        .passed_over
-                        .push(pass_over(PassOverReason::DanglingLink));
-                }
-                Err(err) => input.files.push(unreadable(err, &path)),
+            // `fs::metadata` follows the link.
+            match fs::metadata(&path) {
+                Err(_) => input
+                    .passed_over
+                    .push(pass_over(PassOverReason::DanglingLink)),
                 Ok(target) if target.is_dir() => {
                     input
                         .passed_over
@@ -808,6 +804,7 @@ mod tests {
         }
         std::os::unix::fs::symlink(root.join("gone.yaml"), root.join("dangling.yaml")).unwrap();
         std::os::unix::fs::symlink(root.join("b"), root.join("loop")).unwrap();
+        std::os::unix::fs::symlink(root.join("self.yaml"), root.join("self.yaml")).unwrap();
         std::os::unix::fs::symlink(root.join("z.yaml"), root.join("b/link.yaml")).unwrap();
         let input = read_path(root);
         let found: Vec<_> = input
@@ -835,6 +832,7 @@ mod tests {
                 "dangling.yaml: not read: a symbolic link to nothing",
                 "loop: not read: a symbolic link to a directory (not followed: it may loop); \
                  name it to check it",
+                "self.yaml: not read: a symbolic link to nothing",
             ]
         );
     }
