@@ -2,7 +2,8 @@
 #
 # dhi-admission, built on Docker Hardened Images (docker login dhi.io first).
 #
-#   docker buildx build -t ghcr.io/dhi-admission/dhi-admission:0.1.0 .
+#   docker buildx build --build-arg DHI_GIT_COMMIT="$(git rev-parse --short=12 HEAD)" \
+#     -t ghcr.io/dhi-admission/dhi-admission:0.1.0 .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t ... .   (each platform builds natively)
 #
 # The binary is static (musl): the runtime base, dhi.io/static, has no C library at all
@@ -18,6 +19,9 @@ ARG RUST_IMAGE=dhi.io/rust:1-debian13-dev
 ARG RUNTIME_IMAGE=dhi.io/static:20250419-debian13
 
 FROM ${RUST_IMAGE} AS build
+# The commit `dhi-admission --version` prints: the build context has no .git
+# (.dockerignore), so build.rs takes it from here; "unknown" when not given.
+ARG DHI_GIT_COMMIT=unknown
 # C compilers for the two crates with C code (ring, mimalloc) when targeting musl.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
@@ -37,7 +41,7 @@ COPY . .
 RUN --mount=type=cache,id=dhi-admission-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=dhi-admission-target,target=/src/target,sharing=locked \
     target="$(uname -m)-unknown-linux-musl" \
- && cargo build --release --locked --target "$target" --bin dhi-admission \
+ && DHI_GIT_COMMIT="$DHI_GIT_COMMIT" cargo build --release --locked --target "$target" --bin dhi-admission \
  && install -D -m 0555 "target/$target/release/dhi-admission" /out/dhi-admission
 
 FROM ${RUNTIME_IMAGE}

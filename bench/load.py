@@ -123,7 +123,7 @@ def large_pod_review() -> dict:
     writes the Rust version, to compare byte for byte."""
     n_containers, n_env = large_pod_shape()
     images = ["dhi.io/python:3.13", "docker.io/istio/proxyv2:1.30.3", "dhi.io/node:24",
-              "docker.io/library/nginx:1.29"]
+              "docker.io/library/nginx:1.31"]
     containers = []
     for i in range(n_containers):
         image = images[i % len(images)]

@@ -5,15 +5,20 @@
 //! [`Engine`] for the verdict, so a manifest that passes here is admitted in the cluster
 //! under the same policy and mode. Each object is reported with its violations, its
 //! warnings and the patch that makes it run on Docker Hardened Images; `--fix` applies
-//! that patch and prints the manifests.
+//! that patch and prints the manifests or writes them to files ([`fix`]). The report is
+//! text, JSON or SARIF ([`sarif`]).
 //!
 //! Exit status: 0 when everything is admitted, 1 when something is denied, 2 for bad
-//! input or usage (the error names the file and the document).
+//! input or usage (the error names the file and the document). A path without any
+//! Kubernetes object is bad input unless `--allow-empty` says it may be empty.
 
+mod fix;
 mod input;
+mod locate;
 mod objects;
 mod report;
 mod review;
+mod sarif;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -25,7 +30,8 @@ use serde_json::Value;
 
 use crate::config::ActivePolicy;
 use dhi_policy::{Engine, Finding, Mode};
-use input::{Cause, Document};
+use fix::{CheckedFile, Output as FixOutput};
+use input::{Cause, Document, Origin, Source};
 use objects::{Candidate, Item};
 use report::{Entry, Report};
 
@@ -50,10 +56,31 @@ pub struct CheckArgs {
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Print the manifests with the planned patches applied, as multi-document YAML
-    /// (keys sorted, comments dropped); the report goes to standard error and the
-    /// verdicts are those of the patched objects.
+    /// (keys sorted, comments dropped), each document after a `# Source: FILE` line;
+    /// the report goes to standard error and the verdicts are those of the patched
+    /// objects. AdmissionReview documents are left out (kubectl apply refuses them).
     #[arg(long)]
     pub fix: bool,
+    /// With --fix: write one fixed file per input file under DIR, mirroring the input
+    /// tree (files with nothing to patch are copied as they are), instead of printing.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "fix",
+        conflicts_with = "in_place"
+    )]
+    pub out_dir: Option<PathBuf>,
+    /// With --fix: rewrite the input files that have something to patch, in place.
+    #[arg(long, requires = "fix")]
+    pub in_place: bool,
+    /// Text report: only denied objects and warnings, then the summary line.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Succeed on input without any Kubernetes object (empty standard input, a directory
+    /// without manifests). By default each path must hold one: a pipeline step that
+    /// renders nothing usually has a bug, and passing it would hide it.
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// `--output`.
@@ -63,6 +90,8 @@ pub enum OutputFormat {
     Text,
     /// One JSON document: objects, skipped, errors, summary.
     Json,
+    /// SARIF 2.1.0, for code-scanning UIs: each violation and warning on its file's line.
+    Sarif,
 }
 
 /// Runs the command and returns its exit status.
@@ -77,6 +106,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let fix_output = fix_output(args)?;
     let snapshot = args
         .catalog
         .as_deref()
@@ -86,14 +116,25 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         crate::catalog::with_snapshot(load_policy(args.config.as_deref(), args.mode)?, snapshot);
     let (engine, mode) = (&policy.engine, policy.mode);
     let mut entries = Vec::new();
-    let mut documents = Vec::new();
-    for document in input::read_paths(&args.paths) {
-        match document {
-            Ok(mut document) => {
-                entries.extend(check_document(engine, mode, args.fix, &mut document));
-                documents.push(document);
+    let mut files = Vec::new();
+    for path in &args.paths {
+        let input = input::read_path(path);
+        for passed_over in &input.passed_over {
+            eprintln!("note: {passed_over}");
+        }
+        let first = entries.len();
+        for file in input.files {
+            match file {
+                Ok(file) => {
+                    files.push(check_file(engine, mode, args.fix, path, file, &mut entries))
+                }
+                Err(err) => entries.push(Entry::Error(err)),
             }
-            Err(err) => entries.push(Entry::Error(err)),
+        }
+        if !args.allow_empty && !entries[first..].iter().any(Entry::is_object_or_error) {
+            entries.push(Entry::Error(
+                Cause::Empty.at(Origin::source(&Source::of_arg(path))),
+            ));
         }
     }
     let report = Report {
@@ -104,16 +145,71 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     for err in report.errors() {
         eprintln!("error: {err}");
     }
-    if args.fix {
+    let documents = files.iter().flat_map(|file| &file.documents);
+    let locator = locate::Locator::new(documents);
+    if let Some(output) = fix_output {
         // Half a manifest set piped into `kubectl apply` is worse than none.
         if report.summary().errors == 0 {
-            write_stdout(|out| write_yaml_stream(out, &documents))?;
+            fix::write(&output, &files)?;
         }
-        write_report(&mut io::stderr().lock(), &report, args.output)?;
+        write_report(&mut io::stderr().lock(), &report, args, &locator)?;
     } else {
-        write_stdout(|out| Ok(write_report(out, &report, args.output)?))?;
+        write_stdout(|out| Ok(write_report(out, &report, args, &locator)?))?;
     }
     Ok(report.exit_code())
+}
+
+/// Where `--fix` writes, if it is given; refuses what cannot be written back.
+fn fix_output(args: &CheckArgs) -> anyhow::Result<Option<FixOutput>> {
+    if !args.fix {
+        return Ok(None);
+    }
+    let output = match (&args.out_dir, args.in_place) {
+        (Some(dir), _) => FixOutput::OutDir(dir.clone()),
+        (None, true) => FixOutput::InPlace,
+        (None, false) => return Ok(Some(FixOutput::Stdout)),
+    };
+    if args.paths.iter().any(|path| path.as_os_str() == "-") {
+        return Err(anyhow!(
+            "--out-dir and --in-place write files: standard input (-) has none to write; \
+             use --fix alone to print the fixed manifests"
+        ));
+    }
+    Ok(Some(output))
+}
+
+/// Checks the documents of one file, adding their entries; with `fix` they are patched.
+fn check_file(
+    engine: &Engine,
+    mode: Mode,
+    fix: bool,
+    root: &Path,
+    file: input::SourceFile,
+    entries: &mut Vec<Entry>,
+) -> CheckedFile {
+    let mut documents = Vec::new();
+    let mut patched = false;
+    for document in file.documents {
+        match document {
+            Ok(mut document) => {
+                for entry in check_document(engine, mode, fix, &mut document) {
+                    patched |= fix
+                        && matches!(&entry, Entry::Checked { finding, .. } if !finding.patch.is_empty());
+                    entries.push(entry);
+                }
+                documents.push(document);
+            }
+            Err(err) => entries.push(Entry::Error(err)),
+        }
+    }
+    CheckedFile {
+        root: root.to_owned(),
+        source: file.source,
+        format: file.format,
+        text: file.text,
+        documents,
+        patched,
+    }
 }
 
 /// The policy file, or the built-in policy, with the mode as the server resolves it.
@@ -181,10 +277,16 @@ fn apply_patch(
     })
 }
 
-fn write_report(out: &mut impl Write, report: &Report, format: OutputFormat) -> io::Result<()> {
-    match format {
-        OutputFormat::Text => report.write_text(out),
+fn write_report(
+    out: &mut impl Write,
+    report: &Report,
+    args: &CheckArgs,
+    locator: &locate::Locator<'_>,
+) -> io::Result<()> {
+    match args.output {
+        OutputFormat::Text => report.write_text(out, args.quiet),
         OutputFormat::Json => report.write_json(out),
+        OutputFormat::Sarif => sarif::write(out, report, locator),
     }
 }
 
@@ -195,19 +297,4 @@ fn write_stdout(
     write(&mut out)?;
     out.flush()
         .map_err(|err| anyhow!("cannot write to standard output: {err}"))
-}
-
-/// The documents as one YAML stream, each after a `---` line. Keys come out sorted
-/// and comments are not kept: the documents went through `serde_json::Value`.
-fn write_yaml_stream(out: &mut impl Write, documents: &[Document]) -> anyhow::Result<()> {
-    for document in documents {
-        let yaml = serde_saphyr::to_string(&document.value)
-            .map_err(|err| anyhow!("{}: cannot write as YAML: {err}", document.origin))?;
-        writeln!(out, "---")?;
-        out.write_all(yaml.as_bytes())?;
-        if !yaml.ends_with('\n') {
-            writeln!(out)?;
-        }
-    }
-    Ok(())
 }

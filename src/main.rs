@@ -1,5 +1,6 @@
 //! `dhi-admission`: serve the admission webhook, check manifests offline, manage certificates.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -50,6 +51,13 @@ enum Command {
     },
     /// Print the webhooks' matchConditions (CEL) generated from a policy.
     Webhooks(webhooks::WebhooksArgs),
+    /// Print a shell completion script: `source <(dhi-admission completions bash)`,
+    /// or save it where the shell loads completions (see the README).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,14 +78,7 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    // `--version` names the catalog snapshot the decisions come from.
-    let version = format!(
-        "{} (catalog snapshot {})",
-        env!("CARGO_PKG_VERSION"),
-        dhi_policy::Catalog::default().snapshot_date()
-    );
-    let cli = Cli::from_arg_matches(&Cli::command().version(version.leak() as &str).get_matches())
-        .unwrap_or_else(|err| err.exit());
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|err| err.exit());
     init_tracing(cli.log_format, &cli.log_level);
     // Exactly one rustls provider: ring (no OpenSSL, no aws-lc build).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
         Command::Webhooks(args) => webhooks::run(args),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(server::run(args))),
         Command::Catalog { command } => catalog::run(command),
+        Command::Completions { shell } => completions(shell),
         Command::Certs { command } => match command {
             CertsCommand::Generate(args) => certs::generate(args),
             CertsCommand::Bootstrap(args) => {
@@ -108,6 +110,30 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The command line, with a `--version` that names the build: the version, the git
+/// commit (build.rs) and the catalog snapshot the decisions come from.
+fn command() -> clap::Command {
+    let version = format!(
+        "{} (commit {}, catalog snapshot {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("DHI_GIT_COMMIT"),
+        dhi_policy::Catalog::default().snapshot_date()
+    );
+    Cli::command().version(version.leak() as &str)
+}
+
+/// Writes the completion script for `shell` to standard output. Generated into memory
+/// first: clap_complete panics when its writer fails, and `| head` closes the pipe.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command(), "dhi-admission", &mut script);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `dhi-admission check` as users run it: the real binary on the manifests in
 //! `tests/fixtures/check/`, with exact exit codes, reports, patches and errors, and the
-//! verdicts compared with what the admission handler answers for the same objects.
+//! verdicts compared with what the admission handler answers for the same objects;
+//! empty input, passed-over files, `--quiet`, SARIF, `--fix` per file, and the README's
+//! example output.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -439,9 +441,22 @@ fn fix_on_compliant_input_exits_zero_and_is_idempotent() {
         "{}",
         fixed.stderr
     );
+    assert!(
+        fixed
+            .stdout
+            .starts_with("---\n# Source: tests/fixtures/check/istio-proxy-pod.yaml\n"),
+        "{}",
+        fixed.stdout
+    );
     let again = check_with_stdin(&["--fix", "-"], &fixed.stdout);
     assert_eq!(again.code, 0);
-    assert_eq!(again.stdout, fixed.stdout);
+    assert_eq!(
+        again.stdout,
+        fixed.stdout.replace(
+            "# Source: tests/fixtures/check/istio-proxy-pod.yaml",
+            "# Source: <stdin>"
+        )
+    );
     assert!(!again.stderr.contains("patch"), "{}", again.stderr);
 }
 
@@ -715,17 +730,621 @@ fn a_catalog_file_replaces_the_compiled_in_snapshot() {
     );
 }
 
+/// A directory of its own for one test, with `files` (path, content) in it.
+fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+fn read_fixture(name: &str) -> String {
+    std::fs::read_to_string(fixture(name)).unwrap()
+}
+
+const EMPTY: &str = "no Kubernetes objects found; nothing was checked (pass --allow-empty if an \
+                     empty input is expected)";
+
 #[test]
-fn version_names_the_catalog_snapshot() {
-    let out = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .arg("--version")
-        .output()
-        .unwrap();
+fn input_without_objects_fails_unless_allowed() {
+    let run = check_with_stdin(&["-"], "");
+    assert_eq!(run.code, 2);
+    assert_eq!(run.stderr, format!("error: <stdin>: {EMPTY}\n"));
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
+        run.stdout,
+        "0 objects: 0 admitted, 0 denied, 0 skipped, 1 error\n"
+    );
+    // Comments and `---` only: what `helm template` prints when every template is off.
+    let run = check_with_stdin(&["-"], "---\n# Source: chart/templates/off.yaml\n---\n");
+    assert_eq!(run.code, 2);
+
+    let allowed = check_with_stdin(&["--allow-empty", "-"], "");
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
+    assert_eq!(
+        allowed.stdout,
+        "0 objects: 0 admitted, 0 denied, 0 skipped\n"
+    );
+    assert_eq!(allowed.stderr, "");
+
+    // Each path must hold an object: a rendered directory that stayed empty fails even
+    // next to a good file. Values files are not Kubernetes objects.
+    let dir = tree(&[
+        ("empty/README.md", "# nothing\n"),
+        ("values/values.yaml", "replicas: 2\n"),
+    ]);
+    for sub in ["empty", "values"] {
+        let path = dir.path().join(sub);
+        let run = check(&[&fixture("compliant-pod.yaml"), path.to_str().unwrap()]);
+        assert_eq!(run.code, 2, "{sub}");
+        assert_eq!(run.stderr, format!("error: {}: {EMPTY}\n", path.display()));
+    }
+    let path = dir.path().join("empty");
+    let run = check(&[
+        "--allow-empty",
+        &fixture("compliant-pod.yaml"),
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // Objects that are not judged are objects: nothing to fail on.
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n";
+    assert_eq!(check_with_stdin(&["-"], service).code, 0);
+    // With --fix, nothing is printed either.
+    let fixed = check_with_stdin(&["--fix", "-"], "");
+    assert_eq!((fixed.code, fixed.stdout.as_str()), (2, ""));
+}
+
+#[test]
+fn hidden_entries_and_links_that_are_not_followed_are_named() {
+    let dir = tree(&[
+        ("pod.yaml", &read_fixture("compliant-pod.yaml")),
+        (".hidden.yaml", "kind: [broken\n"),
+        (".git/config.yaml", "kind: [broken\n"),
+        (".gitignore", "*.tmp\n"),
+        ("notes.txt", "not a manifest\n"),
+    ]);
+    let root = dir.path();
+    std::os::unix::fs::symlink(root.join("gone.yaml"), root.join("dangling.yaml")).unwrap();
+    std::os::unix::fs::symlink(root.join(".git"), root.join("linked")).unwrap();
+    let run = check(&[root.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let root = root.display();
+    assert_eq!(
+        run.stderr,
         format!(
-            "dhi-admission {} (catalog snapshot 2026-08-22)\n",
-            env!("CARGO_PKG_VERSION")
+            "note: {root}/.git: not read: hidden (its name starts with a dot)\n\
+             note: {root}/.hidden.yaml: not read: hidden (its name starts with a dot)\n\
+             note: {root}/dangling.yaml: not read: a symbolic link to nothing\n\
+             note: {root}/linked: not read: a symbolic link to a directory (not followed: it \
+             may loop); name it to check it\n"
         )
     );
+    assert_eq!(
+        run.stdout,
+        format!(
+            "ADMITTED Pod shop/api ({root}/pod.yaml, document 1)\n\
+             1 object: 1 admitted, 0 denied, 0 skipped\n"
+        )
+    );
+}
+
+#[test]
+fn kinds_with_a_pod_spec_that_are_not_judged_are_named() {
+    let rollout = "apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web, namespace: shop}
+spec:
+  template:
+    spec:
+      containers: [{name: web, image: 'dhi.io/python:3.13-dev'}]
+";
+    let run = check_with_stdin(&["-"], rollout);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "SKIPPED Rollout shop/web (<stdin>, document 1): kind not supported: \
+         argoproj.io/v1alpha1 Rollout has a pod spec, but only Pod, PodTemplate, \
+         ReplicationController, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob \
+         are judged as written; the webhook judges the pods it creates\n\
+         0 objects: 0 admitted, 0 denied, 1 skipped\n"
+    );
+    let service =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n";
+    let run = check_with_stdin(&["-"], service);
+    assert!(
+        run.stdout
+            .starts_with("SKIPPED Service web (<stdin>, document 1): no pod spec\n"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn an_unrendered_helm_template_gets_a_hint() {
+    let template = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include \"chart.fullname\" . }}
+  labels:
+    {{- include \"chart.labels\" . | nindent 4 }}
+";
+    let run = check_with_stdin(&["-"], template);
+    assert_eq!(run.code, 2);
+    assert_eq!(
+        run.stderr,
+        "error: <stdin>, document 1: invalid YAML: \"-\" is only valid inside a block at line \
+         6, column 7; it looks like an unrendered Helm template: render it first (helm \
+         template RELEASE CHART | dhi-admission check -)\n"
+    );
+    // Without template actions, no hint.
+    let run = check_with_stdin(&["-"], "kind: [a\n");
+    assert!(!run.stderr.contains("Helm"), "{}", run.stderr);
+}
+
+#[test]
+fn quiet_shows_denials_and_warnings_only() {
+    let files = [
+        "compliant-pod.yaml",
+        "multi-doc.yaml",
+        "python-dev-root-pod.yaml",
+    ]
+    .map(fixture);
+    let mut args = vec!["--quiet"];
+    args.extend(files.iter().map(String::as_str));
+    let run = check(&args);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stdout,
+        "DENIED  Pod data/notebook (tests/fixtures/check/python-dev-root-pod.yaml, document 1)\n  \
+           [run-as-root] container \"app\" (dhi.io/python:3.13-dev) would run as root because it \
+         is a dev variant, which runs as root; hardened images are built to run as nonroot. \
+         Fix: use the runtime variant (tag without -dev), which runs as nonroot, or set a \
+         non-zero runAsUser\n  \
+           warning: container \"app\" uses dev variant dhi.io/python:3.13-dev (root, shell, \
+         package manager): use the runtime variant (tag without -dev) in production\n\
+         3 objects: 2 admitted, 1 denied, 2 skipped\n"
+    );
+    // An admitted object with a warning is shown, with its warning and no patch.
+    let run = check_with_stdin(&["-q", "-"], OLD_RELAY);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout,
+        "ADMITTED Deployment hubble-relay (<stdin>, document 1)\n  \
+         warning: container \"hubble-relay\": quay.io/cilium/hubble-relay:v1.16.5 not rewritten: \
+         dhi.io/hubble-relay has no tag 1.16.5; available lines: 1.18, 1.19, 1.20\n\
+         1 object: 1 admitted, 0 denied, 0 skipped\n"
+    );
+}
+
+/// Checks the required properties of each SARIF 2.1.0 object a log of ours holds, as
+/// the schema (sarif-schema-2.1.0.json) lists them, and the enumerations and formats
+/// it constrains: levels, line numbers from 1, rule indexes into the driver's rules.
+fn assert_valid_sarif(log: &Value) {
+    let required = |object: &Value, what: &str, fields: &[&str]| {
+        let map = object
+            .as_object()
+            .unwrap_or_else(|| panic!("{what} is not an object: {object}"));
+        for field in fields {
+            assert!(map.contains_key(*field), "{what} lacks {field}: {object}");
+        }
+    };
+    let message = |object: &Value, what: &str| {
+        required(object, what, &["text"]);
+        assert!(object["text"].is_string(), "{what}: {object}");
+    };
+    let level = |object: &Value| {
+        let level = object["level"].as_str().unwrap();
+        assert!(
+            ["none", "note", "warning", "error"].contains(&level),
+            "{level}"
+        );
+    };
+    required(log, "sarifLog", &["version", "runs"]);
+    assert_eq!(log["version"], "2.1.0");
+    assert!(
+        log["$schema"]
+            .as_str()
+            .unwrap()
+            .ends_with("sarif-schema-2.1.0.json")
+    );
+    for run in log["runs"].as_array().unwrap() {
+        required(run, "run", &["tool"]);
+        required(&run["tool"], "tool", &["driver"]);
+        let driver = &run["tool"]["driver"];
+        required(driver, "toolComponent", &["name"]);
+        let rules = driver["rules"].as_array().unwrap();
+        for rule in rules {
+            required(rule, "reportingDescriptor", &["id"]);
+            message(&rule["shortDescription"], "shortDescription");
+            message(&rule["help"], "help");
+            level(&rule["defaultConfiguration"]);
+        }
+        for invocation in run["invocations"].as_array().unwrap() {
+            required(invocation, "invocation", &["executionSuccessful"]);
+            assert!(invocation["executionSuccessful"].is_boolean());
+            for notification in invocation["toolExecutionNotifications"].as_array().unwrap() {
+                required(notification, "notification", &["message"]);
+                message(&notification["message"], "notification message");
+                level(notification);
+            }
+        }
+        for result in run["results"].as_array().unwrap() {
+            required(result, "result", &["message"]);
+            message(&result["message"], "result message");
+            level(result);
+            let index = result["ruleIndex"].as_u64().unwrap() as usize;
+            assert_eq!(rules[index]["id"], result["ruleId"]);
+            for location in result["locations"].as_array().unwrap() {
+                if let Some(physical) = location.get("physicalLocation") {
+                    // anyOf: address or artifactLocation.
+                    required(physical, "physicalLocation", &["artifactLocation"]);
+                    assert!(physical["artifactLocation"]["uri"].is_string());
+                    assert!(physical["region"]["startLine"].as_u64().unwrap() >= 1);
+                }
+                for logical in location["logicalLocations"].as_array().unwrap() {
+                    assert!(logical["fullyQualifiedName"].is_string());
+                }
+            }
+        }
+    }
+}
+
+/// (ruleId, level, uri, line) of each result.
+fn sarif_results(log: &Value) -> Vec<(String, String, String, u64)> {
+    log["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let physical = &r["locations"][0]["physicalLocation"];
+            (
+                r["ruleId"].as_str().unwrap().to_owned(),
+                r["level"].as_str().unwrap().to_owned(),
+                physical["artifactLocation"]["uri"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                physical["region"]["startLine"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sarif_puts_each_finding_on_its_line() {
+    let files = [
+        "deploy/examples/violations-deployment.yaml",
+        "deploy/examples/admission-review.json",
+        "tests/fixtures/check/list.yaml",
+    ];
+    let mut args = vec!["-o", "sarif"];
+    args.extend(files);
+    let run = check(&args);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let log = run.json();
+    assert_valid_sarif(&log);
+    let owned = |(rule, level, uri, line): (&str, &str, &str, u64)| {
+        (rule.to_owned(), level.to_owned(), uri.to_owned(), line)
+    };
+    let text = |path: &str| std::fs::read_to_string(path).unwrap();
+    let line_of = |path: &str, needle: &str| {
+        text(path).lines().position(|l| l.contains(needle)).unwrap() as u64 + 1
+    };
+    let violations = "deploy/examples/violations-deployment.yaml";
+    let review = "deploy/examples/admission-review.json";
+    let list = "tests/fixtures/check/list.yaml";
+    assert_eq!(
+        sarif_results(&log),
+        [
+            (
+                "privileged-port",
+                "error",
+                violations,
+                line_of(violations, "image: dhi.io/nginx:1.31")
+            ),
+            (
+                "run-as-root",
+                "error",
+                violations,
+                line_of(violations, "image: dhi.io/python:3.13-dev")
+            ),
+            (
+                "dhi-warning",
+                "warning",
+                violations,
+                line_of(violations, "image: dhi.io/python:3.13-dev")
+            ),
+            (
+                "dhi-warning",
+                "warning",
+                review,
+                line_of(review, "\"image\": \"docker.io/istio/proxyv2")
+            ),
+            (
+                "run-as-root",
+                "error",
+                list,
+                line_of(list, "dhi.io/python:3.13-dev")
+            ),
+            (
+                "dhi-warning",
+                "warning",
+                list,
+                line_of(list, "dhi.io/python:3.13-dev")
+            ),
+        ]
+        .map(owned)
+    );
+    // The lines are those of the images.
+    assert_eq!(line_of(violations, "image: dhi.io/nginx:1.31"), 26);
+    let rules: Vec<&str> = log["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "run-as-root",
+            "privileged-port",
+            "invalid-image",
+            "dhi-warning"
+        ]
+    );
+    assert_eq!(
+        log["runs"][0]["invocations"][0]["executionSuccessful"],
+        true
+    );
+
+    // Audit mode: the same findings, as warnings under their rules.
+    let audit = check(&["-o", "sarif", "--mode", "audit", violations]).json();
+    assert_valid_sarif(&audit);
+    let found: Vec<(String, String)> = sarif_results(&audit)
+        .into_iter()
+        .map(|(rule, level, ..)| (rule, level))
+        .collect();
+    let expected = [
+        ("privileged-port", "warning"),
+        ("run-as-root", "warning"),
+        ("dhi-warning", "warning"),
+    ]
+    .map(|(r, l)| (r.to_owned(), l.to_owned()));
+    assert_eq!(found, expected, "{audit:#}");
+
+    // Input that cannot be read: a notification, and the run did not succeed.
+    let broken = check(&["-o", "sarif", &fixture("broken.yaml")]);
+    assert_eq!(broken.code, 2);
+    let log = broken.json();
+    assert_valid_sarif(&log);
+    let invocation = &log["runs"][0]["invocations"][0];
+    assert_eq!(invocation["executionSuccessful"], false);
+    let notification = &invocation["toolExecutionNotifications"][0];
+    assert_eq!(notification["level"], "error");
+    assert_eq!(
+        notification["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "tests/fixtures/check/broken.yaml"
+    );
+}
+
+#[test]
+fn fix_writes_a_mirrored_tree_with_out_dir() {
+    let dir = tree(&[
+        ("in/compliant-pod.yaml", &read_fixture("compliant-pod.yaml")),
+        ("in/apps/proxy.yaml", &read_fixture("istio-proxy-pod.yaml")),
+        (
+            "in/apps/debug.json",
+            &read_fixture("kubectl-debug-review.json"),
+        ),
+        (
+            "in/apps/relay.json",
+            &serde_json::to_string(&serde_saphyr::from_str::<Value>(OLD_RELAY).unwrap()).unwrap(),
+        ),
+    ]);
+    let root = dir.path();
+    let out = root.join("out");
+    let run = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
+        .args(["check", "--fix", "--out-dir", "out", "in"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(run.stderr).unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "the debug review is denied: {stderr}"
+    );
+    assert!(
+        stderr.starts_with(
+            "note: in/apps/debug.json: not written: it holds an AdmissionReview, which kubectl \
+             apply refuses\n\
+             wrote out/apps/proxy.yaml\n\
+             wrote out/apps/relay.json\n\
+             wrote out/compliant-pod.yaml\n"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8(run.stdout).unwrap(),
+        "",
+        "nothing on standard output"
+    );
+    let mut written: Vec<String> = Vec::new();
+    for sub in ["", "apps"] {
+        for entry in std::fs::read_dir(out.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                written.push(path.strip_prefix(&out).unwrap().display().to_string());
+            }
+        }
+    }
+    written.sort();
+    assert_eq!(
+        written,
+        ["apps/proxy.yaml", "apps/relay.json", "compliant-pod.yaml"]
+    );
+    // Nothing to patch: copied byte for byte, comments and all.
+    assert_eq!(
+        std::fs::read_to_string(out.join("compliant-pod.yaml")).unwrap(),
+        read_fixture("compliant-pod.yaml")
+    );
+    // Patched: the fixed object, in the file's own format, checking clean.
+    let proxy: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(out.join("apps/proxy.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(
+        proxy["spec"]["containers"][0]["image"],
+        "dhi.io/istio-proxyv2:1.30.3"
+    );
+    let relay: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("apps/relay.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        relay["spec"]["template"]["spec"]["securityContext"],
+        Value::Null
+    );
+    let again = check(&["-o", "json", out.to_str().unwrap()]).json();
+    for object in again["objects"].as_array().unwrap() {
+        assert_eq!(object["patch"], json!([]), "{object}");
+    }
+    // The inputs are untouched.
+    assert_eq!(
+        std::fs::read_to_string(root.join("in/apps/proxy.yaml")).unwrap(),
+        read_fixture("istio-proxy-pod.yaml")
+    );
+}
+
+#[test]
+fn fix_in_place_rewrites_only_what_it_patches() {
+    let dir = tree(&[
+        (
+            "k8s/compliant-pod.yaml",
+            &read_fixture("compliant-pod.yaml"),
+        ),
+        ("k8s/proxy.yaml", &read_fixture("istio-proxy-pod.yaml")),
+        ("k8s/multi-doc.yaml", &read_fixture("multi-doc.yaml")),
+    ]);
+    let k8s = dir.path().join("k8s");
+    let run = check(&["--fix", "--in-place", k8s.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    let k = k8s.display();
+    assert!(
+        run.stderr
+            .starts_with(&format!("wrote {k}/multi-doc.yaml\nwrote {k}/proxy.yaml\n")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(k8s.join("compliant-pod.yaml")).unwrap(),
+        read_fixture("compliant-pod.yaml"),
+        "nothing to patch: untouched"
+    );
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(&std::fs::read_to_string(k8s.join("multi-doc.yaml")).unwrap())
+            .unwrap();
+    let kinds: Vec<&str> = documents
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["Service", "Deployment", "ConfigMap"]);
+    // A second run has nothing left to patch and writes nothing.
+    let again = check(&["--fix", "--in-place", k8s.to_str().unwrap()]);
+    assert_eq!(again.code, 0);
+    assert!(!again.stderr.contains("wrote"), "{}", again.stderr);
+
+    // Bad input anywhere: no file is written.
+    let broken = tree(&[
+        ("proxy.yaml", &read_fixture("istio-proxy-pod.yaml")),
+        ("broken.yaml", &read_fixture("broken.yaml")),
+    ]);
+    let run = check(&["--fix", "--in-place", broken.path().to_str().unwrap()]);
+    assert_eq!(run.code, 2);
+    assert_eq!(
+        std::fs::read_to_string(broken.path().join("proxy.yaml")).unwrap(),
+        read_fixture("istio-proxy-pod.yaml")
+    );
+}
+
+#[test]
+fn fix_marks_sources_and_leaves_out_admission_reviews() {
+    let run = check(&[
+        "--fix",
+        &fixture("compliant-pod.yaml"),
+        &fixture("kubectl-debug-review.json"),
+        &fixture("multi-doc.yaml"),
+    ]);
+    assert_eq!(run.code, 1, "the review is denied");
+    let markers: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(
+        markers,
+        [
+            "# Source: tests/fixtures/check/compliant-pod.yaml",
+            "# Source: tests/fixtures/check/multi-doc.yaml",
+            "# Source: tests/fixtures/check/multi-doc.yaml",
+            "# Source: tests/fixtures/check/multi-doc.yaml",
+        ]
+    );
+    assert!(!run.stdout.contains("AdmissionReview"), "{}", run.stdout);
+    assert!(
+        run.stderr.starts_with(
+            "note: tests/fixtures/check/kubectl-debug-review.json, document 1: an \
+             AdmissionReview, left out of the fixed manifests (kubectl apply refuses it); the \
+             report has its verdict\n"
+        ),
+        "{}",
+        run.stderr
+    );
+
+    // Files are written only from files.
+    let run = check_with_stdin(&["--fix", "--out-dir", "/nonexistent", "-"], OLD_RELAY);
+    assert_eq!(run.code, 2);
+    assert_eq!(
+        run.stderr,
+        "error: --out-dir and --in-place write files: standard input (-) has none to write; \
+         use --fix alone to print the fixed manifests\n"
+    );
+    assert_eq!(
+        check(&["--in-place", &fixture("compliant-pod.yaml")]).code,
+        2,
+        "needs --fix"
+    );
+    let both = check(&[
+        "--fix",
+        "--in-place",
+        "--out-dir",
+        "x",
+        &fixture("compliant-pod.yaml"),
+    ]);
+    assert_eq!(both.code, 2);
+}
+
+/// The README's example of `check` is what the binary prints.
+#[test]
+fn the_readme_shows_what_check_prints() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let command = "$ dhi-admission check deploy/examples/\n";
+    let start = readme
+        .find(command)
+        .expect("the README runs check on deploy/examples/")
+        + command.len();
+    let end = start + readme[start..].find("$ echo $?\n").unwrap();
+    let run = check(&["deploy/examples/"]);
+    assert_eq!(run.stdout, &readme[start..end]);
+    assert_eq!(run.code, 1);
+    assert_eq!(&readme[end..end + 12], "$ echo $?\n1\n");
+
+    // In a list item: indented by two spaces.
+    let quiet = "  $ dhi-admission check --quiet deploy/examples/\n";
+    let start = readme.find(quiet).expect("the README shows --quiet") + quiet.len();
+    let end = start + readme[start..].find("  ```").unwrap();
+    let shown: String = readme[start..end]
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("  ").unwrap_or(line)))
+        .collect();
+    assert_eq!(check(&["--quiet", "deploy/examples/"]).stdout, shown);
 }

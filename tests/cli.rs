@@ -1,5 +1,6 @@
 //! The binary's command line as a newcomer meets it: listen addresses, certificate
-//! generation that refuses to destroy keys, and fatal errors printed once.
+//! generation that refuses to destroy keys, fatal errors printed once, the build
+//! identity in `--version`, and shell completions.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -117,5 +118,88 @@ fn listen_addresses_take_the_usual_forms() {
         stderr(&refused).contains("\"8443\": write ADDR:PORT, HOST:PORT or :PORT"),
         "{}",
         stderr(&refused)
+    );
+}
+
+/// `git ARGS` in the package root, if git and the repository are there.
+fn git(args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+#[test]
+fn version_names_the_release_the_commit_and_the_catalog_snapshot() {
+    let output = run(&["--version"]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let prefix = format!("dhi-admission {} (commit ", env!("CARGO_PKG_VERSION"));
+    let commit = text
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(", catalog snapshot 2026-08-22)\n"))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    // Built by this test run, so from this tree: its HEAD (build.rs reruns when HEAD
+    // moves), unless the build was given DHI_GIT_COMMIT or sees no repository of its own.
+    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+    let top = git(&["rev-parse", "--show-toplevel"]).map(std::path::PathBuf::from);
+    let own_repository = top.is_some_and(|top| {
+        top.canonicalize().ok()
+            == std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .canonicalize()
+                .ok()
+    });
+    match std::env::var("DHI_GIT_COMMIT") {
+        Ok(given) if !given.trim().is_empty() => assert_eq!(commit, given.trim()),
+        _ if own_repository => {
+            let head = git(&["rev-parse", "--short=12", "HEAD"]).unwrap();
+            assert_eq!(hash, head, "{text}");
+        }
+        _ => assert_eq!(commit, "unknown"),
+    }
+}
+
+#[test]
+fn completions_name_every_subcommand_for_each_shell() {
+    let subcommands = [
+        "serve",
+        "check",
+        "certs",
+        "catalog",
+        "webhooks",
+        "completions",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let output = run(&["completions", shell]);
+        assert!(output.status.success(), "{shell}: {}", stderr(&output));
+        let script = String::from_utf8(output.stdout).unwrap();
+        assert!(!script.is_empty(), "{shell}");
+        for subcommand in subcommands {
+            assert!(script.contains(subcommand), "{shell} lacks {subcommand}");
+        }
+        // Flags of subcommands too: `check --output` completes its formats.
+        assert!(
+            script.contains("sarif"),
+            "{shell} lacks check's output formats"
+        );
+    }
+    let bash = String::from_utf8(run(&["completions", "bash"]).stdout).unwrap();
+    assert!(bash.contains("complete -F _dhi__admission"), "{bash}");
+    let zsh = String::from_utf8(run(&["completions", "zsh"]).stdout).unwrap();
+    assert!(zsh.starts_with("#compdef dhi-admission\n"), "{zsh}");
+    let fish = String::from_utf8(run(&["completions", "fish"]).stdout).unwrap();
+    assert!(fish.contains("complete -c dhi-admission"), "{fish}");
+
+    let unknown = run(&["completions", "tcsh"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("invalid value 'tcsh'"),
+        "{}",
+        stderr(&unknown)
     );
 }

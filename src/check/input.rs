@@ -8,7 +8,9 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
 use serde_json::Value;
@@ -31,12 +33,23 @@ const MAX_ALIAS_REPLAYS: usize = 100_000;
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
 /// Where manifests are read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
     /// Standard input (`-` on the command line).
     Stdin,
     /// A file.
     File(PathBuf),
+}
+
+impl Source {
+    /// The source a command-line path names: `-` is standard input.
+    pub fn of_arg(path: &Path) -> Self {
+        if path.as_os_str() == "-" {
+            Self::Stdin
+        } else {
+            Self::File(path.to_owned())
+        }
+    }
 }
 
 impl fmt::Display for Source {
@@ -60,7 +73,8 @@ pub struct Origin {
 }
 
 impl Origin {
-    fn source(source: &Source) -> Self {
+    /// The source as a whole.
+    pub fn source(source: &Source) -> Self {
         Self {
             source: source.clone(),
             document: None,
@@ -135,6 +149,12 @@ pub enum Cause {
     /// The file or directory cannot be read.
     #[error("cannot read: {0}")]
     Read(io::Error),
+    /// A command-line path holds no Kubernetes object at all.
+    #[error(
+        "no Kubernetes objects found; nothing was checked (pass --allow-empty if an empty \
+         input is expected)"
+    )]
+    Empty,
     /// The input is over [`MAX_INPUT_BYTES`].
     #[error("larger than {} MiB; check smaller files", MAX_INPUT_BYTES / 1024 / 1024)]
     TooLarge,
@@ -147,6 +167,12 @@ pub enum Cause {
     /// The document is not valid YAML.
     #[error("invalid YAML: {0}")]
     Yaml(String),
+    /// The document is not valid YAML and has `{{`: a Helm chart's template, not rendered.
+    #[error(
+        "invalid YAML: {0}; it looks like an unrendered Helm template: render it first \
+         (helm template RELEASE CHART | dhi-admission check -)"
+    )]
+    UnrenderedTemplate(String),
     /// The document is not valid JSON.
     #[error("invalid JSON: {0}")]
     Json(serde_json::Error),
@@ -173,6 +199,15 @@ impl From<io::Error> for Cause {
 }
 
 impl Cause {
+    /// A YAML error in a document with template actions (`{{ .Values.x }}`) says what to
+    /// do: such a document is a template, and only its rendering is a manifest.
+    fn unrendered_hint(self, document: &str) -> Self {
+        match self {
+            Self::Yaml(message) if document.contains("{{") => Self::UnrenderedTemplate(message),
+            other => other,
+        }
+    }
+
     /// This cause, at `origin`.
     pub fn at(self, origin: Origin) -> InputError {
         InputError {
@@ -189,50 +224,116 @@ pub struct Document {
     pub origin: Origin,
     /// Its content.
     pub value: Value,
+    /// The text it was read from, to find lines in (`--output sarif`).
+    pub text: Text,
 }
 
-/// Every document of every path, in order: directories are walked in sorted order,
-/// `-` reads standard input. Errors take the place of what could not be read.
-pub fn read_paths(paths: &[PathBuf]) -> Vec<Result<Document, InputError>> {
-    let mut out = Vec::new();
-    for path in paths {
-        for source in sources(path) {
-            match source {
-                Ok(source) => out.extend(read_source(&source)),
-                Err(err) => out.push(Err(err)),
-            }
-        }
+/// A document's text: the whole source, shared, and where the document is in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Text {
+    /// The source's text.
+    pub source: Arc<str>,
+    /// Byte range of the document: whole lines for YAML, the value for JSON.
+    pub span: Range<usize>,
+    /// Lines of the source before the span's first line.
+    pub lines_before: usize,
+}
+
+impl Text {
+    /// The document's own text.
+    pub fn as_str(&self) -> &str {
+        &self.source[self.span.clone()]
     }
-    out
 }
 
-/// The sources a command-line path names. A file named explicitly is read whatever its
-/// extension; a directory contributes its `*.yaml`, `*.yml` and `*.json` files.
-fn sources(path: &Path) -> Vec<Result<Source, InputError>> {
+/// One file (or standard input) and its documents.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// Where it was read from.
+    pub source: Source,
+    /// Its text, as read.
+    pub text: Arc<str>,
+    /// Its non-empty documents, or what is wrong with them, in order.
+    pub documents: Vec<Result<Document, InputError>>,
+    /// How it is written.
+    pub format: Format,
+}
+
+/// What a command-line path holds.
+#[derive(Debug, Default)]
+pub struct PathInput {
+    /// Each file read, or why it could not be.
+    pub files: Vec<Result<SourceFile, InputError>>,
+    /// Entries of a directory that were not read, and why.
+    pub passed_over: Vec<PassedOver>,
+}
+
+/// A directory entry that is not read although it may look like a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedOver {
+    /// The entry.
+    pub path: PathBuf,
+    /// Why it is not read.
+    pub reason: PassOverReason,
+}
+
+/// Why a directory entry is not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassOverReason {
+    /// Its name starts with `.` (`.git`, editor backups).
+    Hidden,
+    /// A symbolic link whose target does not exist (or that loops).
+    DanglingLink,
+    /// A symbolic link to a directory, which could lead back up the tree.
+    LinkedDirectory,
+}
+
+impl fmt::Display for PassedOver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.reason {
+            PassOverReason::Hidden => "hidden (its name starts with a dot)",
+            PassOverReason::DanglingLink => "a symbolic link to nothing",
+            PassOverReason::LinkedDirectory => {
+                "a symbolic link to a directory (not followed: it may loop); name it to check it"
+            }
+        };
+        write!(f, "{}: not read: {why}", self.path.display())
+    }
+}
+
+/// The files a command-line path names, read and split into documents, in order:
+/// a directory is walked in sorted order, `-` reads standard input.
+pub fn read_path(path: &Path) -> PathInput {
+    let mut input = PathInput::default();
     if path.as_os_str() == "-" {
-        return vec![Ok(Source::Stdin)];
+        input.files.push(read_source(Source::Stdin));
+        return input;
     }
     if !path.is_dir() {
-        return vec![Ok(Source::File(path.to_owned()))];
+        input.files.push(read_source(Source::File(path.to_owned())));
+        return input;
     }
     let mut files = Vec::new();
-    let mut errors = Vec::new();
-    walk(path, &mut files, &mut errors);
+    walk(path, &mut files, &mut input);
     files.sort();
-    errors
-        .into_iter()
-        .map(Err)
-        .chain(files.into_iter().map(|f| Ok(Source::File(f))))
-        .collect()
+    input.passed_over.sort_by(|a, b| a.path.cmp(&b.path));
+    input
+        .files
+        .extend(files.into_iter().map(|f| read_source(Source::File(f))));
+    input
 }
 
 /// Collects manifest files under `dir`. Hidden entries (`.git`) are not entered, nor are
 /// symbolic links to directories (they may loop); symbolic links to files are read.
-fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<InputError>) {
+/// Hidden manifests and directories, and links that are not followed, are named in
+/// `input.passed_over`; other files (`README.md`) are not manifests and pass silently.
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, input: &mut PathInput) {
+    let unreadable =
+        |err, path: &Path| Err(Cause::Read(err).at(Origin::source(&Source::File(path.to_owned()))));
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) => {
-            errors.push(Cause::Read(err).at(Origin::source(&Source::File(dir.to_owned()))));
+            input.files.push(unreadable(err, dir));
             return;
         }
     };
@@ -240,19 +341,45 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<InputError>) {
         let entry = match entry {
             Ok(entry) => entry,
             Err(err) => {
-                errors.push(Cause::Read(err).at(Origin::source(&Source::File(dir.to_owned()))));
+                input.files.push(unreadable(err, dir));
                 continue;
             }
         };
         let path = entry.path();
+        let file_type = match entry.file_type() {
+            Ok(file_type) => file_type,
+            Err(err) => {
+                input.files.push(unreadable(err, &path));
+                continue;
+            }
+        };
+        let pass_over = |reason| PassedOver {
+            path: path.clone(),
+            reason,
+        };
         if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        match entry.file_type() {
-            Ok(kind) if kind.is_dir() => walk(&path, files, errors),
-            Ok(_) if path.is_file() && has_manifest_extension(&path) => files.push(path),
-            Ok(_) => {}
-            Err(err) => errors.push(Cause::Read(err).at(Origin::source(&Source::File(path)))),
+            let looks_relevant = file_type.is_dir() || has_manifest_extension(&path);
+            if looks_relevant {
+                input.passed_over.push(pass_over(PassOverReason::Hidden));
+            }
+        } else if file_type.is_dir() {
+            walk(&path, files, input);
+        } else if file_type.is_symlink() {
+            // `fs::metadata` follows the link.
+            match fs::metadata(&path) {
+                Err(_) => input
+                    .passed_over
+                    .push(pass_over(PassOverReason::DanglingLink)),
+                Ok(target) if target.is_dir() => {
+                    input
+                        .passed_over
+                        .push(pass_over(PassOverReason::LinkedDirectory));
+                }
+                Ok(target) if target.is_file() && has_manifest_extension(&path) => files.push(path),
+                Ok(_) => {}
+            }
+        } else if file_type.is_file() && has_manifest_extension(&path) {
+            files.push(path);
         }
     }
 }
@@ -268,11 +395,17 @@ fn has_manifest_extension(path: &Path) -> bool {
 }
 
 /// Reads one source and splits it into documents.
-pub fn read_source(source: &Source) -> Vec<Result<Document, InputError>> {
-    match read_text(source) {
-        Ok(text) => split_documents(source, &text),
-        Err(cause) => vec![Err(cause.at(Origin::source(source)))],
-    }
+pub fn read_source(source: Source) -> Result<SourceFile, InputError> {
+    let text: Arc<str> = read_text(&source)
+        .map_err(|cause| cause.at(Origin::source(&source)))?
+        .into();
+    let documents = split_documents(&source, &text);
+    Ok(SourceFile {
+        format: Format::of(&source, text.trim_start_matches('\u{feff}')),
+        source,
+        text,
+        documents,
+    })
 }
 
 /// The whole text of a source, refusing more than [`MAX_INPUT_BYTES`].
@@ -291,15 +424,16 @@ pub fn read_text(source: &Source) -> Result<String, Cause> {
 
 /// How a source is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub enum Format {
+    /// YAML, one or more documents.
     Yaml,
+    /// JSON, one or more values.
     Json,
 }
-
 impl Format {
     /// By extension; otherwise (standard input, other names) JSON if the text starts
     /// with `{`, as `kubectl get -o json` output and AdmissionReview captures do.
-    fn of(source: &Source, text: &str) -> Self {
+    pub fn of(source: &Source, text: &str) -> Self {
         let extension = match source {
             Source::File(path) => path.extension().and_then(|e| e.to_str()),
             Source::Stdin => None,
@@ -314,55 +448,106 @@ impl Format {
 }
 
 /// Splits a source's text into its non-empty documents.
-pub fn split_documents(source: &Source, text: &str) -> Vec<Result<Document, InputError>> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    match Format::of(source, text) {
-        Format::Yaml => yaml_documents(source, text),
-        Format::Json => json_documents(source, text),
+pub fn split_documents(source: &Source, text: &Arc<str>) -> Vec<Result<Document, InputError>> {
+    // Offsets stay those of `text`, a byte-order mark included.
+    let start = if text.starts_with('\u{feff}') { 3 } else { 0 };
+    let split = Split {
+        source,
+        text,
+        start,
+    };
+    match Format::of(source, &text[start..]) {
+        Format::Yaml => split.yaml_documents(),
+        Format::Json => split.json_documents(),
     }
 }
 
-/// A JSON stream: one or more values, each a document.
-fn json_documents(source: &Source, text: &str) -> Vec<Result<Document, InputError>> {
-    let mut out = Vec::new();
-    let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-    for (index, value) in stream.enumerate() {
-        let origin = Origin::document(source, index + 1);
-        if index == MAX_DOCUMENTS {
-            out.push(Err(Cause::TooManyDocuments.at(origin)));
-            break;
+/// A source's text, being split into documents.
+struct Split<'s> {
+    source: &'s Source,
+    text: &'s Arc<str>,
+    /// Where the content starts (past a byte-order mark).
+    start: usize,
+}
+
+impl Split<'_> {
+    fn content(&self) -> &str {
+        &self.text[self.start..]
+    }
+
+    /// The text of a document at `span` of the content.
+    fn text(&self, span: Range<usize>, lines_before: usize) -> Text {
+        Text {
+            source: Arc::clone(self.text),
+            span: span.start + self.start..span.end + self.start,
+            lines_before,
         }
-        match value {
-            Ok(Value::Null) => {}
-            Ok(value) => out.push(Ok(Document { origin, value })),
-            Err(err) => {
-                out.push(Err(Cause::Json(err).at(origin)));
+    }
+
+    /// A JSON stream: one or more values, each a document.
+    fn json_documents(&self) -> Vec<Result<Document, InputError>> {
+        let content = self.content();
+        let mut out = Vec::new();
+        let mut stream = serde_json::Deserializer::from_str(content).into_iter::<Value>();
+        for index in 0.. {
+            let before = stream.byte_offset();
+            let Some(value) = stream.next() else { break };
+            let origin = Origin::document(self.source, index + 1);
+            if index == MAX_DOCUMENTS {
+                out.push(Err(Cause::TooManyDocuments.at(origin)));
                 break;
             }
-        }
-    }
-    out
-}
-
-/// A YAML stream, each document parsed on its own so errors are attributed to it.
-fn yaml_documents(source: &Source, text: &str) -> Vec<Result<Document, InputError>> {
-    let (spans, failure) = document_spans(text);
-    let mut out: Vec<_> = spans
-        .iter()
-        .enumerate()
-        .filter_map(|(index, span)| {
-            let origin = Origin::document(source, index + 1);
-            match parse_yaml_document(source, text, span) {
-                Ok(Value::Null) => None,
-                Ok(value) => Some(Ok(Document { origin, value })),
-                Err(cause) => Some(Err(cause.at(origin))),
+            match value {
+                Ok(Value::Null) => {}
+                Ok(value) => {
+                    let skipped = content[before..].len() - content[before..].trim_start().len();
+                    let start = before + skipped;
+                    let lines_before = content[..start].matches('\n').count();
+                    let text = self.text(start..stream.byte_offset(), lines_before);
+                    out.push(Ok(Document {
+                        origin,
+                        value,
+                        text,
+                    }));
+                }
+                Err(err) => {
+                    out.push(Err(Cause::Json(err).at(origin)));
+                    break;
+                }
             }
-        })
-        .collect();
-    if let Some((number, cause)) = failure {
-        out.push(Err(cause.at(Origin::document(source, number))));
+        }
+        out
     }
-    out
+
+    /// A YAML stream, each document parsed on its own so errors are attributed to it.
+    fn yaml_documents(&self) -> Vec<Result<Document, InputError>> {
+        let content = self.content();
+        let (spans, failure) = document_spans(content);
+        let mut out: Vec<_> = spans
+            .iter()
+            .enumerate()
+            .filter_map(|(index, span)| {
+                let origin = Origin::document(self.source, index + 1);
+                match parse_yaml_document(self.source, content, span) {
+                    Ok(Value::Null) => None,
+                    Ok(value) => Some(Ok(Document {
+                        origin,
+                        value,
+                        text: self.text(span.start..span.end, span.lines_before),
+                    })),
+                    Err(cause) => Some(Err(cause
+                        .unrendered_hint(&content[span.start..span.end])
+                        .at(origin))),
+                }
+            })
+            .collect();
+        if let Some((number, cause)) = failure {
+            let rest = &content[spans.last().map_or(0, |span| span.end)..];
+            let origin = Origin::document(self.source, number);
+            out.push(Err(cause.unrendered_hint(rest).at(origin)));
+        }
+        out
+    }
 }
 
 /// The text of one YAML document: whole lines, so parser positions map back to the file.
@@ -478,7 +663,7 @@ mod tests {
 
     /// (document number, value) of each document, or the error text.
     fn split(name: &str, text: &str) -> Vec<Result<(usize, Value), String>> {
-        split_documents(&file(name), text)
+        split_documents(&file(name), &Arc::from(text))
             .into_iter()
             .map(|doc| {
                 doc.map(|d| (d.origin.document.unwrap_or(0), d.value))
@@ -575,9 +760,9 @@ mod tests {
 
     #[test]
     fn format_is_sniffed_without_a_known_extension() {
-        let docs = split_documents(&Source::Stdin, "  {\"kind\": \"Pod\"}");
+        let docs = split_documents(&Source::Stdin, &Arc::from("  {\"kind\": \"Pod\"}"));
         assert_eq!(docs[0].as_ref().unwrap().value, json!({"kind": "Pod"}));
-        let docs = split_documents(&Source::Stdin, "kind: Pod");
+        let docs = split_documents(&Source::Stdin, &Arc::from("kind: Pod"));
         assert_eq!(docs[0].as_ref().unwrap().value, json!({"kind": "Pod"}));
     }
 
@@ -601,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn directories_are_walked_sorted_skipping_other_files() {
+    fn directories_are_walked_sorted_naming_what_they_pass_over() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         fs::create_dir_all(root.join("b/nested")).unwrap();
@@ -613,23 +798,81 @@ mod tests {
             "b/readme.md",
             ".git/x.yaml",
             ".hidden.yaml",
+            ".gitignore",
         ] {
             fs::write(root.join(name), "kind: X\n").unwrap();
         }
-        let found: Vec<_> = sources(root)
-            .into_iter()
-            .map(|s| match s.unwrap() {
+        std::os::unix::fs::symlink(root.join("gone.yaml"), root.join("dangling.yaml")).unwrap();
+        std::os::unix::fs::symlink(root.join("b"), root.join("loop")).unwrap();
+        std::os::unix::fs::symlink(root.join("self.yaml"), root.join("self.yaml")).unwrap();
+        std::os::unix::fs::symlink(root.join("z.yaml"), root.join("b/link.yaml")).unwrap();
+        let input = read_path(root);
+        let found: Vec<_> = input
+            .files
+            .iter()
+            .map(|file| match &file.as_ref().unwrap().source {
                 Source::File(path) => path.strip_prefix(root).unwrap().to_owned(),
                 Source::Stdin => unreachable!(),
             })
             .collect();
         assert_eq!(
             found,
+            ["a.yml", "b/link.yaml", "b/nested/c.json", "z.yaml"].map(PathBuf::from)
+        );
+        let passed_over: Vec<_> = input
+            .passed_over
+            .iter()
+            .map(|p| p.to_string().replace(&format!("{}/", root.display()), ""))
+            .collect();
+        assert_eq!(
+            passed_over,
             [
-                PathBuf::from("a.yml"),
-                PathBuf::from("b/nested/c.json"),
-                PathBuf::from("z.yaml")
+                ".git: not read: hidden (its name starts with a dot)",
+                ".hidden.yaml: not read: hidden (its name starts with a dot)",
+                "dangling.yaml: not read: a symbolic link to nothing",
+                "loop: not read: a symbolic link to a directory (not followed: it may loop); \
+                 name it to check it",
+                "self.yaml: not read: a symbolic link to nothing",
             ]
+        );
+    }
+
+    #[test]
+    fn documents_keep_their_place_in_the_text() {
+        let text: Arc<str> = Arc::from("\u{feff}# c\nkind: A\n---\nkind: B\n");
+        let docs = split_documents(&file("a.yaml"), &text);
+        let b = docs[1].as_ref().unwrap();
+        assert_eq!(b.text.as_str(), "---\nkind: B\n");
+        assert_eq!(b.text.lines_before, 2);
+        let json: Arc<str> = Arc::from("{\"kind\": \"A\"}\n\n  {\"kind\": \"B\"}");
+        let docs = split_documents(&file("a.json"), &json);
+        let b = docs[1].as_ref().unwrap();
+        assert_eq!(b.text.as_str(), "{\"kind\": \"B\"}");
+        assert_eq!(b.text.lines_before, 2);
+    }
+
+    #[test]
+    fn unrendered_templates_get_a_hint() {
+        let docs = split(
+            "t.yaml",
+            "kind: A\n---\nmetadata:\n  labels:\n    {{- include \"x\" . | nindent 4 }}\n",
+        );
+        let err = docs[1].as_ref().unwrap_err();
+        assert!(
+            err.starts_with("t.yaml, document 2: invalid YAML: "),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(
+                "; it looks like an unrendered Helm template: render it first \
+                 (helm template RELEASE CHART | dhi-admission check -)"
+            ),
+            "{err}"
+        );
+        let plain = split("p.yaml", "kind: [a\n");
+        assert!(
+            !plain[0].as_ref().unwrap_err().contains("Helm"),
+            "{plain:?}"
         );
     }
 
@@ -639,11 +882,9 @@ mod tests {
         let big = dir.path().join("big.yaml");
         let file = fs::File::create(&big).unwrap();
         file.set_len(MAX_INPUT_BYTES + 1).unwrap();
-        let err = read_source(&Source::File(big)).remove(0).unwrap_err();
+        let err = read_source(Source::File(big)).unwrap_err();
         assert!(matches!(err.cause, Cause::TooLarge), "{err}");
-        let err = read_source(&Source::File(dir.path().join("missing.yaml")))
-            .remove(0)
-            .unwrap_err();
+        let err = read_source(Source::File(dir.path().join("missing.yaml"))).unwrap_err();
         assert!(
             err.to_string().contains("missing.yaml: cannot read: "),
             "{err}"

@@ -128,7 +128,11 @@ fn collect(
 /// A manifest is what kube-apiserver would send on CREATE.
 fn manifest_item(value: &Value, origin: Origin, api_version: &str, kind: &str) -> Item {
     let Some(kind) = GroupKind::from_api_version(api_version, kind).workload() else {
-        return Item::Skipped(skipped(value, origin, Some(kind), NO_POD_SPEC));
+        let reason = match has_pod_spec(value) {
+            true => unsupported(api_version, kind),
+            false => NO_POD_SPEC.to_owned(),
+        };
+        return Item::Skipped(skipped(value, origin, Some(kind), &reason));
     };
     Item::Candidate(Candidate {
         origin,
@@ -137,6 +141,43 @@ fn manifest_item(value: &Value, origin: Origin, api_version: &str, kind: &str) -
         name: metadata(value, "name"),
         review: None,
     })
+}
+
+/// Where kinds the webhook does not know keep a pod spec, by the conventions of the
+/// built-in workloads that operators follow (Argo Rollout, Knative Service, OpenKruise
+/// CloneSet: `spec.template`; pods of their own: `spec`; jobs: `spec.jobTemplate`).
+const POD_SPEC_PATHS: [&str; 4] = [
+    "/spec/containers",
+    "/spec/template/spec/containers",
+    "/template/spec/containers",
+    "/spec/jobTemplate/spec/template/spec/containers",
+];
+
+fn has_pod_spec(object: &Value) -> bool {
+    POD_SPEC_PATHS
+        .iter()
+        .any(|path| object.pointer(path).is_some_and(Value::is_array))
+}
+
+/// Why a kind with a pod spec is skipped: neither the webhook nor `check` judge it, but
+/// the webhook judges the pods it creates.
+fn unsupported(api_version: &str, kind: &str) -> String {
+    let supported: Vec<&str> = WorkloadKind::ALL.iter().map(|k| k.as_str()).collect();
+    format!(
+        "kind not supported: {api_version} {kind} has a pod spec, but only {} are judged \
+         as written; the webhook judges the pods it creates",
+        supported.join(", ")
+    )
+}
+
+/// The document holds an AdmissionReview (itself or in a `List`), which is not a
+/// manifest: `kubectl apply` refuses it.
+pub fn holds_review(value: &Value) -> bool {
+    value.get("kind").and_then(Value::as_str) == Some(answer::KIND)
+        || value
+            .get("items")
+            .and_then(Value::as_array)
+            .is_some_and(|items| items.iter().any(holds_review))
 }
 
 fn skipped(value: &Value, origin: Origin, kind: Option<&str>, reason: &str) -> Skipped {
@@ -179,12 +220,22 @@ fn review_item(review: &Value, origin: Origin, api_version: &str) -> Result<Item
         .map(String::from)
         .or_else(|| metadata(object, "name"));
     let Some(kind) = request.kind.workload() else {
+        let reason = match has_pod_spec(object) {
+            true => {
+                let api_version = object.get("apiVersion").and_then(Value::as_str);
+                unsupported(
+                    api_version.unwrap_or(&request.kind.group),
+                    &request.kind.kind,
+                )
+            }
+            false => NO_POD_SPEC.to_owned(),
+        };
         return Ok(Item::Skipped(Skipped {
             origin: object_origin,
             kind: Some(request.kind.kind.into_owned()),
             namespace,
             name,
-            reason: NO_POD_SPEC.to_owned(),
+            reason,
         }));
     };
     Ok(Item::Candidate(Candidate {
@@ -211,8 +262,10 @@ fn parse_request(request: &Value) -> Result<Request<'_, IgnoredAny>, Cause> {
 mod tests {
     use serde_json::json;
 
+    use std::sync::Arc;
+
     use super::*;
-    use crate::check::input::Source;
+    use crate::check::input::{Source, Text};
 
     fn document(value: Value) -> Document {
         Document {
@@ -222,6 +275,11 @@ mod tests {
                 pointer: json_patch::jsonptr::PointerBuf::new(),
             },
             value,
+            text: Text {
+                source: Arc::from(""),
+                span: 0..0,
+                lines_before: 0,
+            },
         }
     }
 
@@ -262,6 +320,52 @@ mod tests {
                 "skipped: not a Kubernetes object (no apiVersion and kind)".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn kinds_with_a_pod_spec_that_are_not_judged_say_so() {
+        let rollout = json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}},
+        });
+        let expected = "skipped: kind not supported: argoproj.io/v1alpha1 Rollout has a pod \
+             spec, but only Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, \
+             DaemonSet, ReplicaSet, Job, CronJob are judged as written; the webhook judges the \
+             pods it creates";
+        assert_eq!(summary(rollout), [(String::new(), expected.to_owned())]);
+        let knative = json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "spec": {"template": {"spec": {"containers": [{"image": "x"}]}}},
+        });
+        assert!(
+            summary(knative)[0]
+                .1
+                .contains("serving.knative.dev/v1 Service has a pod spec")
+        );
+        // A Deployment of an API version the webhook does not serve.
+        let old = json!({"apiVersion": "extensions/v1beta1", "kind": "Deployment",
+            "spec": {"template": {"spec": {"containers": []}}}});
+        assert!(
+            summary(old)[0]
+                .1
+                .starts_with("skipped: kind not supported: extensions/v1beta1 Deployment")
+        );
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "1", "operation": "CREATE",
+                "kind": {"group": "apps.kruise.io", "version": "v1alpha1", "kind": "CloneSet"},
+                "object": {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
+                    "spec": {"template": {"spec": {"containers": []}}}}},
+        });
+        assert!(
+            summary(review)[0]
+                .1
+                .contains("apps.kruise.io/v1alpha1 CloneSet has a pod spec")
+        );
+        assert!(holds_review(
+            &json!({"kind": "List", "items": [{"kind": "AdmissionReview"}]})
+        ));
+        assert!(!holds_review(&pod("a")));
     }
 
     #[test]

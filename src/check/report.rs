@@ -31,6 +31,17 @@ pub enum Entry {
     Error(InputError),
 }
 
+impl Entry {
+    /// A Kubernetes object was found (judged or skipped), or input that could not be
+    /// read: anything but documents that are not objects at all.
+    pub fn is_object_or_error(&self) -> bool {
+        match self {
+            Self::Checked { .. } | Self::Error(_) => true,
+            Self::Skipped(skipped) => skipped.kind.is_some(),
+        }
+    }
+}
+
 /// Everything a check found.
 #[derive(Debug)]
 pub struct Report {
@@ -100,12 +111,26 @@ impl Report {
 
     /// One paragraph per object, a line per skipped document, then the summary.
     /// Input errors are not repeated here: they go to standard error as they are.
-    pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+    /// `quiet` keeps only what needs attention: denied objects with their violations,
+    /// and warnings; then the summary.
+    pub fn write_text(&self, out: &mut impl Write, quiet: bool) -> io::Result<()> {
         for entry in &self.entries {
             match entry {
-                Entry::Checked { candidate, finding } => {
-                    self.write_finding(out, candidate, finding)?
+                Entry::Checked { candidate, finding } if quiet => {
+                    if !finding.allowed || !finding.warnings.is_empty() {
+                        write_heading(out, candidate, finding)?;
+                        write_findings(out, finding)?;
+                    }
                 }
+                Entry::Checked { candidate, finding } => {
+                    write_heading(out, candidate, finding)?;
+                    if let Some(reason) = &finding.not_reviewed {
+                        writeln!(out, "  not reviewed: {reason}")?;
+                    }
+                    write_findings(out, finding)?;
+                    self.write_patch(out, finding)?;
+                }
+                Entry::Skipped(_) if quiet => {}
                 Entry::Skipped(skipped) => write_skipped(out, skipped)?,
                 Entry::Error(_) => {}
             }
@@ -113,32 +138,7 @@ impl Report {
         writeln!(out, "{}", summary_line(&self.summary()))
     }
 
-    fn write_finding(
-        &self,
-        out: &mut impl Write,
-        target: &Candidate,
-        finding: &Finding,
-    ) -> io::Result<()> {
-        let verdict = if finding.allowed {
-            "ADMITTED"
-        } else {
-            "DENIED"
-        };
-        let name = display_name(target.namespace.as_deref(), target.name.as_deref());
-        writeln!(
-            out,
-            "{verdict:<7} {} {name} ({})",
-            target.kind, target.origin
-        )?;
-        if let Some(reason) = &finding.not_reviewed {
-            writeln!(out, "  not reviewed: {reason}")?;
-        }
-        for violation in &finding.violations {
-            writeln!(out, "  {violation}")?;
-        }
-        for warning in &finding.warnings {
-            writeln!(out, "  warning: {warning}")?;
-        }
+    fn write_patch(&self, out: &mut impl Write, finding: &Finding) -> io::Result<()> {
         if !finding.patch.is_empty() {
             writeln!(out, "  {}", self.patch_heading(finding.patched_by))?;
             for op in &finding.patch {
@@ -185,6 +185,32 @@ impl Report {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)
     }
+}
+
+/// `DENIED  Deployment shop/web (file, document 1)`
+fn write_heading(out: &mut impl Write, target: &Candidate, finding: &Finding) -> io::Result<()> {
+    let verdict = if finding.allowed {
+        "ADMITTED"
+    } else {
+        "DENIED"
+    };
+    let name = display_name(target.namespace.as_deref(), target.name.as_deref());
+    writeln!(
+        out,
+        "{verdict:<7} {} {name} ({})",
+        target.kind, target.origin
+    )
+}
+
+/// The violations and the warnings, a line each.
+fn write_findings(out: &mut impl Write, finding: &Finding) -> io::Result<()> {
+    for violation in &finding.violations {
+        writeln!(out, "  {violation}")?;
+    }
+    for warning in &finding.warnings {
+        writeln!(out, "  warning: {warning}")?;
+    }
+    Ok(())
 }
 
 /// `SKIPPED Service shop/web (file, document 1): no pod spec`
