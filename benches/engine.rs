@@ -160,6 +160,9 @@ const LOOKUPS: &[(&str, &str, &str)] = &[
     ("exact-tag", "istio-proxyv2", "1.30.3"),
     ("guessed-tag", "python", "3.13"),
     ("dev-tag", "python", "3.13-debian13-dev"),
+    // Unlisted tags: resolved through the repository's family index.
+    ("family-tag", "k8s-device-plugin", "0.20.1-compat"),
+    ("flavor-tag", "nginx", "1.32-debian11-dev"),
     ("unknown-repo", "not-in-catalog", "1.0"),
 ];
 
@@ -209,6 +212,14 @@ fn allocation_checks(engine: &Engine, cases: &[Case]) {
             );
             if allocs != 0 {
                 failed.push(format!("{repo}:{tag} [{catalog_name}]"));
+            }
+            // The rewrite's tag check, on the same path.
+            let (allocs, _) = count_allocs(N, || catalog.has_tag(black_box(repo), black_box(tag)));
+            if allocs != 0 {
+                println!(
+                    "catalog has_tag {repo}:{tag} [{catalog_name}]: {allocs} allocations FAIL"
+                );
+                failed.push(format!("has_tag {repo}:{tag} [{catalog_name}]"));
             }
         }
     }
