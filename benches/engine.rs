@@ -361,10 +361,23 @@ fn bench_lookups(c: &mut Criterion, engine: &Engine) {
     group.finish();
 }
 
-/// `ENGINE_PROFILE=<case>:<n>`: run one review `n` times and exit (for callgrind/perf).
+/// `ENGINE_PROFILE=<case>:<n>`: run one review (or `catalog_lookup/<name>` look-up) `n`
+/// times and exit (for callgrind: instruction counts do not depend on the neighbours).
 fn profile_loop(spec: &str, engine: &Engine, cases: &[Case]) {
     let (name, n) = spec.rsplit_once(':').unwrap_or((spec, "10000"));
     let n: u64 = n.parse().expect("ENGINE_PROFILE=<case>:<iterations>");
+    if let Some(lookup) = name.strip_prefix("catalog_lookup/") {
+        let (_, repo, tag) = LOOKUPS
+            .iter()
+            .find(|(l, ..)| *l == lookup)
+            .unwrap_or_else(|| panic!("unknown look-up {lookup}; one of {LOOKUPS:?}"));
+        let catalog = engine.catalog();
+        for _ in 0..n {
+            black_box(catalog.lookup(black_box(repo), black_box(tag)));
+        }
+        println!("ran {name} {n} times");
+        return;
+    }
     let case = cases.iter().find(|c| c.name == name).unwrap_or_else(|| {
         panic!(
             "unknown case {name}; one of {:?}",

@@ -103,7 +103,10 @@ pub(super) fn decode(text: &str, origin: &str) -> Result<Snapshot, SnapshotError
             };
             for version in versions {
                 for suffix in &suffixes {
-                    tags.insert(format!("{version}{suffix}"), variant);
+                    let mut tag = String::with_capacity(version.len() + suffix.len());
+                    tag.push_str(version);
+                    tag.push_str(suffix);
+                    tags.insert(tag, variant);
                 }
             }
         }
