@@ -7,7 +7,7 @@
 //! variant families (plus one hash probe for overrides): nothing on the request path
 //! allocates or scales with the size of the catalog.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use serde::Deserialize;
@@ -118,11 +118,16 @@ impl Repo {
     fn new(name: String, variants: Vec<VariantInfo>, tags: BTreeMap<String, usize>) -> Self {
         let tags: Vec<(String, usize)> = tags.into_iter().collect();
         let index = |tokens: fn(&str) -> Tokens<'_>| {
-            // Most tags share their family with others: one key buffer, an allocation
-            // only for a new family (this runs for 18,000 tags when the binary starts).
+            // This runs for 18,000 tags when the binary starts. Tags are versions
+            // times suffixes: a suffix already seen after another version is a family
+            // already indexed, and a new key is allocated once per family.
             let mut first: BTreeMap<Box<[u8]>, usize> = BTreeMap::new();
+            let mut seen: HashSet<Option<&str>> = HashSet::new();
             let mut key = Vec::new();
             for (tag, i) in &tags {
+                if !seen.insert(without_version(tag)) {
+                    continue;
+                }
                 key.clear();
                 for token in tokens(tag) {
                     key.push(b'-');
@@ -155,13 +160,16 @@ impl Repo {
     }
 
     /// The variant of an unlisted tag's family, else of its flavor: two binary
-    /// searches, comparing keys with the tag's tokens as they are split (no allocation).
+    /// searches for the tag's key, written on the stack (no allocation).
     fn family_variant(&self, tag: &str) -> Option<usize> {
         let find = |index: &[(Box<[u8]>, usize)], tokens: Tokens<'_>| {
-            index
-                .binary_search_by(|(key, _)| key.iter().copied().cmp(family_key(tokens.clone())))
-                .ok()
-                .map(|i| index[i].1)
+            let found = match StackKey::new(tokens.clone()) {
+                Some(key) => index.binary_search_by(|(k, _)| (**k).cmp(key.as_slice())),
+                // Longer than any valid tag: compared as the tokens are split.
+                None => index
+                    .binary_search_by(|(k, _)| k.iter().copied().cmp(family_key(tokens.clone()))),
+            };
+            found.ok().map(|i| index[i].1)
         };
         find(&self.families, family_tokens(tag)).or_else(|| find(&self.flavors, flavor_tokens(tag)))
     }
@@ -608,6 +616,44 @@ fn family_key(tokens: Tokens<'_>) -> impl Iterator<Item = u8> + '_ {
     tokens.flat_map(|t| std::iter::once(b'-').chain(t.bytes()))
 }
 
+/// The tag without a leading version token (`None` for a bare version): tags with the
+/// same remainder have the same family and flavor.
+fn without_version(tag: &str) -> Option<&str> {
+    match tag.split_once('-') {
+        Some((first, rest)) if is_version_token(first) => Some(rest),
+        None if is_version_token(tag) => None,
+        _ => Some(tag),
+    }
+}
+
+/// A family key on the stack: a valid tag is at most 128 bytes, and its key one more.
+struct StackKey {
+    bytes: [u8; 160],
+    len: usize,
+}
+
+impl StackKey {
+    /// The key of these tokens, or `None` if it does not fit.
+    fn new(tokens: Tokens<'_>) -> Option<Self> {
+        let mut key = Self {
+            bytes: [0; 160],
+            len: 0,
+        };
+        for token in tokens {
+            let end = key.len + 1 + token.len();
+            let slot = key.bytes.get_mut(key.len..end)?;
+            slot[0] = b'-';
+            slot[1..].copy_from_slice(token.as_bytes());
+            key.len = end;
+        }
+        Some(key)
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// `1`, `1.30`, `v1.30.3`, `latest`: the version part of a tag.
 fn is_version_token(token: &str) -> bool {
     let digits = token.strip_prefix('v').unwrap_or(token);
@@ -773,6 +819,30 @@ mod tests {
             ids("no-such-repo", "1"),
             (65532, Runtime, false, UnknownRepository)
         );
+    }
+
+    #[test]
+    fn families_of_tags_longer_than_the_stack_key_resolve_alike() {
+        let long = "x".repeat(200);
+        let export = format!(
+            r#"{{"source": "t (2027-01-31)", "images": {{"app": {{"variants": [
+                {{"variant": "runtime", "tags": ["1", "1-{long}"], "uid": 7, "gid": 7}},
+                {{"variant": "runtime", "tags": ["1-{long}-y"], "uid": 8, "gid": 8}},
+                {{"variant": "runtime", "tags": ["1-debian13-y"], "uid": 9, "gid": 9}}]}}}}}}"#
+        );
+        let snapshot = Snapshot::from_export(&export, "t").unwrap();
+        let catalog = Catalog::with_snapshot(HashMap::new(), Arc::new(snapshot));
+        let uid = |tag: &str| {
+            let user = catalog.lookup("app", tag);
+            (user.ids.uid, user.resolution)
+        };
+        use Resolution::*;
+        assert_eq!(uid(&format!("2-{long}")), (7, UnknownTag));
+        assert_eq!(uid(&format!("2-{long}-y")), (8, UnknownTag));
+        // The flavor of a long tag: its family without the distro.
+        assert_eq!(uid(&format!("2-{long}-alpine3.22-y")), (8, UnknownTag));
+        assert_eq!(uid("2-alpine3.22-y"), (9, UnknownTag));
+        assert_eq!(uid(&format!("1-{long}")), (7, Listed));
     }
 
     #[test]
