@@ -7,7 +7,7 @@
 //! variant families (plus one hash probe for overrides): nothing on the request path
 //! allocates or scales with the size of the catalog.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
 
 use serde::Deserialize;
@@ -118,16 +118,11 @@ impl Repo {
     fn new(name: String, variants: Vec<VariantInfo>, tags: BTreeMap<String, usize>) -> Self {
         let tags: Vec<(String, usize)> = tags.into_iter().collect();
         let index = |tokens: fn(&str) -> Tokens<'_>| {
-            // This runs for 18,000 tags when the binary starts. Tags are versions
-            // times suffixes: a suffix already seen after another version is a family
-            // already indexed, and a new key is allocated once per family.
+            // This runs for 18,000 tags when the binary starts: one key buffer, and
+            // an allocation only for a new family.
             let mut first: BTreeMap<Box<[u8]>, usize> = BTreeMap::new();
-            let mut seen: HashSet<Option<&str>> = HashSet::new();
             let mut key = Vec::new();
             for (tag, i) in &tags {
-                if !seen.insert(without_version(tag)) {
-                    continue;
-                }
                 key.clear();
                 for token in tokens(tag) {
                     key.push(b'-');
@@ -616,16 +611,6 @@ fn family_key(tokens: Tokens<'_>) -> impl Iterator<Item = u8> + '_ {
     tokens.flat_map(|t| std::iter::once(b'-').chain(t.bytes()))
 }
 
-/// The tag without a leading version token (`None` for a bare version): tags with the
-/// same remainder have the same family and flavor.
-fn without_version(tag: &str) -> Option<&str> {
-    match tag.split_once('-') {
-        Some((first, rest)) if is_version_token(first) => Some(rest),
-        None if is_version_token(tag) => None,
-        _ => Some(tag),
-    }
-}
-
 /// A family key on the stack: a valid tag is at most 128 bytes, and its key one more.
 struct StackKey {
     bytes: [u8; 160],
@@ -656,12 +641,21 @@ impl StackKey {
 
 /// `1`, `1.30`, `v1.30.3`, `latest`: the version part of a tag.
 fn is_version_token(token: &str) -> bool {
+    if token == "latest" {
+        return true;
+    }
+    // Dot-separated non-empty runs of digits, in one pass: this runs for every token
+    // of every tag when the catalog is indexed.
     let digits = token.strip_prefix('v').unwrap_or(token);
-    token == "latest"
-        || (!digits.is_empty()
-            && digits
-                .split('.')
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+    let mut after_dot = true; // the start counts as a dot: an empty first part fails
+    for b in digits.bytes() {
+        match b {
+            b'0'..=b'9' => after_dot = false,
+            b'.' if !after_dot => after_dot = true,
+            _ => return false,
+        }
+    }
+    !after_dot
 }
 
 /// `debian`, `debian13`, `alpine3.22`, `ubuntu24.04`, `bookworm`...
@@ -979,6 +973,18 @@ mod tests {
         let falco = lookup("falco", "0");
         assert_eq!(falco.ids.uid, 0);
         assert!(falco.root_allowed);
+    }
+
+    #[test]
+    fn version_tokens() {
+        for token in ["1", "1.30", "v1.30.3", "latest", "0.20.1", "10"] {
+            assert!(is_version_token(token), "{token}");
+        }
+        for token in [
+            "", "v", "1.", ".1", "1..2", "v.1", "dev", "1a", "debian13", "vv1", "Latest",
+        ] {
+            assert!(!is_version_token(token), "{token}");
+        }
     }
 
     #[test]
