@@ -160,6 +160,9 @@ const LOOKUPS: &[(&str, &str, &str)] = &[
     ("exact-tag", "istio-proxyv2", "1.30.3"),
     ("guessed-tag", "python", "3.13"),
     ("dev-tag", "python", "3.13-debian13-dev"),
+    // Unlisted tags: resolved through the repository's family index.
+    ("family-tag", "k8s-device-plugin", "0.20.1-compat"),
+    ("flavor-tag", "nginx", "1.32-debian11-dev"),
     ("unknown-repo", "not-in-catalog", "1.0"),
 ];
 
@@ -209,6 +212,14 @@ fn allocation_checks(engine: &Engine, cases: &[Case]) {
             );
             if allocs != 0 {
                 failed.push(format!("{repo}:{tag} [{catalog_name}]"));
+            }
+            // The rewrite's tag check, on the same path.
+            let (allocs, _) = count_allocs(N, || catalog.has_tag(black_box(repo), black_box(tag)));
+            if allocs != 0 {
+                println!(
+                    "catalog has_tag {repo}:{tag} [{catalog_name}]: {allocs} allocations FAIL"
+                );
+                failed.push(format!("has_tag {repo}:{tag} [{catalog_name}]"));
             }
         }
     }
@@ -350,10 +361,23 @@ fn bench_lookups(c: &mut Criterion, engine: &Engine) {
     group.finish();
 }
 
-/// `ENGINE_PROFILE=<case>:<n>`: run one review `n` times and exit (for callgrind/perf).
+/// `ENGINE_PROFILE=<case>:<n>`: run one review (or `catalog_lookup/<name>` look-up) `n`
+/// times and exit (for callgrind: instruction counts do not depend on the neighbours).
 fn profile_loop(spec: &str, engine: &Engine, cases: &[Case]) {
     let (name, n) = spec.rsplit_once(':').unwrap_or((spec, "10000"));
     let n: u64 = n.parse().expect("ENGINE_PROFILE=<case>:<iterations>");
+    if let Some(lookup) = name.strip_prefix("catalog_lookup/") {
+        let (_, repo, tag) = LOOKUPS
+            .iter()
+            .find(|(l, ..)| *l == lookup)
+            .unwrap_or_else(|| panic!("unknown look-up {lookup}; one of {LOOKUPS:?}"));
+        let catalog = engine.catalog();
+        for _ in 0..n {
+            black_box(catalog.lookup(black_box(repo), black_box(tag)));
+        }
+        println!("ran {name} {n} times");
+        return;
+    }
     let case = cases.iter().find(|c| c.name == name).unwrap_or_else(|| {
         panic!(
             "unknown case {name}; one of {:?}",

@@ -4,8 +4,10 @@
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use dhi_policy::catalog::Snapshot;
 use dhi_policy::policy_file::PolicyFileError;
 use dhi_policy::{Engine, Mode, PolicyFile};
 
@@ -38,6 +40,11 @@ pub struct ServeArgs {
     /// Policy file (YAML); the built-in policy when absent.
     #[arg(long, env = "DHI_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Catalog of hardened images in the format of the DHI catalog export
+    /// (`images.json`), in place of the compiled-in snapshot; watched and reloaded like
+    /// the policy file.
+    #[arg(long, env = "DHI_CATALOG", value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
     /// Server-wide mode; wins over the policy file's `mode` [default: enforce].
     #[arg(long, env = "DHI_MODE")]
     pub mode: Option<Mode>,
@@ -87,6 +94,7 @@ impl ServeArgs {
             tls_key,
             client_ca,
             config,
+            catalog,
             mode,
             max_body_bytes,
             max_buffered_body_bytes,
@@ -123,6 +131,7 @@ impl ServeArgs {
             tls,
             client_ca,
             policy: config,
+            catalog,
             mode,
             limits,
             reload_interval: Duration::from_millis(reload_interval_ms.max(50)),
@@ -168,11 +177,13 @@ pub struct Config {
     pub client_ca: Option<PathBuf>,
     /// Policy file; the built-in policy when absent.
     pub policy: Option<PathBuf>,
+    /// `--catalog`: a catalog export in place of the compiled-in snapshot.
+    pub catalog: Option<PathBuf>,
     /// `--mode`: wins over the policy file's `mode`.
     pub mode: Option<Mode>,
     /// Connection and request limits.
     pub limits: Limits,
-    /// How often the certificate and policy files are checked for changes.
+    /// How often the certificate, policy and catalog files are checked for changes.
     pub reload_interval: Duration,
 }
 
@@ -380,25 +391,43 @@ impl ActivePolicy {
 
     /// The policy from a policy file's contents; `mode` (the command line) wins over the file.
     pub fn from_bytes(path: &Path, bytes: &[u8], mode: Option<Mode>) -> Result<Self, PolicyError> {
-        let text = std::str::from_utf8(bytes).map_err(|source| PolicyError::NotUtf8 {
-            path: path.to_owned(),
-            source,
-        })?;
-        let file = PolicyFile::from_yaml(text).map_err(|source| PolicyError::Invalid {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Self::new(file, mode))
+        Ok(Self::new(parse_policy(path, bytes)?, mode))
     }
 
-    /// The policy of a parsed policy file.
+    /// The policy of a parsed policy file, on the compiled-in catalog snapshot.
     pub fn new(file: PolicyFile, mode: Option<Mode>) -> Self {
+        Self::with_snapshot(file, mode, Snapshot::builtin())
+    }
+
+    /// The policy of a parsed policy file, on a catalog snapshot: the engine is the
+    /// policy and the catalog together, and either can be replaced alone.
+    pub fn with_snapshot(file: PolicyFile, mode: Option<Mode>, snapshot: Arc<Snapshot>) -> Self {
         let mode = mode.or(file.mode).unwrap_or_default();
         Self {
-            engine: Engine::new(file),
+            engine: Engine::with_snapshot(file, snapshot),
             mode,
         }
     }
+
+    /// The same policy and mode on another catalog snapshot.
+    pub fn on_catalog(&self, snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            engine: Engine::with_snapshot(self.engine.policy_file().clone(), snapshot),
+            mode: self.mode,
+        }
+    }
+}
+
+/// A policy file's contents, parsed.
+pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<PolicyFile, PolicyError> {
+    let text = std::str::from_utf8(bytes).map_err(|source| PolicyError::NotUtf8 {
+        path: path.to_owned(),
+        source,
+    })?;
+    PolicyFile::from_yaml(text).map_err(|source| PolicyError::Invalid {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

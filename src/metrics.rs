@@ -15,7 +15,12 @@ const WEBHOOKS: [Webhook; 2] = [Webhook::Mutate, Webhook::Validate];
 const MODES: [Mode; 3] = [Mode::Enforce, Mode::Audit, Mode::Warn];
 
 const OUTCOMES: [Outcome; 3] = [Outcome::Allowed, Outcome::Denied, Outcome::Error];
-const RELOADED: [Reloaded; 3] = [Reloaded::Certificate, Reloaded::ClientCa, Reloaded::Config];
+const RELOADED: [Reloaded; 4] = [
+    Reloaded::Certificate,
+    Reloaded::ClientCa,
+    Reloaded::Config,
+    Reloaded::Catalog,
+];
 
 /// Latency buckets in seconds. Answers take tens of microseconds, so the low end is
 /// fine-grained enough to see sub-millisecond shifts; from 0.25 s up the buckets step
@@ -44,9 +49,11 @@ pub struct Metrics {
     /// By `SkipReason as usize`.
     skipped: [IntCounter; SkipReason::ALL.len()],
     /// By `Reloaded as usize`, then failure (0) or success (1).
-    reloads: [[IntCounter; 2]; 3],
+    reloads: [[IntCounter; 2]; 4],
     /// By `Reloaded as usize`.
-    reloaded_at: [Gauge; 3],
+    reloaded_at: [Gauge; 4],
+    /// One series: the catalog snapshot in force.
+    catalog_info: IntGaugeVec,
     cert_expiry: Gauge,
     /// By `ConnClosed as usize`.
     closed: [IntCounter; 5],
@@ -121,6 +128,8 @@ pub enum Reloaded {
     ClientCa,
     /// The policy file.
     Config,
+    /// The catalog file (`--catalog`).
+    Catalog,
 }
 
 impl Reloaded {
@@ -130,6 +139,7 @@ impl Reloaded {
             Self::Certificate => "certificate",
             Self::ClientCa => "client_ca",
             Self::Config => "config",
+            Self::Catalog => "catalog",
         }
     }
 }
@@ -173,7 +183,7 @@ impl Metrics {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "dhi_admission_reloads_total",
-                "Certificate, client CA and policy reloads.",
+                "Certificate, client CA, policy and catalog reloads.",
             ),
             &["what", "result"],
         )?;
@@ -201,11 +211,8 @@ impl Metrics {
                 "dhi_admission_catalog_info",
                 "The catalog snapshot the decisions come from; always 1.",
             ),
-            &["snapshot"],
+            &["snapshot", "source"],
         )?;
-        catalog_info
-            .with_label_values(&[dhi_policy::Catalog::default().snapshot_date()])
-            .set(1);
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(violations.clone()))?;
@@ -237,11 +244,11 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(build_info))?;
-        registry.register(Box::new(catalog_info))?;
+        registry.register(Box::new(catalog_info.clone()))?;
         registry.register(Box::new(closed.clone()))?;
         registry.register(Box::new(open.clone()))?;
         registry.register(Box::new(shed.clone()))?;
-        Ok(Self {
+        let metrics = Self {
             registry,
             requests,
             duration: WEBHOOKS
@@ -260,7 +267,24 @@ impl Metrics {
             closed: ConnClosed::ALL.map(|r| closed.with_label_values(&[r.as_str()])),
             open,
             shed: ShedReason::ALL.map(|r| shed.with_label_values(&[r.as_str()])),
-        })
+            catalog_info,
+        };
+        metrics.set_catalog(&dhi_policy::Catalog::default());
+        Ok(metrics)
+    }
+
+    /// Names the catalog snapshot in force: its date and source line (cut at 256
+    /// bytes: a loaded file's source is whatever the file says).
+    pub fn set_catalog(&self, catalog: &dhi_policy::Catalog) {
+        let source = catalog.snapshot_source();
+        let cut = (0..=source.len().min(256))
+            .rev()
+            .find(|&i| source.is_char_boundary(i))
+            .unwrap_or(0);
+        self.catalog_info.reset();
+        self.catalog_info
+            .with_label_values(&[catalog.snapshot_date(), &source[..cut]])
+            .set(1);
     }
 
     /// Records one answered request.
@@ -346,11 +370,31 @@ mod tests {
     #[test]
     fn the_catalog_snapshot_is_exported() {
         let metrics = Metrics::new(Registry::new()).unwrap();
-        let text = metrics.render();
-        assert!(
+        let info = |text: &str| -> Vec<String> {
             text.lines()
-                .any(|l| l == "dhi_admission_catalog_info{snapshot=\"2026-08-22\"} 1"),
-            "{text}"
+                .filter(|l| l.starts_with("dhi_admission_catalog_info{"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let builtin = dhi_policy::Catalog::default();
+        assert_eq!(
+            info(&metrics.render()),
+            [format!(
+                "dhi_admission_catalog_info{{snapshot=\"2026-08-22\",source=\"{}\"}} 1",
+                builtin.snapshot_source()
+            )]
+        );
+        let export = r#"{"source": "mirror export (2027-01-31)", "images": {
+            "app": {"variants": [{"variant": "runtime", "tags": ["1"], "uid": 1, "gid": 1}]}}}"#;
+        let snapshot = dhi_policy::catalog::Snapshot::from_export(export, "f").unwrap();
+        let loaded = dhi_policy::Catalog::with_snapshot(Default::default(), snapshot.into());
+        metrics.set_catalog(&loaded);
+        assert_eq!(
+            info(&metrics.render()),
+            [
+                "dhi_admission_catalog_info{snapshot=\"2027-01-31\",source=\"mirror export (2027-01-31)\"} 1"
+            ],
+            "one series: the snapshot in force"
         );
     }
 

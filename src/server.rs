@@ -32,11 +32,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
 
-use crate::config::{ActivePolicy, Config, Limits, ServeArgs, read_policy_bytes};
+use crate::config::{ActivePolicy, Config, Limits, ServeArgs, parse_policy, read_policy_bytes};
 use crate::metrics::{Metrics, Reloaded, ShedReason};
 use crate::tls::{KeyPairPaths, LoadedPair, SwappableCert};
 use budget::{BodyBudget, Reservation};
 use dhi_policy::answer::{self, Answer};
+use dhi_policy::catalog::Snapshot;
 use dhi_policy::{Mode, Webhook};
 use timed_io::TimedIo;
 
@@ -322,6 +323,8 @@ struct StartFiles {
     pair: LoadedPair,
     client_ca: Option<Vec<u8>>,
     policy: Option<Vec<u8>>,
+    /// The catalog file's bytes and the snapshot they hold (parsed here, off the runtime).
+    catalog: Option<(Vec<u8>, Arc<Snapshot>)>,
 }
 
 fn read_start_files(config: &Config) -> anyhow::Result<StartFiles> {
@@ -340,10 +343,19 @@ fn read_start_files(config: &Config) -> anyhow::Result<StartFiles> {
         Some(path) => Some(read_policy_bytes(path)?),
         None => None,
     };
+    let catalog = match &config.catalog {
+        Some(path) => {
+            let bytes = crate::catalog::read_catalog_bytes(path)?;
+            let snapshot = crate::catalog::parse_catalog(path, &bytes)?;
+            Some((bytes, snapshot))
+        }
+        None => None,
+    };
     Ok(StartFiles {
         pair,
         client_ca,
         policy,
+        catalog,
     })
 }
 
@@ -358,15 +370,24 @@ impl Server {
             pair,
             client_ca,
             policy: policy_bytes,
+            catalog,
         } = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || read_start_files(&config)).await??
         };
-        let policy = match (&config.policy, &policy_bytes) {
-            (Some(path), Some(bytes)) => ActivePolicy::from_bytes(path, bytes, config.mode)?,
-            _ => ActivePolicy::new(Default::default(), config.mode),
+        let file = match (&config.policy, &policy_bytes) {
+            (Some(path), Some(bytes)) => parse_policy(path, bytes)?,
+            _ => Default::default(),
         };
+        let (catalog_bytes, snapshot) = match catalog {
+            Some((bytes, snapshot)) => (Some(bytes), snapshot),
+            None => (None, Snapshot::builtin()),
+        };
+        let policy = ActivePolicy::with_snapshot(file, config.mode, snapshot);
         let state = AppState::new(policy, config.limits)?;
+        state
+            .metrics
+            .set_catalog(state.policy.load().engine.catalog());
         if let Ok(expiry) = crate::certs::cert_not_after(&String::from_utf8_lossy(&pair.cert_pem)) {
             state.metrics.set_cert_expiry(expiry);
         }
@@ -376,6 +397,9 @@ impl Server {
         }
         if config.client_ca.is_some() {
             state.metrics.loaded(Reloaded::ClientCa);
+        }
+        if config.catalog.is_some() {
+            state.metrics.loaded(Reloaded::Catalog);
         }
         let certs = Arc::new(SwappableCert::new(pair.certified.clone()));
         let ca = config.client_ca.as_deref().zip(client_ca.as_deref());
@@ -393,7 +417,13 @@ impl Server {
             state,
             certs,
             tls: Arc::new(ArcSwap::from_pointee(tls)),
-            baseline: reload::Baseline::new(&pair.cert_pem, &pair.key_pem, client_ca, policy_bytes),
+            baseline: reload::Baseline::new(
+                &pair.cert_pem,
+                &pair.key_pem,
+                client_ca,
+                policy_bytes,
+                catalog_bytes,
+            ),
         })
     }
 

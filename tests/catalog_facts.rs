@@ -105,7 +105,13 @@ fn the_export_loaded_at_run_time_answers_as_the_compiled_in_data() {
             "{repo}:{probe}"
         );
     }
-    for name in ["hubble-relay", "dotnet", "sbx-templates"] {
-        assert_eq!(loaded.repository(name), builtin.repository(name), "{name}");
+    // Every repository's variants: users, entry points, and the tags of each.
+    let mut repositories = 0;
+    for name in export()["images"].as_object().unwrap().keys() {
+        let facts = builtin.repository(name);
+        assert!(facts.is_some(), "{name} is not compiled in");
+        assert_eq!(loaded.repository(name), facts, "{name}");
+        repositories += 1;
     }
+    assert_eq!(repositories, builtin.counts().repositories);
 }

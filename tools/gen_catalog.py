@@ -1,95 +1,120 @@
 #!/usr/bin/env python3
-"""Generate crates/dhi-policy/src/catalog/data.rs from the DHI catalog export (images.json).
+"""Generate crates/dhi-policy/src/catalog/builtin.jsonl from the DHI catalog export (images.json).
 
-Usage: tools/gen_catalog.py [../shared/dhi-catalog/images.json] > crates/dhi-policy/src/catalog/data.rs
+Usage: tools/gen_catalog.py [../shared/dhi-catalog/images.json] > crates/dhi-policy/src/catalog/builtin.jsonl
 
-The output is plain static data: sorted slices the catalog binary-searches, so a lookup
-allocates nothing and start-up parses nothing. Re-run it when the export is refreshed;
-`tests/catalog_facts.rs` checks every tag of the export against the compiled-in data.
+The export lists every tag of every variant definition (18,000 tags, 1 MiB). Tags are
+generated in the catalog as version x suffix products (`1.30.3`, `1.30`, `1` times ``,
+`-debian13`, `-dev`...), so the compact form stores those products, and the catalog
+expands them when the binary starts. One line per repository keeps a refresh reviewable
+in a diff. The format is documented in crates/dhi-policy/src/catalog/compact.rs, which
+reads it; `tests/catalog_facts.rs` proves that the expansion answers exactly as the
+export for every repository and tag.
 """
 import json
 import re
 import sys
 from collections import Counter
 
-DEV_TOKEN = re.compile(r"(^|[-_.])dev($|[-_.])")
+VERSION = re.compile(r"^(v?\d+(\.\d+)*|latest)$")
 
 
-def rust_str(s):
-    return json.dumps(s)  # JSON string escapes are valid Rust string escapes for this data
+def compact(value):
+    return json.dumps(value, separators=(",", ":"))
 
 
-def default_variant(variants, dev):
-    """The variant an unknown tag falls back to when its family does not decide: the most
-    common (uid, gid) of that kind, ties going to the non-root one (it is the safer guess
-    for injection)."""
-    idx = [i for i, v in enumerate(variants) if v["dev"] == dev]
-    if not idx:
-        return None
-    counts = Counter((variants[i]["uid"], variants[i]["gid"]) for i in idx)
-    best = max(counts.items(), key=lambda kv: (kv[1], kv[0][0] != 0))[0]
-    return next(i for i in idx if (variants[i]["uid"], variants[i]["gid"]) == best)
+def split_tag(tag):
+    """`1.30.3-debian13-dev` is (`1.30.3`, `-debian13-dev`); a tag that does not start
+    with a version is all suffix."""
+    first = tag.split("-")[0]
+    if VERSION.match(first):
+        return first, tag[len(first):]
+    return "", tag
 
 
-def snapshot_date(source):
-    """The snapshot's date, written last in the source line: `... (2026-08-22)`."""
-    dates = re.findall(r"\d{4}-\d{2}-\d{2}", source)
-    if not dates:
-        sys.exit(f"no date in the export's source: {source!r}")
-    return dates[-1]
+def prefixes(version):
+    parts = version.split(".")
+    return {".".join(parts[:k]) for k in range(1, len(parts) + 1)}
+
+
+def encode_versions(versions):
+    """A string of space-separated versions, each standing for itself and its prefixes
+    (`1.30.3` is `1`, `1.30`, `1.30.3`), when that is exactly the set; else the list."""
+    maxima = [v for v in versions if not any(w.startswith(v + ".") for w in versions)]
+    if all(maxima) and set().union(*map(prefixes, maxima)) == set(versions):
+        return " ".join(maxima)
+    return list(versions)
+
+
+def encode_suffixes(suffixes, tails):
+    """A shared tail list's index; `[heads, index]`, each head followed by each tail;
+    or the list itself."""
+    key = tuple(suffixes)
+    if key in tails:
+        return tails[key]
+    best = None
+    for tail, index in tails.items():
+        if len(tail) < 2:
+            continue
+        heads = sorted({s[: len(s) - len(t)] for s in suffixes for t in tail if s.endswith(t)})
+        heads = [h for h in heads if all(h + t in suffixes for t in tail)]
+        if len(heads) * len(tail) == len(suffixes) and {h + t for h in heads for t in tail} == set(suffixes):
+            if best is None or len(heads) < len(best[0]):
+                best = (heads, index)
+    return list(best) if best else list(suffixes)
+
+
+def repository(export_repo):
+    """Distinct variants (dev, uid, gid, entrypoint, cmd) in the export's order, and the
+    tag groups: (variant, versions, suffixes) with every tag their product."""
+    variants, tags = [], {}
+    for v in export_repo["variants"]:
+        key = (v["variant"] == "dev", v["uid"], v["gid"], v.get("entrypoint", []), v.get("cmd", []))
+        if key not in variants:
+            variants.append(key)
+        i = variants.index(key)
+        for tag in v["tags"]:
+            if tags.setdefault(tag, i) != i and variants[tags[tag]][:3] != key[:3]:
+                sys.exit(f"{tag} is listed with two different users")
+    by_suffix = {}
+    for tag, i in sorted(tags.items()):
+        version, suffix = split_tag(tag)
+        by_suffix.setdefault((i, suffix), []).append(version)
+    groups = {}
+    for (i, suffix), versions in by_suffix.items():
+        groups.setdefault((i, tuple(versions)), []).append(suffix)
+    return variants, groups
 
 
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else "../shared/dhi-catalog/images.json"
     with open(path) as f:
         export = json.load(f)
-    out = [
-        "// @generated by tools/gen_catalog.py from the DHI catalog export; do not edit.",
-        f"// Source: {export['source']}",
-        "",
-        "use super::{RepoData, VariantData};",
-        "",
-        "/// Where the data comes from.",
-        f"pub(super) const SOURCE: &str = {rust_str(export['source'])};",
-        "/// The date of the catalog snapshot.",
-        f"pub(super) const DATE: &str = {rust_str(snapshot_date(export['source']))};",
-        "",
-        "pub(super) static REPOS: &[RepoData] = &[",
-    ]
-    for name in sorted(export["images"]):
-        repo = export["images"][name]
-        variants = []  # distinct (dev, uid, gid, entrypoint, cmd)
-        tags = {}
-        for v in repo["variants"]:
-            key = {
-                "dev": v["variant"] == "dev",
-                "uid": v["uid"],
-                "gid": v["gid"],
-                "entrypoint": v.get("entrypoint", []),
-                "cmd": v.get("cmd", []),
-            }
-            if key not in variants:
-                variants.append(key)
-            i = variants.index(key)
-            for tag in v["tags"]:
-                if tags.setdefault(tag, i) != i:
-                    sys.exit(f"{name}:{tag} is listed with two different users")
-        rt = default_variant(variants, dev=False)
-        dev = default_variant(variants, dev=True)
-        strs = lambda xs: "&[" + ", ".join(rust_str(x) for x in xs) + "]"
-        vs = ", ".join(
-            f"VariantData {{ dev: {str(v['dev']).lower()}, uid: {v['uid']}, gid: {v['gid']}, "
-            f"entrypoint: {strs(v['entrypoint'])}, cmd: {strs(v['cmd'])} }}"
-            for v in variants
-        )
-        ts = ", ".join(f"({rust_str(t)}, {i})" for t, i in sorted(tags.items()))
-        opt = lambda x: "None" if x is None else f"Some({x})"
-        out.append(
-            f"    RepoData {{ name: {rust_str(name)}, variants: &[{vs}], "
-            f"runtime: {opt(rt)}, dev: {opt(dev)}, tags: &[{ts}] }},"
-        )
-    out.append("];")
-    print("\n".join(out))
+    repos = [(name, *repository(export["images"][name])) for name in sorted(export["images"])]
+    # Suffix lists that more than one group uses (`["", "-debian", "-debian13"]`) are
+    # written once, in the header.
+    used = Counter(tuple(s) for _, _, groups in repos for s in groups.values())
+    shared = [list(s) for s, n in used.most_common() if n > 1]
+    tails = {tuple(s): i for i, s in enumerate(shared)}
+    print(compact({"source": export["source"], "tails": shared}))
+    for name, variants, groups in repos:
+        out_variants, start = [], ([], [])
+        for dev, uid, gid, entrypoint, cmd in variants:
+            ids = f"{uid}" if uid == gid else f"{uid}:{gid}"
+            item = [("dev " if dev else "run ") + ids]
+            if (entrypoint, cmd) != start:
+                item.append(entrypoint)
+                if cmd:
+                    item.append(cmd)
+            start = (entrypoint, cmd)
+            out_variants.append(item)
+        version_sets, out_groups = [], []
+        for (i, versions), suffixes in groups.items():
+            encoded = encode_versions(versions)
+            if encoded not in version_sets:
+                version_sets.append(encoded)
+            out_groups.append([i, version_sets.index(encoded), encode_suffixes(suffixes, tails)])
+        print(compact([name, out_variants, version_sets, out_groups]))
 
 
 if __name__ == "__main__":

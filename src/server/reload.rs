@@ -1,4 +1,5 @@
-//! Hot reload of the serving certificate, the client CA and the policy file.
+//! Hot reload of the serving certificate, the client CA, the policy file and the
+//! catalog file.
 //!
 //! Files are polled, not watched: kubelet and cert-manager rotate Secret and ConfigMap
 //! volumes by swapping a `..data` symlink, which per-file inotify watches miss, and a
@@ -6,6 +7,10 @@
 //! the blocking pool, never on a runtime worker (a slow or hung volume must not stall
 //! requests). A change is applied only once it parses; a broken version is logged and
 //! counted once, and the last good one stays in use.
+//!
+//! The engine in force is the policy and the catalog together: a new policy is built on
+//! the catalog snapshot in force, and a new catalog under the policy in force. One task
+//! applies both, so neither change can undo the other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +19,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::AppState;
-use crate::config::{ActivePolicy, Config, read_policy_bytes};
+use crate::catalog::{parse_catalog, read_catalog_bytes};
+use crate::config::{ActivePolicy, Config, parse_policy, read_policy_bytes};
 use crate::metrics::Reloaded;
 use crate::tls::{KeyPairPaths, SwappableCert};
 
@@ -52,21 +58,24 @@ pub(super) struct Baseline {
     cert: Vec<u8>,
     client_ca: Option<Vec<u8>>,
     policy: Option<Vec<u8>>,
+    catalog: Option<Vec<u8>>,
 }
 
 impl Baseline {
-    /// The certificate and key PEM in use, the client CA's and the policy file's
-    /// bytes (if any).
+    /// The certificate and key PEM in use, the client CA's, the policy file's and the
+    /// catalog file's bytes (if any).
     pub(super) fn new(
         cert_pem: &[u8],
         key_pem: &[u8],
         client_ca: Option<Vec<u8>>,
         policy: Option<Vec<u8>>,
+        catalog: Option<Vec<u8>>,
     ) -> Self {
         Self {
             cert: concat(cert_pem, key_pem),
             client_ca,
             policy,
+            catalog,
         }
     }
 }
@@ -83,6 +92,9 @@ struct Files {
     pair: Option<(Vec<u8>, Vec<u8>)>,
     client_ca: Option<Vec<u8>>,
     policy: Option<Vec<u8>>,
+    /// A file over the size cap is read as `Err`: refused and counted like one that
+    /// does not parse, not skipped like a missing one.
+    catalog: Option<Result<Vec<u8>, String>>,
 }
 
 /// Reads the watched files on the blocking pool.
@@ -90,16 +102,25 @@ async fn read_files(config: &Config) -> Files {
     let tls = config.tls.clone();
     let client_ca = config.client_ca.clone();
     let policy = config.policy.clone();
+    let catalog = config.catalog.clone();
     tokio::task::spawn_blocking(move || Files {
         pair: tls.read().ok(),
         client_ca: client_ca.and_then(|path| std::fs::read(path).ok()),
         policy: policy.and_then(|path| read_policy_bytes(&path).ok()),
+        catalog: catalog.and_then(|path| match read_catalog_bytes(&path) {
+            Ok(bytes) => Some(Ok(bytes)),
+            Err(err @ crate::catalog::CatalogFileError::TooLarge { .. }) => {
+                Some(Err(err.to_string()))
+            }
+            Err(_) => None,
+        }),
     })
     .await
     .unwrap_or(Files {
         pair: None,
         client_ca: None,
         policy: None,
+        catalog: None,
     })
 }
 
@@ -132,6 +153,10 @@ pub(super) async fn watch_files(
         applied: baseline.policy,
         refused: None,
     };
+    let mut catalog_seen = Seen {
+        applied: baseline.catalog,
+        refused: None,
+    };
     let mut tick = tokio::time::interval(config.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -148,6 +173,9 @@ pub(super) async fn watch_files(
         }
         if let Some(text) = files.policy {
             reload_policy(&config, &state, text, &mut policy_seen);
+        }
+        if let Some(read) = files.catalog {
+            reload_catalog(&config, &state, read, &mut catalog_seen).await;
         }
     }
 }
@@ -226,7 +254,12 @@ fn reload_policy(config: &Config, state: &AppState, text: Vec<u8>, seen: &mut Se
     if !seen.is_new(&text) {
         return;
     }
-    match ActivePolicy::from_bytes(path, &text, config.mode) {
+    let parsed = parse_policy(path, &text).map(|file| {
+        // On the catalog in force, which a catalog reload may have replaced.
+        let snapshot = state.policy.load().engine.catalog().snapshot().clone();
+        ActivePolicy::with_snapshot(file, config.mode, snapshot)
+    });
+    match parsed {
         Ok(policy) => {
             tracing::info!(policy = %path.display(), mode = %policy.mode, "policy reloaded");
             state.policy.store(Arc::new(policy));
@@ -235,6 +268,62 @@ fn reload_policy(config: &Config, state: &AppState, text: Vec<u8>, seen: &mut Se
         Err(err) => {
             tracing::error!(error = %format_args!("{:#}", anyhow::Error::new(err)), "new policy refused; the previous one stays in force");
             seen.settle(state, Reloaded::Config, text, false);
+        }
+    }
+}
+
+async fn reload_catalog(
+    config: &Config,
+    state: &AppState,
+    read: Result<Vec<u8>, String>,
+    seen: &mut Seen,
+) {
+    let Some(path) = &config.catalog else {
+        return;
+    };
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(too_large) => {
+            // Remembered by its error message rather than its bytes: refused and
+            // counted once, not every tick, and never held in memory.
+            let marker = too_large.as_bytes().to_vec();
+            if seen.is_new(&marker) {
+                tracing::error!(error = %too_large, "new catalog refused; the previous one stays in force");
+                seen.settle(state, Reloaded::Catalog, marker, false);
+            }
+            return;
+        }
+    };
+    if !seen.is_new(&bytes) {
+        return;
+    }
+    // A 1 MiB export parses in milliseconds: on the blocking pool, not a runtime worker.
+    let parsed = {
+        let (path, bytes) = (path.clone(), bytes.clone());
+        tokio::task::spawn_blocking(move || parse_catalog(&path, &bytes)).await
+    };
+    match parsed {
+        Ok(Ok(snapshot)) => {
+            // Under the policy in force, which a policy reload may have replaced.
+            let policy = state.policy.load().on_catalog(snapshot);
+            let catalog = policy.engine.catalog();
+            tracing::info!(
+                catalog = %path.display(),
+                snapshot = catalog.snapshot_date(),
+                repositories = catalog.counts().repositories,
+                "catalog reloaded"
+            );
+            state.metrics.set_catalog(catalog);
+            state.policy.store(Arc::new(policy));
+            seen.settle(state, Reloaded::Catalog, bytes, true);
+        }
+        Ok(Err(err)) => {
+            tracing::error!(error = %format_args!("{:#}", anyhow::Error::new(err)), "new catalog refused; the previous one stays in force");
+            seen.settle(state, Reloaded::Catalog, bytes, false);
+        }
+        Err(join) => {
+            // The parse panicked or was cancelled: not judged, tried again next tick.
+            tracing::error!(error = %join, "catalog reload failed; the previous one stays in force");
         }
     }
 }

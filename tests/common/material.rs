@@ -146,6 +146,16 @@ impl Material {
         self.dir.path().join("client-ca.pem")
     }
 
+    /// Where `--catalog` is written.
+    pub fn catalog_path(&self) -> PathBuf {
+        self.dir.path().join("catalog.json")
+    }
+
+    /// Replaces the catalog file (atomically, as kubelet updates a ConfigMap).
+    pub fn write_catalog(&self, json: &str) {
+        write_atomic(&self.catalog_path(), json.as_bytes());
+    }
+
     /// Replaces the policy file atomically.
     pub fn write_policy(&self, yaml: &str) {
         write_atomic(&self.policy_path, yaml.as_bytes());

@@ -27,6 +27,8 @@ pub struct ServerOptions {
     pub hold_serve: bool,
     /// `--client-ca`: PEM written to `client-ca.pem` in the material directory.
     pub client_ca: Option<String>,
+    /// `--catalog`: a catalog export written to `catalog.json` in the material directory.
+    pub catalog: Option<String>,
 }
 
 /// The default limits with a short shutdown grace, so tests end quickly.
@@ -47,6 +49,7 @@ impl Default for ServerOptions {
             layout: CertLayout::Files,
             hold_serve: false,
             client_ca: None,
+            catalog: None,
         }
     }
 }
@@ -98,6 +101,11 @@ impl TestServer {
             },
             client_ca,
             policy: Some(material.policy_path.clone()),
+            catalog: opts.catalog.as_ref().map(|json| {
+                let path = material.catalog_path();
+                write_atomic(&path, json.as_bytes());
+                path
+            }),
             mode: opts.mode,
             limits: opts.limits,
             reload_interval: opts.reload_interval,
