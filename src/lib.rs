@@ -13,6 +13,7 @@ pub mod certs;
 pub mod check;
 pub mod config;
 pub mod metrics;
+pub mod report;
 pub mod server;
 pub mod tls;
 pub mod webhooks;
