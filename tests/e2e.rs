@@ -34,6 +34,8 @@ mod audit;
 mod certs;
 #[path = "e2e/reinvocation.rs"]
 mod reinvocation;
+#[path = "e2e/scan.rs"]
+mod scan;
 #[path = "e2e/scope.rs"]
 mod scope;
 #[path = "e2e/seed.rs"]
