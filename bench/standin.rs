@@ -236,6 +236,12 @@ impl Cluster {
         };
         let (ns, plural) = match rest {
             ["namespaces"] => return self.page(&self.namespaces, None, query, "NamespaceList"),
+            // As for a user whose Role covers one namespace's workloads, not the Namespace.
+            ["namespaces", ns] if ns.starts_with("forbidden-") => {
+                return forbidden(&format!(
+                    "namespaces \"{ns}\" is forbidden: User \"standin\" cannot get resource \"namespaces\" in API group \"\" in the namespace \"{ns}\""
+                ));
+            }
             ["namespaces", ns] => {
                 return match self.namespaces.iter().find(|(n, _)| n == ns) {
                     Some((_, object)) => json_response(object.clone()),
@@ -308,11 +314,19 @@ fn json_response(body: String) -> Response {
 }
 
 fn not_found(path: &str) -> Response {
+    let message = format!("the server could not find the requested resource ({path})");
+    failure(StatusCode::NOT_FOUND, "NotFound", &message)
+}
+
+fn forbidden(message: &str) -> Response {
+    failure(StatusCode::FORBIDDEN, "Forbidden", message)
+}
+
+fn failure(code: StatusCode, reason: &str, message: &str) -> Response {
     let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "message": format!("the server could not find the requested resource ({path})"),
-        "reason": "NotFound", "code": 404});
+        "message": message, "reason": reason, "code": code.as_u16()});
     (
-        StatusCode::NOT_FOUND,
+        code,
         [(header::CONTENT_TYPE, "application/json")],
         status.to_string(),
     )

@@ -123,10 +123,26 @@ async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
     let mut inventory = Inventory::new(&policy.engine, policy.mode);
     match &at {
         Where::Namespace(ns) => {
-            let labels = cluster::get_labels(&client, &format!("/api/v1/namespaces/{ns}"))
-                .await
-                .with_context(|| format!("reading namespace {ns}"))?;
-            inventory.namespace(ns, labels.get(report::MODE_LABEL).map(String::as_str));
+            match cluster::get_labels(&client, &format!("/api/v1/namespaces/{ns}")).await {
+                Ok(labels) => {
+                    inventory.namespace(ns, labels.get(report::MODE_LABEL).map(String::as_str))
+                }
+                // A namespace's own users may list its workloads without reading the
+                // Namespace object: judge it in the server's mode, and say so.
+                Err(err)
+                    if err
+                        .downcast_ref::<cluster::Refused>()
+                        .is_some_and(|r| r.status == http::StatusCode::FORBIDDEN) =>
+                {
+                    eprintln!(
+                        "warning: cannot read namespace {ns} ({err}); its {} label is not \
+                         known: judged in the server's mode ({})",
+                        report::MODE_LABEL,
+                        policy.mode
+                    );
+                }
+                Err(err) => return Err(err.context(format!("reading namespace {ns}"))),
+            }
         }
         Where::All => {
             cluster::list_each(&client, "/api/v1/namespaces", args.page_size, |raw| {

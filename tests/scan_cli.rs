@@ -138,6 +138,27 @@ fn a_namespace_that_does_not_exist_is_an_error() {
 }
 
 #[test]
+fn a_namespace_whose_labels_cannot_be_read_is_judged_in_the_servers_mode() {
+    let run = scan(&[
+        "--kubeconfig",
+        kubeconfig(),
+        "-n",
+        "forbidden-team",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        "warning: cannot read namespace forbidden-team (GET /api/v1/namespaces/forbidden-team: \
+         403 Forbidden: namespaces \"forbidden-team\" is forbidden: User \"standin\" cannot get \
+         resource \"namespaces\" in API group \"\" in the namespace \"forbidden-team\"); its \
+         dhi.io/mode label is not known: judged in the server's mode (enforce)\n"
+    );
+    assert_eq!(json(&run)["workloads"], json!([]));
+}
+
+#[test]
 fn the_stand_in_cluster_is_reported_through_its_owners_whatever_the_page_size() {
     // The context's namespace (ns-000) by default.
     let small = scan(&[

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use http_body_util::{BodyExt, Limited};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -216,9 +216,26 @@ async fn get(
         let message = serde_json::from_slice::<Status>(&body)
             .map(|s| s.message)
             .unwrap_or_default();
-        bail!("GET {path}: {status}: {message}");
+        return Err(Refused {
+            path: path.to_owned(),
+            status,
+            message,
+        }
+        .into());
     }
     Ok(body)
+}
+
+/// The API server answered with an error status.
+#[derive(Debug, thiserror::Error)]
+#[error("GET {path}: {status}: {message}")]
+pub struct Refused {
+    /// The path asked for.
+    pub path: String,
+    /// The status.
+    pub status: http::StatusCode,
+    /// The Status object's message.
+    pub message: String,
 }
 
 /// Whether `name` is a valid namespace name (an RFC 1123 label), so it can go into a path.
