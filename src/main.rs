@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use dhi_admission::{catalog, certs, check, config, server, webhooks};
+use dhi_admission::{catalog, certs, check, config, scan, server, webhooks};
 
 // mimalloc: the allocator is a large share of the request path's CPU. Built with
 // `no_thp` (Cargo.toml): transparent huge pages raise idle RSS and buy no CPU here.
@@ -39,6 +39,9 @@ enum Command {
     Serve(config::ServeArgs),
     /// Evaluate manifests offline, with the same verdicts as the webhook.
     Check(check::CheckArgs),
+    /// Judge the workloads running in a cluster, as the webhook would: verdicts, fixes,
+    /// patches and hardened equivalents.
+    Scan(scan::ScanArgs),
     /// Certificates for development and for in-cluster bootstrap.
     Certs {
         #[command(subcommand)]
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
     let serving = matches!(cli.command, Command::Serve(_));
     let result = match cli.command {
         Command::Check(args) => return check::run(args),
+        Command::Scan(args) => return scan::run(args),
         Command::Webhooks(args) => webhooks::run(args),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(server::run(args))),
         Command::Catalog { command } => catalog::run(command),

@@ -163,7 +163,7 @@ async fn admit(
         _ => None,
     };
     let policy = state.policy.load();
-    let mode = path_mode.map_or(policy.mode, |m| lenient(m, policy.mode));
+    let mode = path_mode.map_or(policy.mode, |m| m.at_most(policy.mode));
     let answer = match body {
         Ok((body, _reservation)) => {
             // The engine is synchronous: a panic is caught here and costs this request only.
@@ -183,23 +183,6 @@ async fn admit(
         .metrics
         .observe(webhook, mode, &answer, started.elapsed().as_secs_f64());
     reply(answer)
-}
-
-/// The mode of a request that came by a namespace's mode path (`/…/audit`, `/…/warn`):
-/// that mode, but never stricter than the server's own (`--mode`, the policy file). A path
-/// only relaxes: in a cluster-wide audit install, a namespace labelled warn is audited,
-/// not patched.
-fn lenient(path: Mode, server: Mode) -> Mode {
-    let strictness = |m: Mode| match m {
-        Mode::Audit => 0,
-        Mode::Warn => 1,
-        Mode::Enforce => 2,
-    };
-    if strictness(path) <= strictness(server) {
-        path
-    } else {
-        server
-    }
 }
 
 /// Reads a JSON body within the size and time limits and the body budget, or the

@@ -36,6 +36,8 @@ mod certs;
 mod reinvocation;
 #[path = "e2e/safe_install.rs"]
 mod safe_install;
+#[path = "e2e/scan.rs"]
+mod scan;
 #[path = "e2e/scope.rs"]
 mod scope;
 #[path = "e2e/seed.rs"]

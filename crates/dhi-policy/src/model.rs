@@ -78,6 +78,22 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// This mode, but never stricter than `ceiling`: a namespace's `dhi.io/mode` label
+    /// (the webhooks' `/…/audit` and `/…/warn` paths) only relaxes the server's mode, so in
+    /// a cluster-wide audit install a namespace labelled warn is audited, not patched.
+    pub fn at_most(self, ceiling: Mode) -> Mode {
+        let strictness = |m: Mode| match m {
+            Mode::Audit => 0,
+            Mode::Warn => 1,
+            Mode::Enforce => 2,
+        };
+        if strictness(self) <= strictness(ceiling) {
+            self
+        } else {
+            ceiling
+        }
+    }
+
     /// The mode's name, also its metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
