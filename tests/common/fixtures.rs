@@ -1,5 +1,5 @@
 //! AdmissionReview fixtures and builders, shared by the integration tests and the
-//! benchmarks (`#[path = "../tests/common/fixtures.rs"] mod fixtures;`).
+//! engine's benchmarks (`crates/dhi-policy/benches/engine.rs` includes this file).
 //!
 //! Depends on `serde_json` only. The files under `tests/fixtures/reviews/` are what
 //! kube-apiserver sends (pretty-printed); the generated large pod is deterministic, so
@@ -11,8 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
-/// Where the review fixtures live.
-pub const FIXTURES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reviews");
+/// Where the review fixtures live: `tests/fixtures/reviews` of the workspace, found from
+/// whichever package includes this file (the root's tests, the engine's benchmarks).
+pub fn fixtures_dir() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|dir| dir.join("tests/fixtures/reviews"))
+        .find(|dir| dir.is_dir())
+        .unwrap_or_else(|| panic!("no tests/fixtures/reviews above {}", manifest.display()))
+}
 
 /// The Istio-injected pod (istio-init as root with NET_ADMIN/NET_RAW, the app on
 /// `dhi.io/python:3.13`, the `istio-proxy` sidecar as 1337), about 9 KB compact.
@@ -24,8 +32,8 @@ pub const DEPLOYMENT: &str = "deployment.json";
 
 /// The raw bytes of a fixture file, exactly as stored.
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
-    let path = format!("{FIXTURES_DIR}/{name}");
-    std::fs::read(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"))
+    let path = fixtures_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
 }
 
 /// A fixture parsed.

@@ -30,7 +30,7 @@ use dhi_policy::catalog::{Catalog, RepoOverride};
 use dhi_policy::image_ref::ImageRef;
 use dhi_policy::{Engine, Mode, Webhook};
 
-#[path = "../tests/common/fixtures.rs"]
+#[path = "../../../tests/common/fixtures.rs"]
 mod fixtures;
 
 // === counting allocator ===
