@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod audit;
 pub mod catalog;
 pub mod certs;
 pub mod check;
