@@ -14,6 +14,8 @@ pub mod certs;
 pub mod check;
 pub mod config;
 pub mod metrics;
+pub mod report;
+pub mod scan;
 pub mod server;
 pub mod tls;
 pub mod webhooks;

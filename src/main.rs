@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use dhi_admission::{audit, catalog, certs, check, config, server, webhooks};
+use dhi_admission::{audit, catalog, certs, check, config, scan, server, webhooks};
 
 // mimalloc: the allocator is a large share of the request path's CPU. Built with
 // `no_thp` (Cargo.toml): transparent huge pages raise idle RSS and buy no CPU here.
@@ -38,6 +38,9 @@ enum Command {
     Serve(config::ServeArgs),
     /// Evaluate manifests offline, with the same verdicts as the webhook.
     Check(check::CheckArgs),
+    /// Judge the workloads running in a cluster, as the webhook would: verdicts, fixes,
+    /// patches and hardened equivalents.
+    Scan(scan::ScanArgs),
     /// Keep PolicyReports of the cluster's running workloads current (background audit).
     Audit(audit::AuditArgs),
     /// Certificates for development and for in-cluster bootstrap.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
     let serving = matches!(cli.command, Command::Serve(_) | Command::Audit(_));
     let result = match cli.command {
         Command::Check(args) => return check::run(args),
+        Command::Scan(args) => return scan::run(args),
         Command::Webhooks(args) => webhooks::run(args),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(server::run(args))),
         Command::Audit(args) => runtime().and_then(|rt| rt.block_on(audit::run(args))),

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use crate::catalog::{Catalog, Snapshot};
 use crate::decision::{Decision, Finding, PatchedBy, merge_warnings};
 use crate::glob::glob_match;
-use crate::image_ref::{DOCKER_HUB, ImageRef};
+use crate::image_ref::{DOCKER_HUB, ImageField, ImageRef};
 use crate::model::{Mode, Operation, Scope, Webhook};
-use crate::policy_file::PolicyFile;
+use crate::policy_file::{PolicyFile, TagCheck};
 use crate::request::{ObjectSource, Request, RequestError};
-use crate::rewrite::{HardenedImage, MappingTable};
+use crate::rewrite::{Equivalent, HardenedImage, MappingTable};
 use crate::rules::{self, Evaluation, Purpose};
 use crate::spec::ObjectView;
 use crate::workload::WorkloadKind;
@@ -329,6 +329,44 @@ impl Engine {
         if !rewrite.enabled {
             return None;
         }
+        self.hardened_target(image, rewrite.official_images)
+    }
+
+    /// What the catalog offers in place of an image, whether or not the webhook
+    /// rewrites it: the migration fact `scan` and the audit report. The target is the
+    /// one a rewrite would write (mappings, the policy's target template and tag
+    /// transforms), and Docker Official Images count when the catalog has their name.
+    pub fn equivalent(&self, image: &str) -> Equivalent {
+        let Ok(ImageField::Ref(image)) = ImageField::parse(image) else {
+            // Placeholders and invalid references: `invalid-image` reports the latter.
+            return Equivalent::NotAnImage;
+        };
+        if image.hardened_repo().is_some() {
+            return Equivalent::Hardened;
+        }
+        let Some(target) = self.hardened_target(&image, true) else {
+            return Equivalent::None;
+        };
+        let catalog = &self.catalog;
+        if self.policy.rewrite.tags == TagCheck::Any || catalog.has_tag(target.repo, target.tag) {
+            Equivalent::Exact {
+                target: target.image,
+            }
+        } else {
+            Equivalent::OtherTags {
+                repository: self.policy.rewrite.target.render(target.repo),
+                tag: target.tag.to_owned(),
+                nearest: catalog.nearest_lines(target.repo, target.tag),
+            }
+        }
+    }
+
+    fn hardened_target<'a>(
+        &'a self,
+        image: &'a ImageRef<'_>,
+        official_images: bool,
+    ) -> Option<HardenedImage<'a>> {
+        let rewrite = &self.policy.rewrite;
         let (repo, tag): (&str, Option<&str>) =
             match self.mappings.get(&image.registry, &image.repository) {
                 Some(m) => (m.to.as_str(), image.tag.map(|t| m.transform_tag(t))),
@@ -337,7 +375,7 @@ impl Engine {
                         .repository
                         .strip_prefix("library/")
                         .filter(|_| image.registry == DOCKER_HUB)?;
-                    if !rewrite.official_images || !self.catalog.contains(name) {
+                    if !official_images || !self.catalog.contains(name) {
                         return None;
                     }
                     (name, image.tag)
@@ -452,6 +490,31 @@ mod tests {
             sub_resource,
             namespace,
         }
+    }
+
+    #[test]
+    fn equivalents_come_from_the_catalog_whether_or_not_the_webhook_rewrites() {
+        let engine = Engine::new(PolicyFile::from_yaml("rewrite: {enabled: false}").unwrap());
+        assert_eq!(engine.equivalent("dhi.io/nginx:1.29"), Equivalent::Hardened);
+        assert_eq!(
+            engine.equivalent("docker.io/istio/proxyv2:1.30.3-distroless"),
+            Equivalent::Exact {
+                target: "dhi.io/istio-proxyv2:1.30.3".to_owned()
+            }
+        );
+        assert_eq!(
+            engine.equivalent("example.com/team/app:1"),
+            Equivalent::None
+        );
+        assert_eq!(engine.equivalent("auto"), Equivalent::NotAnImage);
+        assert_eq!(engine.equivalent("Not An Image"), Equivalent::NotAnImage);
+        let Equivalent::OtherTags {
+            repository, tag, ..
+        } = engine.equivalent("nginx:0.1")
+        else {
+            panic!("{:?}", engine.equivalent("nginx:0.1"));
+        };
+        assert_eq!((repository.as_str(), tag.as_str()), ("dhi.io/nginx", "0.1"));
     }
 
     #[test]

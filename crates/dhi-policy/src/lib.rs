@@ -53,6 +53,7 @@ pub use model::{
 };
 pub use policy_file::PolicyFile;
 pub use request::{DecodeError, GroupKind, ObjectSource, Request, RequestError, decode_object};
+pub use rewrite::Equivalent;
 pub use rules::Evaluation;
 pub use spec::ObjectView;
 pub use workload::WorkloadKind;

@@ -44,3 +44,30 @@ pub(crate) struct HardenedImage<'a> {
     /// The hardened tag, for the catalog (`latest` when none was written).
     pub tag: &'a str,
 }
+
+/// What the catalog offers in place of an image ([`Engine::equivalent`]).
+///
+/// [`Engine::equivalent`]: crate::Engine::equivalent
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Equivalent {
+    /// Already a Docker Hardened Image (or a mirror of one).
+    Hardened,
+    /// The catalog lists this exact reference.
+    Exact {
+        /// The reference to run (`dhi.io/nginx:1.29`), through the policy's target template.
+        target: String,
+    },
+    /// The catalog has the repository but not the tag.
+    OtherTags {
+        /// The repository (`dhi.io/nginx`), through the policy's target template.
+        repository: String,
+        /// The tag asked for (`latest` when none was written).
+        tag: String,
+        /// The nearest version lines it lists (at most three).
+        nearest: Vec<String>,
+    },
+    /// No hardened equivalent is known.
+    None,
+    /// A placeholder or an invalid reference.
+    NotAnImage,
+}

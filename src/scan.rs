@@ -1,0 +1,233 @@
+//! `dhi-admission scan`: the webhook's verdicts on what already runs in a cluster.
+//!
+//! Lists Pods and every workload kind the engine reads, page by page, and judges each
+//! owner once with the same engine, policy file and catalog as `serve`, in the mode
+//! each namespace's `dhi.io/mode` label routes it to ([`crate::report`] has the model).
+//! Prints a table, JSON, or the `wgpolicyk8s.io` PolicyReports.
+//!
+//! Exit status as `check`'s: 0 when nothing would be denied, 1 when a workload in an
+//! enforcing namespace breaks a rule, 2 for bad usage or when the cluster cannot be read.
+
+mod cluster;
+mod inventory;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::config::ActivePolicy;
+use crate::report::{self, Summary, WorkloadReport, policyreport};
+use cluster::Where;
+use dhi_policy::Mode;
+use inventory::{Inventory, LIST_ORDER};
+
+/// Exit status when a workload would be denied.
+const EXIT_DENIED: u8 = 1;
+/// Exit status for bad usage, or a cluster that cannot be read.
+const EXIT_ERROR: u8 = 2;
+
+/// Arguments of `dhi-admission scan`.
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Kubeconfig file (its current context) [default: $KUBECONFIG, ~/.kube/config, else
+    /// the in-cluster service account].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Scan this namespace [default: the kubeconfig context's namespace].
+    #[arg(
+        long,
+        short = 'n',
+        value_name = "NAME",
+        conflicts_with = "all_namespaces"
+    )]
+    pub namespace: Option<String>,
+    /// Scan every namespace.
+    #[arg(long, short = 'A')]
+    pub all_namespaces: bool,
+    /// Policy file, as given to the webhook (`serve --config`); the built-in policy
+    /// without one.
+    #[arg(long, visible_alias = "config", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The server-wide mode, for namespaces without a `dhi.io/mode` label [default: the
+    /// policy file's mode, else enforce].
+    #[arg(long, value_name = "enforce|warn|audit")]
+    pub mode: Option<Mode>,
+    /// A catalog file in the format of the DHI catalog export (`images.json`), in place
+    /// of the compiled-in snapshot.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Objects per list request (`limit`).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size: u32,
+}
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table of workloads, then the summary.
+    Text,
+    /// One JSON document: mode, workloads, summary, errors.
+    Json,
+    /// PolicyReports (one per namespace) and a ClusterPolicyReport, as a YAML stream.
+    Policyreport,
+}
+
+/// `--output json`.
+#[derive(Serialize)]
+struct JsonReport<'r> {
+    /// The server-wide mode.
+    mode: &'static str,
+    workloads: &'r [WorkloadReport],
+    summary: &'r Summary,
+    errors: &'r [String],
+}
+
+/// Runs the command and returns its exit status.
+pub fn run(args: ScanArgs) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(scan(&args)));
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
+    if let Some(ns) = &args.namespace {
+        anyhow::ensure!(
+            cluster::valid_namespace(ns),
+            "-n {ns:?}: not a namespace name (lower-case letters, digits and '-', at most 63)"
+        );
+    }
+    let policy = load_policy(args)?;
+    let (client, default_namespace) = cluster::client(args.kubeconfig.as_deref()).await?;
+    let at = match (&args.namespace, args.all_namespaces) {
+        (_, true) => Where::All,
+        (Some(ns), false) => Where::Namespace(ns.clone()),
+        (None, false) => Where::Namespace(default_namespace),
+    };
+    let mut progress = Progress::new(io::stderr().is_terminal());
+    let mut inventory = Inventory::new(&policy.engine, policy.mode);
+    match &at {
+        Where::Namespace(ns) => {
+            let labels = cluster::get_labels(&client, &format!("/api/v1/namespaces/{ns}"))
+                .await
+                .with_context(|| format!("reading namespace {ns}"))?;
+            inventory.namespace(ns, labels.get(report::MODE_LABEL).map(String::as_str));
+        }
+        Where::All => {
+            cluster::list_each(&client, "/api/v1/namespaces", args.page_size, |raw| {
+                inventory.add_namespace(raw)
+            })
+            .await
+            .context("listing namespaces")?;
+        }
+    }
+    for kind in LIST_ORDER {
+        let path = cluster::collection(kind, &at);
+        let mut seen = 0usize;
+        cluster::list_each(&client, &path, args.page_size, |raw| {
+            inventory.add(kind, raw);
+            seen += 1;
+            if seen.is_multiple_of(500) {
+                progress.show(kind.as_str(), seen);
+            }
+        })
+        .await
+        .with_context(|| format!("listing {kind}s"))?;
+    }
+    progress.clear();
+    let (reports, errors) = inventory.finish();
+    for err in &errors {
+        eprintln!("error: cannot judge {err}");
+    }
+    let summary = Summary::of(&reports);
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    match args.output {
+        OutputFormat::Text => report::text::write(&mut out, &reports, &summary)?,
+        OutputFormat::Json => {
+            let json = JsonReport {
+                mode: policy.mode.as_str(),
+                workloads: &reports,
+                summary: &summary,
+                errors: &errors,
+            };
+            serde_json::to_writer_pretty(&mut out, &json)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Policyreport => {
+            let mut objects = policyreport::namespace_reports(&reports);
+            objects.push(policyreport::cluster_report(&summary));
+            for object in &objects {
+                let yaml = serde_saphyr::to_string(object)
+                    .map_err(|err| anyhow!("cannot write the PolicyReports as YAML: {err}"))?;
+                writeln!(out, "---")?;
+                out.write_all(yaml.as_bytes())?;
+            }
+        }
+    }
+    out.flush().context("cannot write to standard output")?;
+    Ok(if !errors.is_empty() {
+        ExitCode::from(EXIT_ERROR)
+    } else if summary.cluster.denied > 0 {
+        ExitCode::from(EXIT_DENIED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The policy and catalog as `serve` loads them.
+fn load_policy(args: &ScanArgs) -> anyhow::Result<ActivePolicy> {
+    let policy = match &args.policy {
+        Some(path) => ActivePolicy::load(path, args.mode)?.0,
+        None => ActivePolicy::new(Default::default(), args.mode),
+    };
+    let snapshot = args
+        .catalog
+        .as_deref()
+        .map(crate::catalog::load_snapshot)
+        .transpose()?;
+    Ok(crate::catalog::with_snapshot(policy, snapshot))
+}
+
+/// A one-line count on standard error, only when it is a terminal.
+struct Progress {
+    enabled: bool,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            shown: false,
+        }
+    }
+
+    fn show(&mut self, kind: &str, seen: usize) {
+        if self.enabled {
+            eprint!("\r\x1b[Kscanning: {seen} {kind}s read");
+            self.shown = true;
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
