@@ -120,7 +120,8 @@ impl AuditMetrics {
         let rejudged = IntCounterVec::new(
             Opts::new(
                 "dhi_admission_audit_judged_total",
-                "Workloads judged, by why: a watch event or a full resync.",
+                "Workloads judged, by why: a watch event (the first list included) or a relist (the \
+                 resync interval, a new policy, catalog or runtime detection, an expired watch).",
             ),
             &["trigger"],
         )?;

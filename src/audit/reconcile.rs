@@ -27,10 +27,11 @@ use tokio::sync::{mpsc, watch};
 use super::inputs::{self, Fingerprint, Loaded, Sources};
 use super::lease::{Leadership, leads};
 use super::metrics::{AuditMetrics, PortStartSource, ReportKind, WorkloadSeries};
-use super::reports::{self, Entry, Judging};
+use super::reports;
 use super::runtime::{Detection, NodeRuntime, Tally};
 use super::store::Store;
-use super::watch::{Change, WATCHED, watch_kind};
+use super::watch::{Change, WATCHED, watch_kind, watch_namespaces};
+use crate::report::{NamespaceMode, WorkloadReport};
 use dhi_policy::Engine;
 
 /// The field manager of every report write.
@@ -68,8 +69,14 @@ pub struct Reconciler {
     refused: Option<Fingerprint>,
     detection: Option<Detection>,
     engine: Arc<Engine>,
-    judging: Judging,
-    store: Store<Entry>,
+    /// The note privileged-port results carry about the runtime's port start.
+    port_note: Option<String>,
+    /// Each namespace's `dhi.io/mode` label, as last seen.
+    mode_labels: HashMap<String, Option<String>>,
+    /// Workload watchers start once every namespace's label is known, so that no
+    /// workload is judged in the wrong mode and judged again.
+    watching: bool,
+    store: Store<WorkloadReport>,
     written: LastWritten,
     cluster_dirty: bool,
     metrics: AuditMetrics,
@@ -77,6 +84,8 @@ pub struct Reconciler {
     leading: bool,
     /// Kinds listed at least once: no report is written before every kind is.
     synced: BTreeSet<&'static str>,
+    /// Kinds being listed again (a resync, or a watch that expired).
+    relisting: BTreeSet<&'static str>,
     resync_tx: watch::Sender<u64>,
 }
 
@@ -101,7 +110,9 @@ impl Reconciler {
             refused: None,
             detection: None,
             engine: Arc::new(Engine::default()),
-            judging: Judging::default(),
+            port_note: None,
+            mode_labels: HashMap::new(),
+            watching: false,
             store: Store::default(),
             written: LastWritten::default(),
             cluster_dirty: true,
@@ -109,6 +120,7 @@ impl Reconciler {
             leadership,
             leading: false,
             synced: BTreeSet::new(),
+            relisting: BTreeSet::new(),
             resync_tx,
         };
         this.rebuild_engine();
@@ -118,16 +130,13 @@ impl Reconciler {
     /// Runs until `stop`; returns early only on a fatal error.
     pub async fn run(mut self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let (tx, mut rx) = mpsc::channel(CHANGE_BUFFER);
-        for kind in WATCHED {
-            tokio::spawn(watch_kind(
-                self.client.clone(),
-                kind,
-                tx.clone(),
-                self.resync_tx.subscribe(),
-                stop.clone(),
-            ));
-        }
-        drop(tx);
+        tokio::spawn(watch_namespaces(
+            self.client.clone(),
+            tx.clone(),
+            stop.clone(),
+        ));
+        // Handed to the workload watchers once the namespaces are listed.
+        let mut workload_tx = Some(tx);
         if self.settings.detect_runtime_ports {
             self.detect().await;
         }
@@ -137,7 +146,7 @@ impl Reconciler {
         let mut reload = tokio::time::interval(self.settings.reload_interval);
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut flush_at: Option<tokio::time::Instant> = None;
-        let mut stop = stop;
+        let mut stopped = stop.clone();
         loop {
             let flush = async {
                 match flush_at {
@@ -146,8 +155,13 @@ impl Reconciler {
                 }
             };
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = stopped.wait_for(|s| *s) => return Ok(()),
                 change = rx.recv() => match change {
+                    Some(Change::NamespacesListed) => {
+                        if let Some(tx) = workload_tx.take() {
+                            self.start_watchers(tx, &stop);
+                        }
+                    }
                     Some(change) => self.apply(change),
                     None => anyhow::bail!("every watcher stopped"),
                 },
@@ -177,6 +191,23 @@ impl Reconciler {
         }
     }
 
+    fn start_watchers(&mut self, tx: mpsc::Sender<Change>, stop: &watch::Receiver<bool>) {
+        tracing::info!(
+            namespaces = self.mode_labels.len(),
+            "namespaces listed; watching workloads"
+        );
+        self.watching = true;
+        for kind in WATCHED {
+            tokio::spawn(watch_kind(
+                self.client.clone(),
+                kind,
+                tx.clone(),
+                self.resync_tx.subscribe(),
+                stop.clone(),
+            ));
+        }
+    }
+
     /// Whether a write is due: leading, every kind listed, something changed.
     fn ready_to_write(&self) -> bool {
         self.leading
@@ -186,9 +217,15 @@ impl Reconciler {
 
     fn apply(&mut self, change: Change) {
         match change {
-            Change::Listing(kind) => self.store.listing(kind),
+            Change::Listing(kind) => {
+                self.store.listing(kind);
+                if self.synced.contains(kind.as_str()) {
+                    self.relisting.insert(kind.as_str());
+                }
+            }
             Change::Listed(kind) => {
                 self.store.listed(kind);
+                self.relisting.remove(kind.as_str());
                 if self.synced.insert(kind.as_str()) && self.synced.len() == WATCHED.len() {
                     tracing::info!(workloads = self.store.len(), "every workload kind listed");
                 }
@@ -201,18 +238,39 @@ impl Reconciler {
                     self.store.remove(&namespace, kind, &name);
                     return;
                 }
+                let label = self.mode_labels.get(&namespace).and_then(Option::as_deref);
+                let mode = NamespaceMode::resolve(label, self.loaded.mode);
                 let uid = workload.metadata.uid.clone();
-                let entry = self.judging.judge(
+                let judged = reports::judge(
                     &self.engine,
                     kind,
                     &namespace,
                     &name,
                     uid.as_deref(),
+                    mode,
                     &workload.into_object(),
                 );
-                self.metrics.judged(!self.synced.contains(kind.as_str()), 1);
-                self.store.put(&namespace, kind, &name, entry);
+                self.metrics
+                    .judged(self.relisting.contains(kind.as_str()), 1);
+                match judged {
+                    Some(report) => self.store.put(&namespace, kind, &name, report),
+                    None => self.store.remove(&namespace, kind, &name),
+                }
             }
+            Change::Namespace { name, mode_label } => {
+                let changed = self
+                    .mode_labels
+                    .insert(name.clone(), mode_label.clone())
+                    .is_some_and(|old| old != mode_label);
+                if changed && self.watching {
+                    tracing::info!(namespace = %name, mode = mode_label.as_deref().unwrap_or(""), "a namespace's mode label changed");
+                    self.resync("a namespace's dhi.io/mode label changed");
+                }
+            }
+            Change::NamespaceDeleted(name) => {
+                self.mode_labels.remove(&name);
+            }
+            Change::NamespacesListed => {}
             Change::Deleted(kind, workload) => {
                 let namespace = workload.metadata.namespace.as_deref().unwrap_or_default();
                 let name = workload.metadata.name.as_deref().unwrap_or_default();
@@ -321,7 +379,12 @@ impl Reconciler {
         let (engine, source, start) = inputs::build_engine(&self.loaded, self.detection.as_ref());
         self.metrics.set_port_start(source, start);
         self.engine = Arc::new(engine);
-        self.judging = Judging::new(self.loaded.mode, port_note(source, self.detection.as_ref()));
+        let note = port_note(source, self.detection.as_ref());
+        if note != self.port_note {
+            // Every privileged-port result carries it.
+            self.port_note = note;
+            self.store.mark_all();
+        }
     }
 
     /// Renders and writes what changed; false when a write failed (retried later).
@@ -334,7 +397,8 @@ impl Reconciler {
             let report = reports::namespace_report(
                 &self.settings.report_name,
                 &namespace,
-                self.store.namespace(&namespace),
+                self.store.namespace(&namespace).map(|(_, _, r)| r),
+                self.port_note.as_deref(),
             );
             let target = Target::Namespace(namespace);
             let Some(digest) = self.written.due(&target, &report) else {
@@ -362,7 +426,10 @@ impl Reconciler {
             }
         }
         if self.cluster_dirty {
-            let report = reports::cluster_report(&self.settings.report_name, self.store.all());
+            let report = reports::cluster_report(
+                &self.settings.report_name,
+                self.store.all().map(|(_, (_, _, r))| r),
+            );
             match self.written.due(&Target::Cluster, &report) {
                 None => {
                     self.metrics.unchanged(ReportKind::Cluster);

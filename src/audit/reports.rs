@@ -1,410 +1,266 @@
-//! From the engine's finding on a workload to the audit's compact entry, and from the
-//! entries to `wgpolicyk8s.io/v1alpha2` reports.
+//! The audit's side of the report model ([`crate::report`], shared with `scan`): judging a
+//! watched workload into a [`WorkloadReport`], and rendering the stored reports into the
+//! `wgpolicyk8s.io/v1alpha2` objects the audit writes.
 //!
-//! Each workload gets one result per rule in force: `fail` when the rule denies it, `warn`
-//! when the rule's action is `warn` and it matched, `pass` otherwise; `skip` for every
-//! rule in an exempt namespace, `error` when the object cannot be read. The verdict is
-//! enforce's, whatever the mode: the report answers "what would be denied"; the mode in
-//! force is a property.
+//! What the audit adds to the shared builders: its report name (`--report-name`), the
+//! note on the runtime's unprivileged port start on every `privileged-port` result, an
+//! empty PolicyReport for a namespace whose last workload went away, and a bound on the
+//! results of one object (a PolicyReport is one etcd object).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use dhi_policy::{Action, Engine, Finding, GroupKind, Mode, Request, RuleId, WorkloadKind};
-use json_patch::PatchOperation;
-use serde_json::{Map, Value, json};
+use dhi_policy::{Engine, ObjectSource as _, RuleId, WorkloadKind};
+use serde_json::Value;
 
-use super::store::Workload;
+use crate::report::policyreport::{self, OutcomeCounts, PolicyReport};
+use crate::report::{self, NamespaceMode, Outcome, Summary, WorkloadReport};
 
-/// The `policy` of every result, and the `source` of every report.
-pub const POLICY: &str = "dhi-admission";
-
-/// A report keeps at most this many results (a PolicyReport is one etcd object, at most
-/// 1.5 MiB); past it, passing results are dropped first. The summary counts them all.
+/// A report keeps at most this many results (an object in etcd is at most 1.5 MiB, and a
+/// result is a few hundred bytes); past it, passing and skipped results are left out
+/// first. The summary still counts every result.
 pub const MAX_RESULTS: usize = 2000;
 
-/// A rule's result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
-    /// Denied (enforce) by the rule.
-    Fail,
-    /// Matched a rule whose action is warn.
-    Warn,
-    /// The object could not be read.
-    Error,
-    /// Not judged (exempt namespace).
-    Skip,
-    /// Judged and clean.
-    Pass,
-}
+/// The property on `privileged-port` results that says which unprivileged port start
+/// they were judged with.
+pub const PORT_PROPERTY: &str = "unprivilegedPortStart";
 
-impl Outcome {
-    /// As the PolicyReport schema spells it; also the metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Fail => "fail",
-            Self::Warn => "warn",
-            Self::Error => "error",
-            Self::Skip => "skip",
-            Self::Pass => "pass",
+/// Judges one watched workload as `scan` does; `None` (logged) when the engine cannot read
+/// it, as `scan` leaves such workloads out of its reports.
+pub fn judge(
+    engine: &Engine,
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+    mode: NamespaceMode,
+    object: &Value,
+) -> Option<WorkloadReport> {
+    let view = match object.decode() {
+        Ok(view) => view,
+        Err(err) => {
+            tracing::warn!(%namespace, %name, kind = kind.as_str(), error = %err, "cannot read the workload; not reported");
+            return None;
+        }
+    };
+    let workload = report::Workload {
+        kind,
+        namespace,
+        name,
+        uid,
+        mode,
+        object: view,
+    };
+    match report::judge(engine, workload) {
+        Ok(report) => Some(report),
+        Err(err) => {
+            tracing::warn!(%namespace, %name, kind = kind.as_str(), error = %err, "cannot judge the workload; not reported");
+            None
         }
     }
 }
 
-/// One rule's result on one workload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleResult {
-    /// The rule.
-    pub rule: RuleId,
-    /// Its outcome.
-    pub outcome: Outcome,
-    /// What is wrong and how to fix it (the engine's messages), or why it passed.
-    pub message: Cow<'static, str>,
-}
-
-/// What the audit keeps of a workload: its results and the hardened images its patch
-/// would switch it to. No object, no spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// `metadata.uid`, for Policy Reporter's links to the resource.
-    pub uid: Option<Box<str>>,
-    /// One per rule in force.
-    pub results: Vec<RuleResult>,
-    /// `image → hardened image` for every image the mutating webhook would rewrite.
-    pub hardened: Vec<(Box<str>, Box<str>)>,
-    /// The mode in force (the reports' verdicts are enforce's).
-    pub mode: Mode,
-    /// The note on the runtime's port start, on privileged-port results.
-    pub port_note: Option<Box<str>>,
-}
-
-/// How workloads are judged: the mode in force and the port-start note.
-#[derive(Debug, Clone, Default)]
-pub struct Judging {
-    mode: Mode,
-    port_note: Option<Box<str>>,
-}
-
-impl Judging {
-    /// For a mode, with the note privileged-port results carry.
-    pub fn new(mode: Mode, port_note: Option<String>) -> Self {
-        Self {
-            mode,
-            port_note: port_note.map(String::into_boxed_str),
-        }
-    }
-
-    /// Judges one workload, as the webhooks would on its CREATE.
-    pub fn judge(
-        &self,
-        engine: &Engine,
-        kind: WorkloadKind,
-        namespace: &str,
-        name: &str,
-        uid: Option<&str>,
-        object: &Value,
-    ) -> Entry {
-        let mut request = Request::create(GroupKind::from(kind), Some(namespace), object);
-        request.name = Some(Cow::Borrowed(name));
-        let rules = RuleId::ALL
-            .into_iter()
-            .filter(|rule| engine.policy_file().action(*rule) != Action::Off);
-        let (results, hardened) = match engine.find(Mode::Enforce, request) {
-            Ok(finding) => match &finding.not_reviewed {
-                Some(why) => (
-                    rules
-                        .map(|rule| RuleResult {
-                            rule,
-                            outcome: Outcome::Skip,
-                            message: Cow::Owned(format!("not reviewed: {why}")),
-                        })
-                        .collect(),
-                    Vec::new(),
-                ),
-                None => (
-                    rules.map(|rule| rule_result(rule, &finding)).collect(),
-                    hardened_images(&finding, object),
-                ),
-            },
-            Err(err) => (
-                rules
-                    .map(|rule| RuleResult {
-                        rule,
-                        outcome: Outcome::Error,
-                        message: Cow::Owned(bounded(&err.to_string())),
-                    })
-                    .collect(),
-                Vec::new(),
-            ),
-        };
-        Entry {
-            uid: uid.map(Into::into),
-            results,
-            hardened,
-            mode: self.mode,
-            port_note: self.port_note.clone(),
-        }
-    }
-}
-
-fn rule_result(rule: RuleId, finding: &Finding) -> RuleResult {
-    let denied: Vec<&str> = finding
-        .violations
+/// `(rule, result)` of each rule on a workload, for the metrics.
+pub fn rule_results(
+    report: &WorkloadReport,
+) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+    report
+        .rules
         .iter()
-        .filter(|v| v.rule == rule)
-        .map(|v| v.message.as_str())
-        .collect();
-    if !denied.is_empty() {
-        return RuleResult {
-            rule,
-            outcome: Outcome::Fail,
-            message: Cow::Owned(bounded(&denied.join("; "))),
-        };
-    }
-    // Warn-action matches come back as the warnings `[rule] message`.
-    let prefix = format!("[{rule}] ");
-    let warned: Vec<&str> = finding
-        .warnings
-        .iter()
-        .filter_map(|w| w.strip_prefix(prefix.as_str()))
-        .collect();
-    if !warned.is_empty() {
-        return RuleResult {
-            rule,
-            outcome: Outcome::Warn,
-            message: Cow::Owned(bounded(&warned.join("; "))),
-        };
-    }
-    RuleResult {
-        rule,
-        outcome: Outcome::Pass,
-        message: Cow::Borrowed(passed(rule)),
-    }
+        .map(|(rule, outcome)| (rule.as_str(), outcome.as_str()))
 }
 
-fn passed(rule: RuleId) -> &'static str {
-    match rule {
-        RuleId::RunAsRoot => "no hardened container runs as root",
-        RuleId::PrivilegedPort => "no hardened nonroot container declares a port it could not bind",
-        RuleId::InvalidImage => "every image is a valid reference",
-    }
-}
-
-/// The image rewrites in a finding's patch: `(image, hardened image)`.
-fn hardened_images(finding: &Finding, object: &Value) -> Vec<(Box<str>, Box<str>)> {
-    finding
-        .patch
-        .iter()
-        .filter_map(|op| match op {
-            PatchOperation::Replace(op) if op.path.as_str().ends_with("/image") => {
-                let from = object.pointer(op.path.as_str())?.as_str()?;
-                let to = op.value.as_str()?;
-                Some((from.into(), to.into()))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// Messages are the engine's, bounded: a report is one object with many of them.
-fn bounded(text: &str) -> String {
-    const MAX: usize = 1024;
-    if text.len() <= MAX {
-        return text.to_owned();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
-/// The results of an entry, for the metrics: `(rule, result)`.
-pub fn rule_results(entry: &Entry) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
-    entry
-        .results
-        .iter()
-        .map(|r| (r.rule.as_str(), r.outcome.as_str()))
-}
-
-/// Counts by outcome, as the schema's `summary`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Summary {
-    pass: u64,
-    fail: u64,
-    warn: u64,
-    error: u64,
-    skip: u64,
-}
-
-impl Summary {
-    fn add(&mut self, outcome: Outcome) {
-        *match outcome {
-            Outcome::Pass => &mut self.pass,
-            Outcome::Fail => &mut self.fail,
-            Outcome::Warn => &mut self.warn,
-            Outcome::Error => &mut self.error,
-            Outcome::Skip => &mut self.skip,
-        } += 1;
-    }
-
-    fn worst(&self) -> Outcome {
-        [
-            (self.fail, Outcome::Fail),
-            (self.error, Outcome::Error),
-            (self.warn, Outcome::Warn),
-            (self.pass, Outcome::Pass),
-        ]
-        .into_iter()
-        .find(|(n, _)| *n > 0)
-        .map_or(Outcome::Skip, |(_, o)| o)
-    }
-
-    fn to_json(self) -> Value {
-        json!({"pass": self.pass, "fail": self.fail, "warn": self.warn, "error": self.error, "skip": self.skip})
-    }
-}
-
-fn labels() -> Value {
-    json!({
-        "app.kubernetes.io/managed-by": "dhi-admission",
-        "app.kubernetes.io/part-of": "dhi-admission",
-    })
-}
-
-/// A namespace's PolicyReport: a result per workload and rule.
-pub fn namespace_report<'e>(
+/// A namespace's PolicyReport, named `name`, with `port_note` on its privileged-port results.
+pub fn namespace_report<'r>(
     name: &str,
     namespace: &str,
-    workloads: impl Iterator<Item = Workload<'e, Entry>>,
+    reports: impl Iterator<Item = &'r WorkloadReport>,
+    port_note: Option<&str>,
 ) -> Value {
-    let mut summary = Summary::default();
-    let mut results = Vec::new();
-    for (kind, workload, entry) in workloads {
-        let mut resource = json!({
-            "apiVersion": api_version(kind),
-            "kind": kind.as_str(),
-            "name": workload,
-            "namespace": namespace,
-        });
-        if let Some(uid) = &entry.uid {
-            resource["uid"] = uid.as_ref().into();
-        }
-        for result in &entry.results {
-            summary.add(result.outcome);
-            results.push((result.outcome, result_json(result, entry, &resource)));
+    let mut report = policyreport::namespace_reports(reports)
+        .pop()
+        .unwrap_or_else(|| empty(namespace));
+    report.metadata.name = name.to_owned();
+    if let Some(note) = port_note {
+        for result in &mut report.results {
+            if result.rule == RuleId::PrivilegedPort.as_str() {
+                result
+                    .properties
+                    .insert(PORT_PROPERTY.to_owned(), note.to_owned());
+            }
         }
     }
-    if results.len() > MAX_RESULTS {
-        // Stable: failing and warning results first, in workload order.
-        results.sort_by_key(|(outcome, _)| *outcome == Outcome::Pass);
-        results.truncate(MAX_RESULTS);
-        tracing::warn!(
-            namespace,
-            kept = MAX_RESULTS,
-            "too many results for one PolicyReport; passing results left out (the summary counts them)"
+    bound(&mut report, namespace);
+    serde_json::to_value(&report).unwrap_or_default()
+}
+
+/// The ClusterPolicyReport over every stored report, named `name`.
+pub fn cluster_report<'r>(name: &str, reports: impl Iterator<Item = &'r WorkloadReport>) -> Value {
+    let mut report = policyreport::cluster_report(&Summary::of(reports));
+    report.metadata.name = name.to_owned();
+    bound(&mut report, "");
+    serde_json::to_value(&report).unwrap_or_default()
+}
+
+/// A namespace without workloads: no results (it had some; the report says they are gone).
+fn empty(namespace: &str) -> PolicyReport {
+    PolicyReport {
+        api_version: policyreport::API_VERSION,
+        kind: "PolicyReport",
+        metadata: policyreport::Metadata {
+            name: String::new(),
+            namespace: Some(namespace.to_owned()),
+            labels: BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_owned(),
+                "dhi-admission".to_owned(),
+            )]),
+        },
+        summary: OutcomeCounts::default(),
+        results: Vec::new(),
+    }
+}
+
+/// Keeps at most [`MAX_RESULTS`] results, failing and warning ones first.
+fn bound(report: &mut PolicyReport, namespace: &str) {
+    if report.results.len() <= MAX_RESULTS {
+        return;
+    }
+    // Stable: within each group the workloads keep their order.
+    report
+        .results
+        .sort_by_key(|r| !matches!(r.result, Outcome::Fail | Outcome::Warn));
+    report.results.truncate(MAX_RESULTS);
+    tracing::warn!(
+        namespace,
+        kept = MAX_RESULTS,
+        "too many results for one report; passing and skipped results left out (the summary counts them)"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhi_policy::{Mode, PolicyFile};
+    use serde_json::json;
+
+    fn deployment(image: &str, port: u16) -> Value {
+        json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "web", "image": image, "ports": [{"containerPort": port}]}
+            ]}}}
+        })
+    }
+
+    fn judged(engine: &Engine, object: &Value) -> WorkloadReport {
+        judge(
+            engine,
+            WorkloadKind::Deployment,
+            "shop",
+            "web",
+            Some("uid-1"),
+            NamespaceMode::Judged(Mode::Enforce),
+            object,
+        )
+        .expect("a readable deployment is judged")
+    }
+
+    fn results(report: &Value) -> Vec<(String, String)> {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["rule"].as_str().unwrap().to_owned(),
+                    r["result"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_namespace_report_carries_the_port_note_on_privileged_port_only() {
+        let engine = Engine::default();
+        let report = judged(&engine, &deployment("dhi.io/nginx:1.29", 80));
+        let note = "all 2 Linux nodes run containerd 2.x";
+        let written = namespace_report("audit", "shop", [&report].into_iter(), Some(note));
+        assert_eq!(written["metadata"]["name"], "audit");
+        assert_eq!(written["metadata"]["namespace"], "shop");
+        assert_eq!(
+            results(&written),
+            [
+                ("run-as-root".to_owned(), "pass".to_owned()),
+                ("privileged-port".to_owned(), "fail".to_owned()),
+                ("invalid-image".to_owned(), "pass".to_owned()),
+                ("hardened-image".to_owned(), "pass".to_owned()),
+            ]
+        );
+        for result in written["results"].as_array().unwrap() {
+            let has_note = result["properties"].get(PORT_PROPERTY).is_some();
+            assert_eq!(has_note, result["rule"] == "privileged-port", "{result}");
+        }
+        assert_eq!(written["results"][1]["properties"][PORT_PROPERTY], note);
+        assert_eq!(written["results"][0]["resources"][0]["uid"], "uid-1");
+    }
+
+    #[test]
+    fn the_runtime_port_start_clears_privileged_port_off_the_host_network() {
+        let mut policy = PolicyFile::default();
+        policy.runtime.unprivileged_port_start = Some(0);
+        let engine = Engine::new(policy);
+        let report = judged(&engine, &deployment("dhi.io/nginx:1.29", 80));
+        assert_eq!(report.rules[&report::Rule::PrivilegedPort], Outcome::Pass);
+        let mut host = deployment("dhi.io/nginx:1.29", 80);
+        host["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+        let report = judged(&engine, &host);
+        assert_eq!(report.rules[&report::Rule::PrivilegedPort], Outcome::Fail);
+    }
+
+    #[test]
+    fn an_emptied_namespace_gets_an_empty_report() {
+        let written = namespace_report("dhi-admission", "gone", std::iter::empty(), None);
+        assert_eq!(written["kind"], "PolicyReport");
+        assert_eq!(written["metadata"]["namespace"], "gone");
+        assert_eq!(written["results"], json!([]));
+        assert_eq!(
+            written["summary"],
+            json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0})
         );
     }
-    json!({
-        "apiVersion": "wgpolicyk8s.io/v1alpha2",
-        "kind": "PolicyReport",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels()},
-        "summary": summary.to_json(),
-        "results": results.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
-    })
-}
 
-fn result_json(result: &RuleResult, entry: &Entry, resource: &Value) -> Value {
-    let mut properties = Map::new();
-    properties.insert("mode".into(), entry.mode.as_str().into());
-    if !entry.hardened.is_empty() {
-        let pairs: Vec<String> = entry
-            .hardened
-            .iter()
-            .map(|(from, to)| format!("{from} -> {to}"))
-            .collect();
-        properties.insert("hardenedEquivalent".into(), pairs.join(", ").into());
+    #[test]
+    fn unreadable_workloads_are_left_out() {
+        let bad = json!({"metadata": {"name": "web"}, "spec": {"template": {"spec": {"containers": "nope"}}}});
+        let judged = judge(
+            &Engine::default(),
+            WorkloadKind::Deployment,
+            "shop",
+            "web",
+            None,
+            NamespaceMode::Judged(Mode::Enforce),
+            &bad,
+        );
+        assert_eq!(judged, None);
     }
-    if result.outcome != Outcome::Pass && result.outcome != Outcome::Skip {
-        properties.insert("fix".into(), result.message.as_ref().into());
-    }
-    if let (RuleId::PrivilegedPort, Some(note)) = (result.rule, &entry.port_note) {
-        properties.insert("unprivilegedPortStart".into(), note.as_ref().into());
-    }
-    json!({
-        "policy": POLICY,
-        "rule": result.rule.as_str(),
-        "result": result.outcome.as_str(),
-        "severity": severity(result.rule),
-        "category": "Docker Hardened Images",
-        "source": POLICY,
-        "scored": true,
-        "message": result.message,
-        "resources": [resource],
-        "properties": properties,
-    })
-}
 
-fn severity(rule: RuleId) -> &'static str {
-    match rule {
-        RuleId::RunAsRoot | RuleId::InvalidImage => "high",
-        RuleId::PrivilegedPort => "medium",
-    }
-}
-
-fn api_version(kind: WorkloadKind) -> &'static str {
-    match kind.group() {
-        "" => "v1",
-        "apps" => "apps/v1",
-        _ => "batch/v1",
-    }
-}
-
-/// The ClusterPolicyReport: one result per namespace, its worst outcome, with the
-/// counts; the summary counts every workload's results in the cluster.
-pub fn cluster_report<'e>(
-    name: &str,
-    workloads: impl Iterator<Item = (&'e str, Workload<'e, Entry>)>,
-) -> Value {
-    let mut total = Summary::default();
-    let mut by_namespace: BTreeMap<&str, (Summary, u64)> = BTreeMap::new();
-    for (namespace, (_, _, entry)) in workloads {
-        let (summary, count) = by_namespace.entry(namespace).or_default();
-        *count += 1;
-        for result in &entry.results {
-            summary.add(result.outcome);
-            total.add(result.outcome);
-        }
-    }
-    let mut results: Vec<Value> = by_namespace
-        .iter()
-        .map(|(namespace, (s, workloads))| {
-            json!({
-                "policy": POLICY,
-                "rule": "namespace",
-                "result": s.worst().as_str(),
-                "source": POLICY,
-                "scored": true,
-                "message": format!(
-                    "{workloads} workloads: {} fail, {} warn, {} pass, {} error, {} skip",
-                    s.fail, s.warn, s.pass, s.error, s.skip
-                ),
-                "resources": [{"apiVersion": "v1", "kind": "Namespace", "name": namespace}],
-                "properties": {
-                    "workloads": workloads.to_string(),
-                    "fail": s.fail.to_string(),
-                    "warn": s.warn.to_string(),
-                    "pass": s.pass.to_string(),
-                },
+    #[test]
+    fn oversized_reports_keep_their_failures() {
+        let engine = Engine::default();
+        let failing = judged(&engine, &deployment("dhi.io/nginx:1.29", 80));
+        let passing = judged(&engine, &deployment("dhi.io/nginx:1.29", 8080));
+        let mut reports: Vec<WorkloadReport> = (0..MAX_RESULTS)
+            .map(|i| WorkloadReport {
+                name: format!("ok-{i}"),
+                ..passing.clone()
             })
-        })
-        .collect();
-    results.truncate(MAX_RESULTS);
-    json!({
-        "apiVersion": "wgpolicyk8s.io/v1alpha2",
-        "kind": "ClusterPolicyReport",
-        "metadata": {"name": name, "labels": labels()},
-        "summary": total.to_json(),
-        "results": results,
-    })
+            .collect();
+        reports.push(failing);
+        let written = namespace_report("r", "shop", reports.iter(), None);
+        let kept = written["results"].as_array().unwrap();
+        assert_eq!(kept.len(), MAX_RESULTS);
+        assert_eq!(kept[0]["result"], "fail");
+        assert_eq!(kept[0]["resources"][0]["name"], "web");
+        // The summary counts everything, left out or not.
+        assert_eq!(written["summary"]["pass"], json!(4 * MAX_RESULTS + 3));
+    }
 }

@@ -10,7 +10,9 @@
 use std::borrow::Cow;
 
 use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::core::PartialObjectMeta;
 use kube::core::{ApiResource, GroupVersionKind, NamespaceResourceScope};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
@@ -19,6 +21,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
+use crate::report::MODE_LABEL;
 use dhi_policy::WorkloadKind;
 
 /// The kinds the audit watches: every kind the engine reads that runs pods.
@@ -173,6 +176,17 @@ pub enum Change {
     Deleted(WorkloadKind, Workload),
     /// The list is complete.
     Listed(WorkloadKind),
+    /// A namespace and its `dhi.io/mode` label (listed, added or relabelled).
+    Namespace {
+        /// Its name.
+        name: String,
+        /// Its `dhi.io/mode` label.
+        mode_label: Option<String>,
+    },
+    /// A namespace was deleted.
+    NamespaceDeleted(String),
+    /// Every namespace has been listed (once per list).
+    NamespacesListed,
 }
 
 /// Watches one kind until `stop`, listing again whenever `resync` changes. Errors (a
@@ -215,6 +229,50 @@ pub async fn watch_kind(
             if tx.send(change).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Watches the namespaces' metadata (their `dhi.io/mode` label routes them to a mode)
+/// until `stop`.
+pub async fn watch_namespaces(
+    client: Client,
+    tx: mpsc::Sender<Change>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Metadata only: a namespace's spec and status are of no use here.
+    let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    loop {
+        let event = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            event = stream.next() => event,
+        };
+        let change = match event {
+            None => return,
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "namespace watch failed; retrying");
+                continue;
+            }
+            Some(Ok(Event::Init)) => continue,
+            Some(Ok(Event::InitDone)) => Change::NamespacesListed,
+            Some(Ok(Event::Apply(ns) | Event::InitApply(ns))) => Change::Namespace {
+                mode_label: ns
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(MODE_LABEL))
+                    .cloned(),
+                name: ns.metadata.name.unwrap_or_default(),
+            },
+            Some(Ok(Event::Delete(ns))) => {
+                Change::NamespaceDeleted(ns.metadata.name.unwrap_or_default())
+            }
+        };
+        if tx.send(change).await.is_err() {
+            return;
         }
     }
 }

@@ -168,3 +168,12 @@ volumeMounts:
   - name: tmp
     mountPath: /tmp
 {{- end }}
+
+{{/* Labels of the background audit's objects (deploy/overlays/audit-reports). */}}
+{{- define "dhi-admission.auditLabels" -}}
+app.kubernetes.io/name: dhi-admission-audit
+app.kubernetes.io/part-of: dhi-admission
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
