@@ -172,6 +172,25 @@ fn deployment(name: &str, image: &str, port: u16) -> Value {
     })
 }
 
+/// Moves the Deployment `web` from port 80 to 8080 (a JSON Patch: a strategic merge
+/// would add the port, ports merge by number).
+async fn move_to_port_8080(client: &Client, ns: &str) {
+    let patch = json!([{
+        "op": "replace",
+        "path": "/spec/template/spec/containers/0/ports/0/containerPort",
+        "value": 8080
+    }]);
+    let patched = send(
+        client,
+        "PATCH",
+        &format!("{}/web", apps(ns, "deployments")),
+        "application/json-patch+json",
+        Some(&patch),
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{:?}", patched.body);
+}
+
 /// The PolicyReport `name` in `ns`, once it exists.
 async fn report(client: &Client, ns: &str, name: &str) -> Option<Value> {
     let path = format!("{GROUP}/namespaces/{ns}/policyreports/{name}");
@@ -240,8 +259,8 @@ async fn a_namespace_report_follows_its_workloads() {
     // web: a hardened nginx on port 80, which its nonroot user cannot bind.
     // legacy: the upstream nginx, whose hardened equivalent the catalog lists.
     for object in [
-        deployment("web", "dhi.io/nginx:1.29", 80),
-        deployment("legacy", "docker.io/library/nginx:1.29", 8080),
+        deployment("web", "dhi.io/nginx:1.31", 80),
+        deployment("legacy", "docker.io/library/nginx:1.31", 8080),
     ] {
         let created = create(&client, &apps(&ns, "deployments"), &object, false).await;
         assert_eq!(created.status, 201, "{:?}", created.body);
@@ -289,7 +308,7 @@ async fn a_namespace_report_follows_its_workloads() {
     );
     assert_eq!(
         first["results"][3]["properties"]["equivalent"],
-        "legacy=dhi.io/nginx:1.29"
+        "legacy=dhi.io/nginx:1.31"
     );
     // Written by server-side apply, under the audit's field manager.
     let managers: Vec<(&str, &str)> = first["metadata"]["managedFields"]
@@ -306,18 +325,7 @@ async fn a_namespace_report_follows_its_workloads() {
     assert_eq!(managers, [("dhi-admission-audit", "Apply")]);
 
     // The fix lands: port 8080. Only web's privileged-port result changes.
-    let patch = json!({"spec": {"template": {"spec": {"containers": [
-        {"name": "web", "ports": [{"containerPort": 8080}]}
-    ]}}}});
-    let patched = send(
-        &client,
-        "PATCH",
-        &format!("{}/web", apps(&ns, "deployments")),
-        "application/strategic-merge-patch+json",
-        Some(&patch),
-    )
-    .await;
-    assert_eq!(patched.status, 200, "{:?}", patched.body);
+    move_to_port_8080(&client, &ns).await;
     report_with(
         &client,
         &ns,
@@ -412,7 +420,7 @@ async fn one_of_two_replicas_writes_and_the_other_takes_over() {
     let created = create(
         &client,
         &apps(&ns, "deployments"),
-        &deployment("web", "dhi.io/nginx:1.29", 80),
+        &deployment("web", "dhi.io/nginx:1.31", 80),
         false,
     )
     .await;
@@ -473,18 +481,7 @@ async fn one_of_two_replicas_writes_and_the_other_takes_over() {
     );
 
     // And it writes: the next change reaches the report through it.
-    let patch = json!({"spec": {"template": {"spec": {"containers": [
-        {"name": "web", "ports": [{"containerPort": 8080}]}
-    ]}}}});
-    let patched = send(
-        &client,
-        "PATCH",
-        &format!("{}/web", apps(&ns, "deployments")),
-        "application/strategic-merge-patch+json",
-        Some(&patch),
-    )
-    .await;
-    assert_eq!(patched.status, 200, "{:?}", patched.body);
+    move_to_port_8080(&client, &ns).await;
     report_with(
         &client,
         &ns,
