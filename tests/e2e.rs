@@ -36,6 +36,8 @@ mod background_audit;
 mod certs;
 #[path = "e2e/reinvocation.rs"]
 mod reinvocation;
+#[path = "e2e/scan.rs"]
+mod scan;
 #[path = "e2e/scope.rs"]
 mod scope;
 #[path = "e2e/seed.rs"]

@@ -380,8 +380,13 @@ fn apply_finding(engine: &Engine, report: &mut WorkloadReport, mode: Mode, findi
         })
         .collect();
     report.warnings = finding.warnings;
+    // `find` names who would apply a patch even when there is none to apply.
+    report.patched_by = if finding.patch.is_empty() {
+        PatchedBy::None
+    } else {
+        finding.patched_by
+    };
     report.patch = finding.patch;
-    report.patched_by = finding.patched_by;
     for rule in Rule::ALL {
         let outcome = match rule.engine_rule() {
             Some(id) => rule_outcome(engine, report, id),

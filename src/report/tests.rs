@@ -232,7 +232,7 @@ fn the_json_field_names_are_stable() {
     assert_eq!(value["kind"], "Pod");
     assert_eq!(value["mode"], "enforce");
     assert_eq!(value["verdict"], "denied");
-    assert_eq!(value["patched_by"], "object");
+    assert_eq!(value["patched_by"], "none", "nothing to patch");
     assert_eq!(value["rules"]["run-as-root"], "fail");
     assert_eq!(value["violations"][0]["rule"], "run-as-root");
 }
