@@ -182,7 +182,7 @@ mod tests {
     fn a_namespace_report_carries_the_port_note_on_privileged_port_only() {
         let engine = Engine::default();
         let report = judged(&engine, &deployment("dhi.io/nginx:1.29", 80));
-        let note = "all 2 Linux nodes run containerd 2.x";
+        let note = "every Linux node (2) runs containerd 2.x";
         let written = namespace_report("audit", "shop", [&report].into_iter(), Some(note));
         assert_eq!(written["metadata"]["name"], "audit");
         assert_eq!(written["metadata"]["namespace"], "shop");

@@ -45,8 +45,8 @@ impl fmt::Display for Detection {
         match self {
             Self::Zero { nodes } => write!(
                 f,
-                "all {nodes} Linux nodes run containerd 2.x: pods off the host network may bind \
-                 ports below 1024, privileged-port applies to hostNetwork pods only"
+                "every Linux node ({nodes}) runs containerd 2.x: pods off the host network may \
+                 bind ports below 1024, privileged-port applies to hostNetwork pods only"
             ),
             Self::Kernel { reason } => write!(f, "privileged-port applies to every pod: {reason}"),
         }

@@ -496,3 +496,130 @@ async fn one_of_two_replicas_writes_and_the_other_takes_over() {
     .await;
     assert!(standby.writes().await >= 1.0, "{}", standby.logs());
 }
+
+fn node(name: &str, runtime: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "status": {"nodeInfo": {
+            "machineID": name, "systemUUID": name, "bootID": name,
+            "kernelVersion": "6.8.0", "osImage": "Ubuntu 24.04", "kubeletVersion": "v1.36.3",
+            "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64",
+            "containerRuntimeVersion": runtime
+        }}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_2_on_every_node_lifts_privileged_port_off_the_host_network() {
+    let Some(cp) = control_plane() else { return };
+    let client = cp.client().await;
+    install_crds(cp).await;
+    let test = "audit-runtime";
+    let ns = namespace(&client, test, &[]).await;
+    let dir = cp.test_dir(test);
+    // The control plane has no kubelet: the nodes are written as kubelets would register.
+    // No other test reads nodes, and these are the only ones.
+    let nodes = "/api/v1/nodes";
+    let created = create(
+        &client,
+        nodes,
+        &node("e2e-audit-node-a", "containerd://2.1.4"),
+        false,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let mut host = deployment("host", "dhi.io/nginx:1.31", 80);
+    host["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+    for object in [deployment("web", "dhi.io/nginx:1.31", 80), host] {
+        let created = create(&client, &apps(&ns, "deployments"), &object, false).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+    }
+    let report_name = "e2e-audit-runtime";
+    let audit = Audit::start(
+        cp,
+        &dir,
+        "runtime",
+        report_name,
+        &ns,
+        "e2e-audit-runtime",
+        &["--detect-runtime-ports", "--resync-seconds", "1"],
+    )
+    .await;
+    // Port 80 is bindable off the host network; the hostNetwork pod keeps the rule.
+    let lifted = report_with(
+        &client,
+        &ns,
+        report_name,
+        &[
+            ("host", "run-as-root", "pass"),
+            ("host", "privileged-port", "fail"),
+            ("host", "invalid-image", "pass"),
+            ("host", "hardened-image", "pass"),
+            ("web", "run-as-root", "pass"),
+            ("web", "privileged-port", "pass"),
+            ("web", "invalid-image", "pass"),
+            ("web", "hardened-image", "pass"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        lifted["results"][5]["properties"]["unprivilegedPortStart"],
+        "every Linux node (1) runs containerd 2.x: pods off the host network may bind ports \
+         below 1024, privileged-port applies to hostNetwork pods only"
+    );
+    assert_eq!(
+        audit
+            .metric("dhi_admission_audit_unprivileged_port_start{source=\"detected\"}")
+            .await,
+        0.0
+    );
+
+    // A CRI-O node joins: the rule applies to every pod again, from the next resync.
+    let created = create(
+        &client,
+        nodes,
+        &node("e2e-audit-node-b", "cri-o://1.31.0"),
+        false,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let kept = report_with(
+        &client,
+        &ns,
+        report_name,
+        &[
+            ("host", "run-as-root", "pass"),
+            ("host", "privileged-port", "fail"),
+            ("host", "invalid-image", "pass"),
+            ("host", "hardened-image", "pass"),
+            ("web", "run-as-root", "pass"),
+            ("web", "privileged-port", "fail"),
+            ("web", "invalid-image", "pass"),
+            ("web", "hardened-image", "pass"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        kept["results"][5]["properties"]["unprivilegedPortStart"],
+        "privileged-port applies to every pod: node e2e-audit-node-b runs cri-o://1.31.0"
+    );
+    assert_eq!(
+        audit
+            .metric("dhi_admission_audit_unprivileged_port_start{source=\"kernel\"}")
+            .await,
+        1024.0
+    );
+    for name in ["e2e-audit-node-a", "e2e-audit-node-b"] {
+        let deleted = send(
+            &client,
+            "DELETE",
+            &format!("{nodes}/{name}"),
+            "application/json",
+            None,
+        )
+        .await;
+        assert_eq!(deleted.status, 200, "{:?}", deleted.body);
+    }
+}
