@@ -400,12 +400,8 @@ impl Reconciler {
                 self.store.namespace(&namespace).map(|(_, _, r)| r),
                 self.port_note.as_deref(),
             );
-            let target = Target::Namespace(namespace);
-            let Some(digest) = self.written.due(&target, &report) else {
+            let Some(digest) = self.written.due(Target::Namespace(&namespace), &report) else {
                 self.metrics.unchanged(ReportKind::Namespaced);
-                continue;
-            };
-            let Target::Namespace(namespace) = target else {
                 continue;
             };
             if !self.leading_now() {
@@ -414,7 +410,7 @@ impl Reconciler {
             }
             match self.write(Some(&namespace), &report).await {
                 Written::Applied => {
-                    self.written.wrote(Target::Namespace(namespace), digest);
+                    self.written.wrote(Target::Namespace(&namespace), digest);
                     self.metrics.wrote(ReportKind::Namespaced, true);
                 }
                 Written::NamespaceGone => self.written.forget(&namespace),
@@ -430,7 +426,7 @@ impl Reconciler {
                 &self.settings.report_name,
                 self.store.all().map(|(_, (_, _, r))| r),
             );
-            match self.written.due(&Target::Cluster, &report) {
+            match self.written.due(Target::Cluster, &report) {
                 None => {
                     self.metrics.unchanged(ReportKind::Cluster);
                     self.cluster_dirty = false;
@@ -478,10 +474,11 @@ impl Reconciler {
                 tracing::debug!(kind, namespace, "report written");
                 Written::Applied
             }
-            // The namespace is gone (or going): its report goes with it.
+            // The namespace is gone (or going): its report goes with it. (A 404 about
+            // anything else, such as missing CRDs, is a failure and retried.)
             Err(kube::Error::Api(status))
                 if namespace.is_some()
-                    && (status.code == 404
+                    && (status.code == 404 && status.message.starts_with("namespaces \"")
                         || status.is_forbidden()
                             && status.message.contains("being terminated")) =>
             {
@@ -543,10 +540,10 @@ pub fn report_resource(kind: &str) -> ApiResource {
 }
 
 /// Which report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target<'n> {
     /// A namespace's PolicyReport.
-    Namespace(String),
+    Namespace(&'n str),
     /// The ClusterPolicyReport.
     Cluster,
 }
@@ -562,7 +559,7 @@ struct LastWritten {
 impl LastWritten {
     /// The report's digest if it differs from the one last written, `None` if it is the
     /// same (nothing to write).
-    fn due(&self, target: &Target, report: &Value) -> Option<u64> {
+    fn due(&self, target: Target<'_>, report: &Value) -> Option<u64> {
         let digest = digest(report);
         let last = match target {
             Target::Namespace(ns) => self.namespaces.get(ns).copied(),
@@ -571,10 +568,10 @@ impl LastWritten {
         (last != Some(digest)).then_some(digest)
     }
 
-    fn wrote(&mut self, target: Target, digest: u64) {
+    fn wrote(&mut self, target: Target<'_>, digest: u64) {
         match target {
             Target::Namespace(ns) => {
-                self.namespaces.insert(ns, digest);
+                self.namespaces.insert(ns.to_owned(), digest);
             }
             Target::Cluster => self.cluster = Some(digest),
         }
@@ -601,25 +598,21 @@ mod tests {
     #[test]
     fn a_report_equal_to_the_last_written_is_not_written_again() {
         let mut written = LastWritten::default();
-        let shop = || Target::Namespace("shop".to_owned());
+        let shop = || Target::Namespace("shop");
         let report = json!({"summary": {"fail": 1}, "results": [{"rule": "run-as-root"}]});
-        let digest = written.due(&shop(), &report).expect("never written: due");
+        let digest = written.due(shop(), &report).expect("never written: due");
         written.wrote(shop(), digest);
-        assert_eq!(written.due(&shop(), &report), None);
+        assert_eq!(written.due(shop(), &report), None);
         // Rendered again from scratch, equal: still nothing to write.
         let again = json!({"results": [{"rule": "run-as-root"}], "summary": {"fail": 1}});
-        assert_eq!(written.due(&shop(), &again), None);
+        assert_eq!(written.due(shop(), &again), None);
         // Another namespace and the cluster report are tracked apart.
-        assert!(
-            written
-                .due(&Target::Namespace("web".into()), &report)
-                .is_some()
-        );
-        assert!(written.due(&Target::Cluster, &report).is_some());
+        assert!(written.due(Target::Namespace("web"), &report).is_some());
+        assert!(written.due(Target::Cluster, &report).is_some());
         let changed = json!({"summary": {"fail": 0}, "results": [{"rule": "run-as-root"}]});
-        assert!(written.due(&shop(), &changed).is_some());
+        assert!(written.due(shop(), &changed).is_some());
         // A namespace deleted and created again is written again.
         written.forget("shop");
-        assert_eq!(written.due(&shop(), &report), Some(digest));
+        assert_eq!(written.due(shop(), &report), Some(digest));
     }
 }
