@@ -36,7 +36,7 @@ for dir in "${dirs[@]}"; do
   name=$(basename "$dir")
   file="$out/$name.yaml"
   "${render[@]}" "deploy/$dir" >"$file"
-  printf '%-14s %3d objects  %s\n' "$name" "$(grep -c '^kind:' "$file")" "$file"
+  printf '%-18s %3d objects  %s\n' "$name" "$(grep -c '^kind:' "$file")" "$file"
 done
 
 if [ "$check" = 1 ]; then
