@@ -623,3 +623,65 @@ async fn containerd_2_on_every_node_lifts_privileged_port_off_the_host_network()
         assert_eq!(deleted.status, 200, "{:?}", deleted.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_policy_judges_every_workload_again() {
+    let Some(cp) = control_plane() else { return };
+    let client = cp.client().await;
+    install_crds(cp).await;
+    let test = "audit-policy";
+    let ns = namespace(&client, test, &[]).await;
+    let dir = cp.test_dir(test);
+    let created = create(
+        &client,
+        &apps(&ns, "deployments"),
+        &deployment("web", "dhi.io/nginx:1.31", 80),
+        false,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let policy = dir.join("policy.yaml");
+    // Replaced whole, as the kubelet swaps a ConfigMap volume's files: a reader never sees
+    // a half-written file (an empty one is the default policy, and valid).
+    let write = |text: &str| {
+        let next = dir.join("policy.yaml.next");
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, &policy).unwrap();
+    };
+    write("rules: {}\n");
+    let report_name = "e2e-audit-policy";
+    let _audit = Audit::start(
+        cp,
+        &dir,
+        "policy",
+        report_name,
+        &ns,
+        "e2e-audit-policy",
+        &[
+            "--config",
+            policy.to_str().unwrap(),
+            "--reload-interval-ms",
+            "200",
+        ],
+    )
+    .await;
+    let rows = |port: &'static str| {
+        [
+            ("web", "run-as-root", "pass"),
+            ("web", "privileged-port", port),
+            ("web", "invalid-image", "pass"),
+            ("web", "hardened-image", "pass"),
+        ]
+    };
+    report_with(&client, &ns, report_name, &rows("fail")).await;
+    // The rule becomes a warning: the workload did not change, its report does.
+    write("rules: {privileged-port: warn}\n");
+    report_with(&client, &ns, report_name, &rows("warn")).await;
+    // A broken policy is refused; the last good one stays in force.
+    write("rules: {privileged-port: sometimes}\n");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report_with(&client, &ns, report_name, &rows("warn")).await;
+    // Off: the rule is skipped.
+    write("rules: {privileged-port: \"off\"}\n");
+    report_with(&client, &ns, report_name, &rows("skip")).await;
+}
