@@ -5,6 +5,7 @@
 #
 #   bench/audit.sh                                  100 namespaces x 20 workloads x 5 pods
 #   NAMESPACES=10 IDLE_SECONDS=60 bench/audit.sh    smaller and shorter
+#   BIN=target/debug/dhi-admission bench/audit.sh   another build, without building
 #
 # The cluster is the end-to-end tier's real kube-apiserver and etcd (tests/e2e/controlplane.sh,
 # built once), filled by bench/audit_cluster.py: Deployments with their ReplicaSets and pods,
@@ -23,8 +24,9 @@ RESYNC_SECONDS=${RESYNC_SECONDS:-45}
 RUNS=${RUNS:-7}
 REPORT=bench
 
-cargo build --release --locked --quiet
-bin=target/release/dhi-admission
+# BIN=target/debug/dhi-admission measures another build (figures are for the release one).
+bin=${BIN:-target/release/dhi-admission}
+[ -n "${BIN:-}" ] || cargo build --release --locked --quiet
 dir=$(mktemp -d)
 audit_pid=
 cleanup() {

@@ -248,7 +248,7 @@ impl Reconciler {
                     &name,
                     uid.as_deref(),
                     mode,
-                    &workload.into_object(),
+                    &workload.object_json(),
                 );
                 self.metrics
                     .judged(self.relisting.contains(kind.as_str()), 1);

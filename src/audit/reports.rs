@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use dhi_policy::{Engine, ObjectSource as _, RuleId, WorkloadKind};
+use dhi_policy::{Engine, RuleId, WorkloadKind, decode_object};
 use serde_json::Value;
 
 use crate::report::policyreport::{self, OutcomeCounts, PolicyReport};
@@ -33,9 +33,9 @@ pub fn judge(
     name: &str,
     uid: Option<&str>,
     mode: NamespaceMode,
-    object: &Value,
+    object: &str,
 ) -> Option<WorkloadReport> {
-    let view = match object.decode() {
+    let view = match decode_object(object) {
         Ok(view) => view,
         Err(err) => {
             tracing::warn!(%namespace, %name, kind = kind.as_str(), error = %err, "cannot read the workload; not reported");
@@ -152,6 +152,7 @@ mod tests {
     }
 
     fn judged(engine: &Engine, object: &Value) -> WorkloadReport {
+        let object = object.to_string();
         judge(
             engine,
             WorkloadKind::Deployment,
@@ -159,7 +160,7 @@ mod tests {
             "web",
             Some("uid-1"),
             NamespaceMode::Judged(Mode::Enforce),
-            object,
+            &object,
         )
         .expect("a readable deployment is judged")
     }
@@ -238,7 +239,7 @@ mod tests {
             "web",
             None,
             NamespaceMode::Judged(Mode::Enforce),
-            &bad,
+            &bad.to_string(),
         );
         assert_eq!(judged, None);
     }

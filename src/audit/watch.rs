@@ -18,7 +18,7 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
 use crate::report::MODE_LABEL;
@@ -44,19 +44,22 @@ pub struct Workload {
     /// Name, namespace, uid and controller, only.
     #[serde(deserialize_with = "compact_meta")]
     pub metadata: ObjectMeta,
-    /// The spec, where every workload keeps its pod spec.
+    /// The spec, where every workload keeps its pod spec, as it came: only workloads not
+    /// reported through an owner are read further, and JSON text takes a fraction of the
+    /// memory of a decoded tree.
     #[serde(default)]
-    pub spec: Option<Value>,
+    pub spec: Option<Box<RawValue>>,
 }
 
 impl Workload {
-    /// The object the engine is asked about: metadata and spec.
-    pub fn into_object(self) -> Value {
-        let meta = &self.metadata;
-        serde_json::json!({
-            "metadata": {"name": meta.name, "namespace": meta.namespace},
-            "spec": self.spec,
-        })
+    /// The object the engine is asked about, as JSON: metadata and spec.
+    pub fn object_json(&self) -> String {
+        let meta = serde_json::json!({
+            "name": self.metadata.name,
+            "namespace": self.metadata.namespace,
+        });
+        let spec = self.spec.as_deref().map_or("null", RawValue::get);
+        format!(r#"{{"metadata":{meta},"spec":{spec}}}"#)
     }
 
     /// The controller that owns this object, if it is a kind the audit watches: then that
@@ -304,7 +307,7 @@ mod tests {
         assert!(w.metadata.managed_fields.is_none());
         assert_eq!(w.metadata.owner_references.as_ref().map(Vec::len), Some(1));
         assert_eq!(w.watched_owner(), Some((WorkloadKind::Deployment, "web")));
-        let object = w.into_object();
+        let object: serde_json::Value = serde_json::from_str(&w.object_json()).unwrap();
         assert_eq!(
             object,
             serde_json::json!({
