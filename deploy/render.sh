@@ -19,7 +19,7 @@ if [ "${1:-}" = --check ]; then
 else
   out=${1:-deploy/rendered}
 fi
-dirs=(base overlays/enforce overlays/audit overlays/cert-manager overlays/monitoring)
+dirs=(base overlays/enforce overlays/audit overlays/cert-manager overlays/monitoring overlays/policyreport-crds overlays/audit-reports)
 
 if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
   render=(kubectl kustomize)
@@ -36,7 +36,7 @@ for dir in "${dirs[@]}"; do
   name=$(basename "$dir")
   file="$out/$name.yaml"
   "${render[@]}" "deploy/$dir" >"$file"
-  printf '%-14s %3d objects  %s\n' "$name" "$(grep -c '^kind:' "$file")" "$file"
+  printf '%-18s %3d objects  %s\n' "$name" "$(grep -c '^kind:' "$file")" "$file"
 done
 
 if [ "$check" = 1 ]; then

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use dhi_admission::{catalog, certs, check, config, scan, server, webhooks};
+use dhi_admission::{audit, catalog, certs, check, config, scan, server, webhooks};
 
 // mimalloc: the allocator is a large share of the request path's CPU. Built with
 // `no_thp` (Cargo.toml): transparent huge pages raise idle RSS and buy no CPU here.
@@ -42,6 +42,8 @@ enum Command {
     /// Judge the workloads running in a cluster, as the webhook would: verdicts, fixes,
     /// patches and hardened equivalents.
     Scan(scan::ScanArgs),
+    /// Keep PolicyReports of the cluster's running workloads current (background audit).
+    Audit(audit::AuditArgs),
     /// Certificates for development and for in-cluster bootstrap.
     Certs {
         #[command(subcommand)]
@@ -87,12 +89,13 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // `serve` reports through its logs (JSON in clusters); the other commands talk to a
     // person at a terminal. Either way a fatal error is printed once.
-    let serving = matches!(cli.command, Command::Serve(_));
+    let serving = matches!(cli.command, Command::Serve(_) | Command::Audit(_));
     let result = match cli.command {
         Command::Check(args) => return check::run(args),
         Command::Scan(args) => return scan::run(args),
         Command::Webhooks(args) => webhooks::run(args),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(server::run(args))),
+        Command::Audit(args) => runtime().and_then(|rt| rt.block_on(audit::run(args))),
         Command::Catalog { command } => catalog::run(command),
         Command::Completions { shell } => completions(shell),
         Command::Certs { command } => match command {

@@ -264,6 +264,9 @@ fn check_object(doc: &Value, origin: &str) -> String {
                 k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
             >(doc, origin))
         }
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => drop(typed::<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        >(doc, origin)),
         (av, k) if CRD_KINDS.contains(&(av, k)) => {
             assert!(
                 str_at(doc, "/metadata/name").is_some(),
@@ -1516,10 +1519,10 @@ fn overlays_render_as_promised() {
 
 #[test]
 fn renders_are_current() {
-    let dirs = Overlay::ALL
-        .iter()
-        .map(|o| o.dir())
-        .chain([deploy().join("overlays/monitoring")]);
+    let dirs = Overlay::ALL.iter().map(|o| o.dir()).chain(
+        ["monitoring", "policyreport-crds", "audit-reports"]
+            .map(|o| deploy().join("overlays").join(o)),
+    );
     for dir in dirs {
         let Some(theirs) = kubectl_kustomize(&dir) else {
             // CI sets DHI_RENDER_REQUIRED: there a missing kubectl is a failure.
@@ -1762,6 +1765,203 @@ fn the_webhook_admits_its_own_deployment_without_a_patch() {
             decision.patch.is_empty(),
             "{overlay:?}: pods would be patched: {:?}",
             decision.patch
+        );
+    }
+}
+
+/// The background audit (deploy/overlays/audit-reports): its own account with exactly the
+/// permissions it uses, the webhook's security context, and admitted by its own policy.
+#[test]
+fn the_audit_runs_least_privileged_and_passes_its_own_policy() {
+    let objects = render(&deploy().join("overlays/audit-reports"));
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("audit-reports: no {kind} {name}"))
+            .clone()
+    };
+    let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment"
+        ])
+    );
+    let sa: ServiceAccount = typed(&find("ServiceAccount", "dhi-admission-audit"), "sa");
+    assert_eq!(sa.automount_service_account_token, Some(false));
+
+    let rule = |groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|s| s.to_string()).collect()),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        resource_names: (!names.is_empty()).then(|| names.iter().map(|s| s.to_string()).collect()),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        non_resource_urls: None,
+    };
+    let cluster: ClusterRole = typed(&find("ClusterRole", "dhi-admission-audit"), "cr");
+    assert_eq!(
+        cluster.rules.unwrap(),
+        [
+            rule(
+                &[""],
+                &["pods", "replicationcontrollers"],
+                &[],
+                &["list", "watch"]
+            ),
+            rule(
+                &["apps"],
+                &["deployments", "statefulsets", "daemonsets", "replicasets"],
+                &[],
+                &["list", "watch"]
+            ),
+            rule(&["batch"], &["jobs", "cronjobs"], &[], &["list", "watch"]),
+            rule(&[""], &["namespaces"], &[], &["list", "watch"]),
+            rule(&[""], &["nodes"], &[], &["list"]),
+            rule(
+                &["wgpolicyk8s.io"],
+                &["policyreports", "clusterpolicyreports"],
+                &[],
+                &["create", "patch", "update"]
+            ),
+        ]
+    );
+    let lease: Role = typed(&find("Role", "dhi-admission-audit-lease"), "role");
+    assert_eq!(lease.metadata.namespace.as_deref(), Some(NAMESPACE));
+    assert_eq!(
+        lease.rules.unwrap(),
+        [
+            rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["dhi-admission-audit"],
+                &["get", "update"]
+            ),
+            rule(&["coordination.k8s.io"], &["leases"], &[], &["create"]),
+        ]
+    );
+    for (kind, name) in [
+        ("ClusterRoleBinding", "dhi-admission-audit"),
+        ("RoleBinding", "dhi-admission-audit-lease"),
+    ] {
+        let binding = find(kind, name);
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "dhi-admission-audit", "namespace": NAMESPACE}]),
+            "{kind}"
+        );
+    }
+
+    let raw = find("Deployment", "dhi-admission-audit");
+    let deployment: Deployment = typed(&raw, "audit deployment");
+    let spec = deployment.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        spec.service_account_name.as_deref(),
+        Some("dhi-admission-audit")
+    );
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    let pod_sc = spec.security_context.as_ref().unwrap();
+    assert_eq!(pod_sc.run_as_non_root, Some(true));
+    assert_eq!(
+        pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    assert_eq!(spec.containers.len(), 1);
+    let audit = &spec.containers[0];
+    check_container_security(audit, "audit");
+    let args = audit.args.clone().unwrap();
+    assert_eq!(args[0], "audit");
+    // The webhook's policy, from the ConfigMap the base generates.
+    assert_eq!(
+        flag(&args, "--config"),
+        Some("/etc/dhi-admission/policy.yaml")
+    );
+    assert_eq!(mount_dir(audit, "policy"), "/etc/dhi-admission");
+    let policy = spec
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "policy");
+    assert_eq!(
+        policy
+            .and_then(|v| v.config_map.as_ref())
+            .map(|c| c.name.as_str()),
+        Some("dhi-admission-policy")
+    );
+
+    // Admitted by its own policy, as shipped and as if it ran on a hardened image.
+    let engine = Engine::default();
+    let decision = review(&engine, &raw, Webhook::Validate);
+    assert!(
+        decision.allowed && decision.violations.is_empty(),
+        "{:?}",
+        decision.violations
+    );
+    let mut hardened = raw.clone();
+    hardened["spec"]["template"]["spec"]["containers"][0]["image"] = json!(HARDENED_STAND_IN);
+    let decision = review(&engine, &hardened, Webhook::Validate);
+    assert!(
+        decision.allowed && decision.violations.is_empty(),
+        "{:?}",
+        decision.violations
+    );
+    let eval = evaluate(&engine, &hardened);
+    assert!(eval.patch.is_empty(), "would patch {:?}", eval.patch);
+}
+
+/// The PolicyReport CRDs accept what the audit writes: results by these outcomes, string
+/// properties, and the two kinds at their scopes.
+#[test]
+fn the_policyreport_crds_are_v1alpha2_as_policy_reporter_reads_them() {
+    let objects = render(&deploy().join("overlays/policyreport-crds"));
+    let scopes: BTreeMap<String, String> = objects
+        .iter()
+        .map(|o| {
+            (
+                o["spec"]["names"]["kind"].as_str().unwrap().to_owned(),
+                o["spec"]["scope"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        scopes,
+        BTreeMap::from([
+            ("ClusterPolicyReport".to_owned(), "Cluster".to_owned()),
+            ("PolicyReport".to_owned(), "Namespaced".to_owned()),
+        ])
+    );
+    for crd in &objects {
+        assert_eq!(crd["spec"]["group"], "wgpolicyk8s.io");
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(
+            (&version["name"], &version["served"], &version["storage"]),
+            (&json!("v1alpha2"), &json!(true), &json!(true))
+        );
+        let schema = &version["schema"]["openAPIV3Schema"]["properties"];
+        let result = &schema["results"]["items"]["properties"];
+        assert_eq!(
+            result["result"]["enum"],
+            json!(["pass", "fail", "warn", "error", "skip"])
+        );
+        assert_eq!(
+            result["properties"]["additionalProperties"],
+            json!({"type": "string"})
+        );
+        assert_eq!(schema["results"]["items"]["required"], json!(["policy"]));
+        let summary: BTreeSet<&str> = schema["summary"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            summary,
+            BTreeSet::from(["pass", "fail", "warn", "error", "skip"])
         );
     }
 }

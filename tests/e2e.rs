@@ -30,6 +30,8 @@ mod webhook;
 
 #[path = "e2e/audit.rs"]
 mod audit;
+#[path = "e2e/background_audit.rs"]
+mod background_audit;
 #[path = "e2e/certs.rs"]
 mod certs;
 #[path = "e2e/reinvocation.rs"]

@@ -20,6 +20,8 @@
 //!   is ready. The chart also runs a post-install/post-upgrade hook Job that waits for the
 //!   Deployment and the caBundle, then patches the default entries to `Fail` at once, so
 //!   `helm install` fails when the webhook never becomes ready; its patches are checked.
+//! - **Kept CRDs.** With `audit.crds.install` the PolicyReport CRDs carry
+//!   `helm.sh/resource-policy: keep`: uninstalling must not delete every report.
 //! - **Hooks.** The lifecycle Jobs and their ServiceAccounts and RBAC exist only in the
 //!   chart; they are checked on their own: least privilege, restricted security context,
 //!   admitted by the project's own policy (`dhi-admission check`) without a patch.
@@ -224,6 +226,9 @@ fn check_typed(doc: &Value) {
                 k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
             >(doc))
         }
+        (Some("apiextensions.k8s.io/v1"), Some("CustomResourceDefinition")) => drop(typed::<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        >(doc)),
         // Third-party kinds: the overlay comparison checks them field by field.
         (Some("monitoring.coreos.com/v1" | "cert-manager.io/v1"), Some(_)) => {}
         (av, k) => panic!("{av:?}/{k:?}: a kind this test does not know"),
@@ -762,6 +767,72 @@ fn monitoring_renders_the_monitoring_overlay() {
 }
 
 #[test]
+fn audit_renders_the_audit_reports_overlays() {
+    let Some(helm) = helm() else { return };
+    let on = [
+        "--set",
+        "audit.enabled=true",
+        "--set",
+        "audit.crds.install=true",
+    ];
+    let with = normalise(&template(&helm, &on), true).objects;
+    let without = normalise(&template(&helm, &[]), true).objects;
+    let mut added: BTreeMap<Id, Value> = with
+        .into_iter()
+        .filter(|(id, _)| !without.contains_key(id))
+        .collect();
+    // The chart keeps the CRDs on uninstall: deleting them would delete every report,
+    // Kyverno's and Policy Reporter's included.
+    for (id, o) in added
+        .iter_mut()
+        .filter(|(id, _)| id.0 == "CustomResourceDefinition")
+    {
+        let annotations = o["metadata"].as_object_mut().unwrap().remove("annotations");
+        assert_eq!(
+            annotations,
+            Some(json!({"helm.sh/resource-policy": "keep"})),
+            "{id:?}"
+        );
+    }
+    let mut overlays = overlay_objects("audit-reports");
+    overlays.extend(overlay_objects("policyreport-crds"));
+    assert_same(
+        &added,
+        &overlays,
+        "audit.enabled, audit.crds.install vs audit-reports, policyreport-crds",
+    );
+    // The audit's options reach its arguments, and only when set.
+    let set = [
+        "--set",
+        "audit.enabled=true",
+        "--set",
+        "audit.resyncSeconds=120",
+        "--set",
+        "audit.detectRuntimePorts=true",
+        "--set",
+        "audit.metricsNamespaceLabel=true",
+    ];
+    let chart = template(&helm, &set);
+    let deployment: Deployment = typed(find(&chart, "Deployment", "dhi-admission-audit"));
+    let spec = deployment.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        spec.containers[0].args.as_deref().unwrap()[7..],
+        [
+            "--resync-seconds",
+            "120",
+            "--detect-runtime-ports",
+            "--metrics-namespace-label"
+        ]
+    );
+    assert!(
+        !chart
+            .iter()
+            .any(|o| o["kind"] == "CustomResourceDefinition"),
+        "CRDs only with audit.crds.install"
+    );
+}
+
+#[test]
 fn hooks_run_least_privileged_and_pass_the_policy() {
     let Some(helm) = helm() else { return };
     let chart = template(&helm, &[]);
@@ -903,6 +974,14 @@ fn the_chart_policy_and_dashboard_are_the_overlays_files() {
         (
             "files/dashboard.json",
             "deploy/overlays/monitoring/dashboards/dhi-admission.json",
+        ),
+        (
+            "files/policyreports.yaml",
+            "deploy/overlays/policyreport-crds/policyreports.yaml",
+        ),
+        (
+            "files/clusterpolicyreports.yaml",
+            "deploy/overlays/policyreport-crds/clusterpolicyreports.yaml",
         ),
     ] {
         assert_eq!(

@@ -178,3 +178,12 @@ Called with (dict "root" $ "prefix" "mutate").
 {{- $default := ternary "Fail" "Ignore" (eq (include "dhi-admission.enforcing" .root) "true") -}}
 {{ .prefix }}.dhi.io={{ $default }},{{ .prefix }}-audit.dhi.io=Ignore,{{ .prefix }}-warn.dhi.io=Ignore
 {{- end }}
+
+{{/* Labels of the background audit's objects (deploy/overlays/audit-reports). */}}
+{{- define "dhi-admission.auditLabels" -}}
+app.kubernetes.io/name: dhi-admission-audit
+app.kubernetes.io/part-of: dhi-admission
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
