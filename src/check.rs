@@ -28,7 +28,7 @@ use anyhow::anyhow;
 use clap::ValueEnum;
 use serde_json::Value;
 
-use crate::config::ActivePolicy;
+use crate::config::PolicyArgs;
 use dhi_policy::{Engine, Finding, Mode};
 use fix::{CheckedFile, Output as FixOutput};
 use input::{Cause, Document, Origin, Source};
@@ -42,16 +42,9 @@ pub struct CheckArgs {
     /// `-` reads standard input.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Policy file, as given to the webhook; the built-in policy without one.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Judge as the webhook in this mode [default: the policy file's mode, else enforce].
-    #[arg(long, value_name = "enforce|warn|audit")]
-    pub mode: Option<Mode>,
-    /// A catalog file in the format of the DHI catalog export (`images.json`), in place
-    /// of the compiled-in snapshot.
-    #[arg(long, value_name = "FILE")]
-    pub catalog: Option<PathBuf>,
+    /// The policy file, mode and catalog.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Report format.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -107,13 +100,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let fix_output = fix_output(args)?;
-    let snapshot = args
-        .catalog
-        .as_deref()
-        .map(crate::catalog::load_snapshot)
-        .transpose()?;
-    let policy =
-        crate::catalog::with_snapshot(load_policy(args.config.as_deref(), args.mode)?, snapshot);
+    let policy = args.policy.load()?;
     let (engine, mode) = (&policy.engine, policy.mode);
     let mut entries = Vec::new();
     let mut files = Vec::new();
@@ -213,13 +200,6 @@ fn check_file(
 }
 
 /// The policy file, or the built-in policy, with the mode as the server resolves it.
-fn load_policy(path: Option<&Path>, mode: Option<Mode>) -> anyhow::Result<ActivePolicy> {
-    Ok(match path {
-        Some(path) => ActivePolicy::load(path, mode)?.0,
-        None => ActivePolicy::new(Default::default(), mode),
-    })
-}
-
 /// The entries for one document; with `fix`, the document is patched in place.
 fn check_document(engine: &Engine, mode: Mode, fix: bool, document: &mut Document) -> Vec<Entry> {
     let items = match objects::items(document) {

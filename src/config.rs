@@ -480,3 +480,37 @@ mod tests {
         assert_eq!(body_budget_for(Some(64 << 30), max_body), 1 << 30);
     }
 }
+
+/// The policy flags of the offline commands (`check`, `scan`): the policy file, the mode
+/// and the catalog, read as `serve` reads them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PolicyArgs {
+    /// Policy file, as given to the webhook (`serve --config`); the built-in policy
+    /// without one.
+    #[arg(long, visible_alias = "policy", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The webhook's mode [default: the policy file's mode, else enforce]; `scan` applies
+    /// it to namespaces without a `dhi.io/mode` label.
+    #[arg(long, value_name = "enforce|warn|audit")]
+    pub mode: Option<Mode>,
+    /// A catalog file in the format of the DHI catalog export (`images.json`), in place
+    /// of the compiled-in snapshot.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// The engine and mode these flags describe.
+    pub fn load(&self) -> anyhow::Result<ActivePolicy> {
+        let policy = match &self.config {
+            Some(path) => ActivePolicy::load(path, self.mode)?.0,
+            None => ActivePolicy::new(PolicyFile::default(), self.mode),
+        };
+        let snapshot = self
+            .catalog
+            .as_deref()
+            .map(crate::catalog::load_snapshot)
+            .transpose()?;
+        Ok(crate::catalog::with_snapshot(policy, snapshot))
+    }
+}

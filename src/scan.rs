@@ -19,10 +19,9 @@ use anyhow::{Context, anyhow};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::config::ActivePolicy;
+use crate::config::PolicyArgs;
 use crate::report::{self, Summary, WorkloadReport, policyreport};
 use cluster::Where;
-use dhi_policy::Mode;
 use inventory::{Inventory, LIST_ORDER};
 
 /// Exit status when a workload would be denied.
@@ -48,18 +47,9 @@ pub struct ScanArgs {
     /// Scan every namespace.
     #[arg(long, short = 'A')]
     pub all_namespaces: bool,
-    /// Policy file, as given to the webhook (`serve --config`); the built-in policy
-    /// without one.
-    #[arg(long, visible_alias = "config", value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-    /// The server-wide mode, for namespaces without a `dhi.io/mode` label [default: the
-    /// policy file's mode, else enforce].
-    #[arg(long, value_name = "enforce|warn|audit")]
-    pub mode: Option<Mode>,
-    /// A catalog file in the format of the DHI catalog export (`images.json`), in place
-    /// of the compiled-in snapshot.
-    #[arg(long, value_name = "FILE")]
-    pub catalog: Option<PathBuf>,
+    /// The policy file, mode and catalog.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Report format.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -112,7 +102,7 @@ async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
             "-n {ns:?}: not a namespace name (lower-case letters, digits and '-', at most 63)"
         );
     }
-    let policy = load_policy(args)?;
+    let policy = args.policy.load()?;
     let (client, default_namespace) = cluster::client(args.kubeconfig.as_deref()).await?;
     let at = match (&args.namespace, args.all_namespaces) {
         (_, true) => Where::All,
@@ -203,20 +193,6 @@ async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The policy and catalog as `serve` loads them.
-fn load_policy(args: &ScanArgs) -> anyhow::Result<ActivePolicy> {
-    let policy = match &args.policy {
-        Some(path) => ActivePolicy::load(path, args.mode)?.0,
-        None => ActivePolicy::new(Default::default(), args.mode),
-    };
-    let snapshot = args
-        .catalog
-        .as_deref()
-        .map(crate::catalog::load_snapshot)
-        .transpose()?;
-    Ok(crate::catalog::with_snapshot(policy, snapshot))
 }
 
 /// A one-line count on standard error, only when it is a terminal.

@@ -153,19 +153,8 @@ impl Resource for Workload {
 
 /// The API resource of a watched kind (all are served as `v1` of their group).
 pub fn api_resource(kind: WorkloadKind) -> ApiResource {
-    let plural = match kind {
-        WorkloadKind::Pod => "pods",
-        WorkloadKind::PodTemplate => "podtemplates",
-        WorkloadKind::ReplicationController => "replicationcontrollers",
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
-        WorkloadKind::ReplicaSet => "replicasets",
-        WorkloadKind::Job => "jobs",
-        WorkloadKind::CronJob => "cronjobs",
-    };
     let gvk = GroupVersionKind::gvk(kind.group(), "v1", kind.as_str());
-    ApiResource::from_gvk_with_plural(&gvk, plural)
+    ApiResource::from_gvk_with_plural(&gvk, kind.plural())
 }
 
 /// What a watcher tells the reconciler.

@@ -55,17 +55,7 @@ pub fn collection(kind: WorkloadKind, at: &Where) -> String {
         "" => "/api/v1".to_owned(),
         group => format!("/apis/{group}/v1"),
     };
-    let plural = match kind {
-        WorkloadKind::Pod => "pods",
-        WorkloadKind::PodTemplate => "podtemplates",
-        WorkloadKind::ReplicationController => "replicationcontrollers",
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
-        WorkloadKind::ReplicaSet => "replicasets",
-        WorkloadKind::Job => "jobs",
-        WorkloadKind::CronJob => "cronjobs",
-    };
+    let plural = kind.plural();
     match at {
         Where::Namespace(ns) => format!("{group}/namespaces/{ns}/{plural}"),
         Where::All => format!("{group}/{plural}"),

@@ -91,6 +91,22 @@ impl WorkloadKind {
         }
     }
 
+    /// The resource name the API serves the kind under (`deployments`), for URLs and
+    /// watches: the scan and the background audit list exactly the kinds judged here.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Pod => "pods",
+            Self::PodTemplate => "podtemplates",
+            Self::ReplicationController => "replicationcontrollers",
+            Self::Deployment => "deployments",
+            Self::StatefulSet => "statefulsets",
+            Self::DaemonSet => "daemonsets",
+            Self::ReplicaSet => "replicasets",
+            Self::Job => "jobs",
+            Self::CronJob => "cronjobs",
+        }
+    }
+
     /// Pods run; every other kind is a template for pods.
     pub fn is_template(self) -> bool {
         self != Self::Pod
