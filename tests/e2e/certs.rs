@@ -16,7 +16,9 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 
-use super::cluster::{create, eventually, namespace, pods, service_accounts, yaml_documents};
+use super::cluster::{
+    create, eventually, namespace, pods, rbac_collection, service_accounts, yaml_documents,
+};
 use super::webhook::{Server, apply, configurations, probe_pod, run, wait_active};
 
 const CONFIG: &str = "dhi-admission";
@@ -35,15 +37,7 @@ async fn apply_rbac(client: &kube::Client, ns: &str) {
                 s["namespace"] = json!(ns);
             }
         }
-        let path = match kind.as_str() {
-            "Role" => format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
-            "RoleBinding" => {
-                format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings")
-            }
-            "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
-            "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
-            other => panic!("unexpected {other} in rbac.yaml"),
-        };
+        let path = rbac_collection(&kind, ns);
         let answer = create(client, &path, &doc, false).await;
         assert_eq!(answer.status, 201, "{kind}: {}", answer.body);
     }

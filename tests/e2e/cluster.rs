@@ -379,6 +379,18 @@ pub async fn create(client: &Client, path: &str, object: &Value, dry_run: bool) 
     send(client, "POST", &path, "application/json", Some(object)).await
 }
 
+/// The collection path of an RBAC kind, namespaced ones in `ns`.
+pub fn rbac_collection(kind: &str, ns: &str) -> String {
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    match kind {
+        "Role" => format!("{rbac}/namespaces/{ns}/roles"),
+        "RoleBinding" => format!("{rbac}/namespaces/{ns}/rolebindings"),
+        "ClusterRole" => format!("{rbac}/clusterroles"),
+        "ClusterRoleBinding" => format!("{rbac}/clusterrolebindings"),
+        other => panic!("{other} is not an RBAC kind"),
+    }
+}
+
 /// The collection path of pods in `ns`.
 pub fn pods(ns: &str) -> String {
     format!("/api/v1/namespaces/{ns}/pods")

@@ -15,7 +15,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::certs::service_account_kubeconfig;
-use super::cluster::{create, eventually, namespace, pods, send, service_accounts, yaml_documents};
+use super::cluster::{
+    create, eventually, namespace, pods, rbac_collection, send, service_accounts, yaml_documents,
+};
 use super::webhook::{Server, apply, configurations, probe_pod, unregister, wait_active};
 
 const TEST: &str = "safe-install";
@@ -59,15 +61,7 @@ async fn apply_arm_rbac(client: &kube::Client, ns: &str) {
                 rule["resourceNames"] = json!([CONFIG]);
             }
         }
-        let path = match kind.as_str() {
-            "Role" => format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
-            "RoleBinding" => {
-                format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings")
-            }
-            "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
-            "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
-            other => panic!("unexpected {other} in rbac-arm.yaml"),
-        };
+        let path = rbac_collection(&kind, ns);
         let answer = create(client, &path, &doc, false).await;
         assert_eq!(answer.status, 201, "{kind}: {}", answer.body);
     }
