@@ -155,7 +155,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         limits,
         router(),
         None,
-        dhi_admission::server::shutdown_signal(),
+        dhi_admission::shutdown::signal(),
     )
     .await;
     metrics.abort();

@@ -37,6 +37,7 @@ use kube::Api;
 use tokio::sync::watch as channel;
 
 use crate::config::parse_listen;
+use crate::kube_client::Fallback;
 
 /// Arguments of `dhi-admission audit`.
 #[derive(Debug, clap::Args)]
@@ -133,7 +134,8 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     // A broken policy or catalog at start is fatal, as for `serve`.
     let (loaded, fingerprint) = sources.load()?;
     let listener = metrics::bind(args.metrics_listen).await?;
-    let (client, own_namespace) = crate::certs::kube_client(args.kubeconfig.as_deref()).await?;
+    let (client, own_namespace) =
+        crate::kube_client::connect(args.kubeconfig.as_deref(), Fallback::InCluster).await?;
     let lease_config = lease::LeaseConfig {
         name: args.lease_name.clone(),
         namespace: args.lease_namespace.clone().unwrap_or(own_namespace),
@@ -178,7 +180,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     // The reconciler returns only on a fatal error; the signal ends it otherwise.
     let result = tokio::select! {
         result = reconciler.run(stop_rx) => result,
-        () = crate::server::shutdown_signal() => {
+        () = crate::shutdown::signal() => {
             tracing::info!("shutting down");
             Ok(())
         }

@@ -75,6 +75,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::kube_client::{Fallback, connect};
+
 mod arm;
 mod bootstrap;
 mod error;
@@ -89,13 +91,12 @@ mod tests;
 
 pub use arm::{
     ANNOTATION as FAILURE_POLICY_ANNOTATION, ArmOptions, ArmReport, FailurePolicy, Intended,
-    IntentError, Waiting, arm_loop, arm_once,
+    Waiting, arm_loop, arm_once,
 };
 pub use bootstrap::{
-    BootstrapOptions, BootstrapOutcome, BootstrapReport, bootstrap_with, kube_client,
-    service_dns_names,
+    BootstrapOptions, BootstrapOutcome, BootstrapReport, bootstrap_with, service_dns_names,
 };
-pub use error::{CertError, ParseProblem, ValidityProblem};
+pub use error::{CertError, IntentError, ParseProblem, ValidityProblem};
 pub use files::{ensure_dev_certificate, write_pair, write_serving_files};
 pub use generate::{
     ALWAYS_DNS, ALWAYS_IPS, GeneratedCerts, Validity, generate_pair, generate_pair_with_validity,
@@ -229,7 +230,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 pub async fn arm(args: ArmArgs) -> anyhow::Result<()> {
     let interval = Duration::from_secs(args.interval_seconds);
     let (client, default_namespace) = loop {
-        match kube_client(args.kubeconfig.as_deref()).await {
+        match connect(args.kubeconfig.as_deref(), Fallback::InCluster).await {
             Ok(found) => break found,
             Err(e) if args.once => return Err(e.into()),
             // As a container of the webhook's pods, exiting would make the pod unready:
@@ -238,7 +239,7 @@ pub async fn arm(args: ArmArgs) -> anyhow::Result<()> {
                 tracing::error!(error = %anyhow::Error::from(e), "no API client yet; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(interval) => {}
-                    () = crate::server::shutdown_signal() => return Ok(()),
+                    () = crate::shutdown::signal() => return Ok(()),
                 }
             }
         }
@@ -282,7 +283,8 @@ pub async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let (client, default_namespace) = kube_client(args.kubeconfig.as_deref()).await?;
+    let (client, default_namespace) =
+        connect(args.kubeconfig.as_deref(), Fallback::InCluster).await?;
     let namespace = args.namespace.unwrap_or(default_namespace);
     let opts = BootstrapOptions {
         namespace,

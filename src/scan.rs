@@ -20,6 +20,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::config::PolicyArgs;
+use crate::kube_client::Fallback;
 use crate::report::{self, Summary, WorkloadReport, policyreport};
 use cluster::Where;
 use inventory::{Inventory, LIST_ORDER};
@@ -103,7 +104,8 @@ async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let policy = args.policy.load()?;
-    let (client, default_namespace) = cluster::client(args.kubeconfig.as_deref()).await?;
+    let (client, default_namespace) =
+        crate::kube_client::connect(args.kubeconfig.as_deref(), Fallback::Infer).await?;
     let at = match (&args.namespace, args.all_namespaces) {
         (_, true) => Where::All,
         (Some(ns), false) => Where::Namespace(ns.clone()),

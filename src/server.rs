@@ -51,7 +51,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ensure_development_certificate(&config.tls)?;
     }
     let server = Server::bind(config).await?;
-    server.serve(shutdown_signal()).await
+    server.serve(crate::shutdown::signal()).await
 }
 
 fn ensure_development_certificate(paths: &KeyPairPaths) -> anyhow::Result<()> {
@@ -634,27 +634,5 @@ async fn handshake(
     match first {
         Some(done) => done,
         None => accept.await,
-    }
-}
-
-/// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use dhi_admission::certs::{
     ArmOptions, ArmReport, BootstrapArgs, BootstrapOptions, BootstrapOutcome, BootstrapReport,
     CertError, GeneratedCerts, Validity, Waiting, arm_once, bootstrap, bootstrap_with,
-    cert_not_after, generate_pair, generate_pair_with_validity, kube_client, service_dns_names,
+    cert_not_after, generate_pair, generate_pair_with_validity, service_dns_names,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -749,7 +749,12 @@ async fn command_entry_point_uses_the_kubeconfig_and_its_namespace() {
         api.url
     );
     std::fs::write(&kubeconfig, yaml).unwrap();
-    let (_, namespace) = kube_client(Some(&kubeconfig)).await.unwrap();
+    let (_, namespace) = dhi_admission::kube_client::connect(
+        Some(&kubeconfig),
+        dhi_admission::kube_client::Fallback::InCluster,
+    )
+    .await
+    .unwrap();
     assert_eq!(namespace, NS);
 
     let args = BootstrapArgs {

@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use tracing::{error, info};
 
 use super::CertError;
+use super::error::IntentError;
 use super::error::ParseProblem;
 use super::webhooks::{WebhookConfiguration, patch_with_retry};
 
@@ -76,23 +77,6 @@ impl FromStr for FailurePolicy {
             other => Err(IntentError::NotAPolicy(other.to_owned())),
         }
     }
-}
-
-/// Why a [`ANNOTATION`] value does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IntentError {
-    /// A value other than `Fail` or `Ignore`.
-    #[error("{0:?} is not a failurePolicy (Fail or Ignore)")]
-    NotAPolicy(String),
-    /// An item without `=`.
-    #[error("{0:?} is not <webhook name>=<Fail|Ignore>")]
-    NotAPair(String),
-    /// An item with an empty name.
-    #[error("{0:?} names no webhook")]
-    NoName(String),
-    /// The same entry twice.
-    #[error("webhook {0:?} is named twice")]
-    Twice(String),
 }
 
 /// The intended policy of each named entry: the parsed [`ANNOTATION`].
@@ -227,7 +211,7 @@ pub async fn arm_loop(client: Client, opts: ArmOptions, interval: Duration) {
     };
     tokio::select! {
         () = rounds => {}
-        () = crate::server::shutdown_signal() => info!("stopping"),
+        () = crate::shutdown::signal() => info!("stopping"),
     }
 }
 

@@ -3,14 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use tracing::{info, warn};
 
 use super::inspect::{RenewReason, TlsMaterial, Window, assess, merge_bundle};
@@ -94,35 +93,6 @@ pub fn service_dns_names(service: &str, namespace: &str) -> Vec<String> {
         format!("{service}.{namespace}.svc"),
         format!("{service}.{namespace}.svc.cluster.local"),
     ]
-}
-
-/// Builds a client from the kubeconfig file `kubeconfig` (its current context), or
-/// from the in-cluster service account when `None`. Also returns that configuration's
-/// default namespace (the service account's namespace in-cluster).
-pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<(Client, String), CertError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let from = || path.display().to_string();
-            let file = Kubeconfig::read_from(path).map_err(|e| CertError::ClientConfig {
-                from: from(),
-                source: Box::new(e),
-            })?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| CertError::ClientConfig {
-                    from: from(),
-                    source: Box::new(e),
-                })?
-        }
-        None => Config::incluster().map_err(|e| CertError::ClientConfig {
-            from: "the in-cluster service account (use --kubeconfig outside a cluster)".into(),
-            source: Box::new(e),
-        })?,
-    };
-    let namespace = config.default_namespace.clone();
-    let client = Client::try_from(config)
-        .map_err(|e| CertError::kube("connecting to", "the API server", e))?;
-    Ok((client, namespace))
 }
 
 /// Makes sure the Secret holds a valid serving certificate for the Service, that both

@@ -6,7 +6,6 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::RenewReason;
-use super::arm::IntentError;
 
 /// What went wrong while generating, reading, writing or publishing certificates.
 ///
@@ -65,15 +64,9 @@ pub enum CertError {
         /// The file that is missing.
         missing: PathBuf,
     },
-    /// The Kubernetes client configuration could not be loaded.
-    #[error("loading the Kubernetes client configuration from {from}")]
-    ClientConfig {
-        /// Where it was loaded from (a kubeconfig path, or "the in-cluster service account").
-        from: String,
-        /// The failure.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    /// No Kubernetes client could be built.
+    #[error(transparent)]
+    Client(#[from] crate::kube_client::ClientError),
     /// A Kubernetes API call failed.
     #[error("{action} {resource}")]
     Kube {
@@ -214,4 +207,21 @@ pub enum ParseProblem {
     /// A `dhi.io/failure-policy` annotation naming an entry the configuration lacks.
     #[error("it names {0:?}, which is not an entry")]
     UnknownEntry(String),
+}
+
+/// Why a `dhi.io/failure-policy` annotation value does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntentError {
+    /// A value other than `Fail` or `Ignore`.
+    #[error("{0:?} is not a failurePolicy (Fail or Ignore)")]
+    NotAPolicy(String),
+    /// An item without `=`.
+    #[error("{0:?} is not <webhook name>=<Fail|Ignore>")]
+    NotAPair(String),
+    /// An item with an empty name.
+    #[error("{0:?} names no webhook")]
+    NoName(String),
+    /// The same entry twice.
+    #[error("webhook {0:?} is named twice")]
+    Twice(String),
 }

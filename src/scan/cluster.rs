@@ -3,13 +3,11 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use http_body_util::{BodyExt, Limited};
+use kube::Client;
 use kube::api::ListParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -18,27 +16,6 @@ use dhi_policy::WorkloadKind;
 /// The largest list page read: a page of 500 pods with their managedFields is a few
 /// MiB; anything past this is refused rather than held.
 pub const MAX_PAGE_BYTES: usize = 64 << 20;
-
-/// A client from `--kubeconfig`, else as kubectl finds one (`KUBECONFIG`,
-/// `~/.kube/config`, then the in-cluster service account), with that configuration's
-/// default namespace.
-pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<(Client, String)> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", path.display()))?
-        }
-        None => Config::infer()
-            .await
-            .context("no cluster configuration (give --kubeconfig, or run in a cluster)")?,
-    };
-    let namespace = config.default_namespace.clone();
-    let client = Client::try_from(config).context("cannot build the Kubernetes client")?;
-    Ok((client, namespace))
-}
 
 /// Where to list: one namespace or all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
