@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use dhi_admission::{audit, catalog, certs, check, config, scan, server, webhooks};
+use dhi_admission::{audit, catalog, certs, check, config, install, scan, server, webhooks};
 
 // mimalloc: the allocator is a large share of the request path's CPU. Built with
 // `no_thp` (Cargo.toml): transparent huge pages raise idle RSS and buy no CPU here.
@@ -70,10 +70,10 @@ enum CertsCommand {
     /// Generate a CA and a serving certificate.
     Generate(certs::GenerateArgs),
     /// Create or renew the serving Secret and patch the webhook CA bundles (init container).
-    Bootstrap(certs::BootstrapArgs),
+    Bootstrap(install::BootstrapArgs),
     /// Switch the webhook entries to the failure policy their configurations declare,
     /// Fail only once a replica is ready (sidecar).
-    Arm(certs::ArmArgs),
+    Arm(install::ArmArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -101,9 +101,9 @@ fn main() -> ExitCode {
         Command::Certs { command } => match command {
             CertsCommand::Generate(args) => certs::generate(args),
             CertsCommand::Bootstrap(args) => {
-                runtime().and_then(|rt| rt.block_on(certs::bootstrap(args)))
+                runtime().and_then(|rt| rt.block_on(install::bootstrap(args)))
             }
-            CertsCommand::Arm(args) => runtime().and_then(|rt| rt.block_on(certs::arm(args))),
+            CertsCommand::Arm(args) => runtime().and_then(|rt| rt.block_on(install::arm(args))),
         },
     };
     match result {

@@ -15,9 +15,11 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use dhi_admission::certs::{
+    CertError, GeneratedCerts, Validity, cert_not_after, generate_pair, generate_pair_with_validity,
+};
+use dhi_admission::install::{
     ArmOptions, ArmReport, BootstrapArgs, BootstrapOptions, BootstrapOutcome, BootstrapReport,
-    CertError, GeneratedCerts, Validity, Waiting, arm_once, bootstrap, bootstrap_with,
-    cert_not_after, generate_pair, generate_pair_with_validity, service_dns_names,
+    Waiting, arm_once, bootstrap, bootstrap_with, service_dns_names,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{

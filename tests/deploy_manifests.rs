@@ -18,8 +18,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dhi_admission::certs::{FAILURE_POLICY_ANNOTATION, FailurePolicy, Intended};
 use dhi_admission::config::Limits;
+use dhi_admission::install::{FAILURE_POLICY_ANNOTATION, FailurePolicy, Intended};
 use dhi_policy::{
     Action, Engine, Mode, PolicyFile, RuleId, Scope, SkipReason, Subject, Webhook, WorkloadKind,
     catalog, decode_object,

@@ -5,7 +5,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{CA_CRT, CA_KEY, CertError, GeneratedCerts, TLS_CRT, TLS_KEY, generate_pair};
+use super::error::CertError;
+use super::issue::{GeneratedCerts, generate_pair};
+
+/// File name and Secret key of the CA certificate (bundle).
+pub const CA_CRT: &str = "ca.crt";
+/// File name of the CA private key (never stored in the Secret).
+pub const CA_KEY: &str = "ca.key";
+/// File name and Secret key of the serving chain.
+pub const TLS_CRT: &str = "tls.crt";
+/// File name and Secret key of the serving key.
+pub const TLS_KEY: &str = "tls.key";
 
 /// Mode of private key files.
 const PRIVATE_MODE: u32 = 0o600;

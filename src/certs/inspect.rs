@@ -12,8 +12,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, RootCertStore};
 
-use super::CertError;
 use super::error::ParseProblem;
+use super::error::{CertError, RenewReason};
 
 const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 const PEM_END: &str = "-----END CERTIFICATE-----";
@@ -90,55 +90,6 @@ impl fmt::Debug for TlsMaterial {
             .field("cert_pem", &self.cert_pem)
             .field("key_pem", &"<redacted>")
             .finish()
-    }
-}
-
-/// Why existing serving material is replaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RenewReason {
-    /// There is no material at all.
-    Missing,
-    /// One of the Secret keys is absent or not UTF-8.
-    MissingKey(&'static str),
-    /// A PEM text or certificate does not parse.
-    Unparseable(String),
-    /// The key does not belong to the leaf certificate.
-    KeyMismatch,
-    /// The chain does not verify against the CA bundle.
-    Untrusted(String),
-    /// The leaf does not cover the name the API server connects to.
-    NameNotCovered(String),
-    /// The leaf has expired or is not yet valid.
-    Expired,
-    /// The leaf is past two thirds of its validity.
-    DueForRenewal {
-        /// When two thirds of the validity were reached (Unix seconds).
-        renew_at: i64,
-        /// When it expires (Unix seconds).
-        not_after: i64,
-    },
-}
-
-impl fmt::Display for RenewReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RenewReason::Missing => write!(f, "no certificate yet"),
-            RenewReason::MissingKey(key) => write!(f, "key {key} is missing or not UTF-8"),
-            RenewReason::Unparseable(why) => write!(f, "unparseable: {why}"),
-            RenewReason::KeyMismatch => write!(f, "tls.key does not match tls.crt"),
-            RenewReason::Untrusted(why) => {
-                write!(f, "tls.crt does not verify against ca.crt: {why}")
-            }
-            RenewReason::NameNotCovered(name) => write!(f, "tls.crt does not cover {name}"),
-            RenewReason::Expired => write!(f, "tls.crt is expired or not yet valid"),
-            RenewReason::DueForRenewal {
-                renew_at,
-                not_after,
-            } => write!(
-                f,
-                "tls.crt passed two thirds of its validity at {renew_at} (expires at {not_after})"
-            ),
-        }
     }
 }
 

@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use dhi_admission::certs::{Validity, generate_pair_with_validity, service_dns_names};
+use dhi_admission::certs::{Validity, generate_pair_with_validity};
+use dhi_admission::install::service_dns_names;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,

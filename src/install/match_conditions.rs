@@ -11,8 +11,8 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::Client;
 use serde_json::{Value, json};
 
-use super::CertError;
-use super::webhooks::patch_with_retry;
+use super::configurations::patch_with_retry;
+use crate::certs::CertError;
 
 const KIND: &str = "ValidatingWebhookConfiguration";
 

@@ -31,10 +31,8 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tracing::{error, info};
 
-use super::CertError;
-use super::error::IntentError;
-use super::error::ParseProblem;
-use super::webhooks::{WebhookConfiguration, patch_with_retry};
+use super::configurations::{WebhookConfiguration, patch_with_retry};
+use crate::certs::{CertError, IntentError, ParseProblem};
 
 /// The annotation of a webhook configuration that declares its entries' intended policy:
 /// `<entry name>=<Fail|Ignore>`, comma-separated.

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
-use super::CertError;
+use crate::certs::CertError;
 
 /// Read-patch rounds tried before giving up on a configuration that keeps changing.
 const MAX_ATTEMPTS: u32 = 5;

@@ -12,9 +12,11 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use super::inspect::{RenewReason, TlsMaterial, Window, assess, merge_bundle};
-use super::webhooks::{FIELD_MANAGER, publish_ca_bundle};
-use super::{CA_CRT, CertError, TLS_CRT, TLS_KEY, generate_pair, write_serving_files};
+use super::configurations::{FIELD_MANAGER, publish_ca_bundle};
+use crate::certs::{
+    CA_CRT, CertError, RenewReason, TLS_CRT, TLS_KEY, TlsMaterial, Window, assess, generate_pair,
+    merge_bundle, write_serving_files,
+};
 
 /// Read-write rounds tried on the Secret before giving up.
 const MAX_ATTEMPTS: u32 = 5;

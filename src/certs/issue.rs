@@ -15,8 +15,7 @@ use rcgen::{
 use rustls::pki_types::DnsName;
 use time::OffsetDateTime;
 
-use super::CertError;
-use super::error::ValidityProblem;
+use super::error::{CertError, ValidityProblem};
 
 /// Names always covered by a generated serving certificate, in addition to the ones
 /// asked for: local probes and port-forwards then verify too.
