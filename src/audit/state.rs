@@ -516,6 +516,18 @@ mod tests {
         (state, metrics)
     }
 
+    /// A leader that wrote `shop`'s report (one workload) at the returned instant.
+    fn shop_written(t0: Instant) -> (AuditState, AuditMetrics, Instant) {
+        let (mut state, metrics) = leader(t0);
+        let t1 = t0 + 1000 * MS;
+        state.change(applied("shop", "cart", "u1"), t1);
+        assert_eq!(
+            flush(&mut state, t1 + DEBOUNCE, |_| Written::Applied),
+            [Some("shop".to_owned()), None]
+        );
+        (state, metrics, t1 + DEBOUNCE)
+    }
+
     /// Fires the timer at `now` and carries out every write it hands out, each coming to
     /// what `outcome` says; the targets, in order.
     fn flush(
@@ -600,16 +612,9 @@ mod tests {
 
     #[test]
     fn nothing_is_due_when_the_rendered_reports_equal_the_written_ones() {
-        let t0 = Instant::now();
-        let (mut state, metrics) = leader(t0);
-        let t1 = t0 + 1000 * MS;
-        state.change(applied("shop", "cart", "u1"), t1);
-        assert_eq!(
-            flush(&mut state, t1 + DEBOUNCE, |_| Written::Applied),
-            [Some("shop".to_owned()), None]
-        );
+        let (mut state, metrics, written_at) = shop_written(Instant::now());
         // A relist that finds the same workload changes nothing: no timer at all.
-        let t2 = t1 + 2000 * MS;
+        let t2 = written_at + 2000 * MS;
         state.change(Change::Listing(Pod), t2);
         state.change(applied("shop", "cart", "u1"), t2);
         state.change(Change::Listed(Pod), t2);
@@ -656,14 +661,12 @@ mod tests {
 
     #[test]
     fn a_new_leader_writes_every_namespace_again() {
-        let t0 = Instant::now();
-        let (mut state, metrics) = leader(t0);
-        let t1 = t0 + 1000 * MS;
-        state.change(applied("shop", "cart", "u1"), t1);
+        let (mut state, metrics, written_at) = shop_written(Instant::now());
+        let t1 = written_at + 1000 * MS;
         state.change(applied("web", "front", "u2"), t1);
         assert_eq!(
-            flush(&mut state, t1 + DEBOUNCE, |_| Written::Applied).len(),
-            3
+            flush(&mut state, t1 + DEBOUNCE, |_| Written::Applied),
+            [Some("web".to_owned()), None]
         );
         assert_eq!(
             line(&metrics, "dhi_admission_audit_leader"),
