@@ -12,19 +12,21 @@
 //! number of replicas may run; a Lease elects the one that writes ([`lease`]).
 //!
 //! - [`watch`]: one watcher per kind, decoding only what the engine reads.
-//! - [`store`]: the judged entry per workload, by namespace.
-//! - [`reconcile`]: judging, debouncing, rendering and writing the reports.
+//! - [`state`]: the pure core: judging into the [`store`] (the judged entry per workload,
+//!   by namespace), the debounce, and which reports are due to be written.
+//! - [`reconcile`]: the loop that feeds the state and carries out its writes.
 //! - [`inputs`]: the policy and catalog files, polled; [`runtime`]: the nodes' runtimes.
 //! - [`metrics`]: `/metrics` and `/healthz`.
 
-pub mod inputs;
-pub mod lease;
-pub mod metrics;
-pub mod reconcile;
-pub mod reports;
-pub mod runtime;
-pub mod store;
-pub mod watch;
+mod inputs;
+mod lease;
+mod metrics;
+mod reconcile;
+mod reports;
+mod runtime;
+mod state;
+mod store;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

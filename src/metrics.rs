@@ -3,6 +3,13 @@
 //! Label values are bounded by construction: they come from enums (webhook, kind,
 //! operation, mode, decision, rule, mutation, skip reason), never from request data.
 
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::routing::get;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -10,6 +17,7 @@ use prometheus::{
 
 use dhi_policy::answer::{Answer, Outcome};
 use dhi_policy::{Mode, MutationKind, RuleId, SkipReason, Webhook};
+use tokio::net::TcpListener;
 
 const WEBHOOKS: [Webhook; 2] = [Webhook::Mutate, Webhook::Validate];
 const MODES: [Mode; 3] = [Mode::Enforce, Mode::Audit, Mode::Warn];
@@ -39,27 +47,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    /// By `Webhook as usize`, then `Outcome as usize`.
-    duration: [[Histogram; 3]; 2],
-    /// By `RuleId as usize`, then `Mode as usize`.
-    violations: [[IntCounter; 3]; 3],
-    /// By `MutationKind as usize`.
-    mutations: [IntCounter; 6],
-    /// By `SkipReason as usize`.
-    skipped: [IntCounter; SkipReason::ALL.len()],
-    /// By `Reloaded as usize`, then failure (0) or success (1).
-    reloads: [[IntCounter; 2]; 4],
-    /// By `Reloaded as usize`.
-    reloaded_at: [Gauge; 4],
-    /// One series: the catalog snapshot in force.
-    catalog_info: IntGaugeVec,
-    cert_expiry: Gauge,
-    /// By `ConnClosed as usize`.
-    closed: [IntCounter; 5],
-    open: IntGauge,
-    /// By `ShedReason as usize`.
-    shed: [IntCounter; 1],
+    answers: AnswerFamilies,
+    loads: LoadFamilies,
+    conns: ConnFamilies,
 }
 
 /// Why the server closed a connection (connections closed by the client, or after an
@@ -144,9 +134,31 @@ impl Reloaded {
     }
 }
 
-impl Metrics {
-    /// Registers the families into `registry`.
-    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+/// Registers `collector` and hands it back for use.
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> prometheus::Result<C> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
+/// The families of answered requests: counts, latency, violations, mutations, skips.
+#[derive(Clone)]
+struct AnswerFamilies {
+    requests: IntCounterVec,
+    /// By `Webhook as usize`, then `Outcome as usize`.
+    duration: [[Histogram; 3]; 2],
+    /// By `RuleId as usize`, then `Mode as usize`.
+    violations: [[IntCounter; 3]; 3],
+    /// By `MutationKind as usize`.
+    mutations: [IntCounter; 6],
+    /// By `SkipReason as usize`.
+    skipped: [IntCounter; SkipReason::ALL.len()],
+}
+
+impl AnswerFamilies {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "dhi_admission_requests_total",
@@ -180,6 +192,38 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let requests = register(registry, requests)?;
+        let duration = register(registry, duration)?;
+        let violations = register(registry, violations)?;
+        let mutations = register(registry, mutations)?;
+        let skipped = register(registry, skipped)?;
+        Ok(Self {
+            requests,
+            duration: WEBHOOKS
+                .map(|w| OUTCOMES.map(|o| duration.with_label_values(&[w.as_str(), o.as_str()]))),
+            violations: RuleId::ALL.map(|rule| {
+                MODES.map(|mode| violations.with_label_values(&[rule.as_str(), mode.as_str()]))
+            }),
+            mutations: MutationKind::ALL.map(|m| mutations.with_label_values(&[m.as_str()])),
+            skipped: SkipReason::ALL.map(|r| skipped.with_label_values(&[r.as_str()])),
+        })
+    }
+}
+
+/// The families of what the server loaded: reloads, the certificate, the build, the catalog.
+#[derive(Clone)]
+struct LoadFamilies {
+    /// By `Reloaded as usize`, then failure (0) or success (1).
+    reloads: [[IntCounter; 2]; 4],
+    /// By `Reloaded as usize`.
+    reloaded_at: [Gauge; 4],
+    /// One series: the catalog snapshot in force.
+    catalog_info: IntGaugeVec,
+    cert_expiry: Gauge,
+}
+
+impl LoadFamilies {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "dhi_admission_reloads_total",
@@ -213,18 +257,35 @@ impl Metrics {
             ),
             &["snapshot", "source"],
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(violations.clone()))?;
-        registry.register(Box::new(mutations.clone()))?;
-        registry.register(Box::new(skipped.clone()))?;
-        registry.register(Box::new(reloads.clone()))?;
-        registry.register(Box::new(reloaded_at.clone()))?;
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
-        registry.register(Box::new(cert_expiry.clone()))?;
+        let reloads = register(registry, reloads)?;
+        let reloaded_at = register(registry, reloaded_at)?;
+        let cert_expiry = register(registry, cert_expiry)?;
+        register(registry, build_info)?;
+        let catalog_info = register(registry, catalog_info)?;
+        Ok(Self {
+            reloads: RELOADED.map(|what| {
+                ["failure", "success"]
+                    .map(|result| reloads.with_label_values(&[what.as_str(), result]))
+            }),
+            reloaded_at: RELOADED.map(|what| reloaded_at.with_label_values(&[what.as_str()])),
+            catalog_info,
+            cert_expiry,
+        })
+    }
+}
+
+/// The families of connections: closed, open, shed.
+#[derive(Clone)]
+struct ConnFamilies {
+    /// By `ConnClosed as usize`.
+    closed: [IntCounter; 5],
+    open: IntGauge,
+    /// By `ShedReason as usize`.
+    shed: [IntCounter; 1],
+}
+
+impl ConnFamilies {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
         let closed = IntCounterVec::new(
             Opts::new(
                 "dhi_admission_connections_closed_total",
@@ -243,31 +304,32 @@ impl Metrics {
             ),
             &["reason"],
         )?;
-        registry.register(Box::new(build_info))?;
-        registry.register(Box::new(catalog_info.clone()))?;
-        registry.register(Box::new(closed.clone()))?;
-        registry.register(Box::new(open.clone()))?;
-        registry.register(Box::new(shed.clone()))?;
-        let metrics = Self {
-            registry,
-            requests,
-            duration: WEBHOOKS
-                .map(|w| OUTCOMES.map(|o| duration.with_label_values(&[w.as_str(), o.as_str()]))),
-            violations: RuleId::ALL.map(|rule| {
-                MODES.map(|mode| violations.with_label_values(&[rule.as_str(), mode.as_str()]))
-            }),
-            mutations: MutationKind::ALL.map(|m| mutations.with_label_values(&[m.as_str()])),
-            skipped: SkipReason::ALL.map(|r| skipped.with_label_values(&[r.as_str()])),
-            reloads: RELOADED.map(|what| {
-                ["failure", "success"]
-                    .map(|result| reloads.with_label_values(&[what.as_str(), result]))
-            }),
-            reloaded_at: RELOADED.map(|what| reloaded_at.with_label_values(&[what.as_str()])),
-            cert_expiry,
+        let closed = register(registry, closed)?;
+        let open = register(registry, open)?;
+        let shed = register(registry, shed)?;
+        Ok(Self {
             closed: ConnClosed::ALL.map(|r| closed.with_label_values(&[r.as_str()])),
             open,
             shed: ShedReason::ALL.map(|r| shed.with_label_values(&[r.as_str()])),
-            catalog_info,
+        })
+    }
+}
+
+impl Metrics {
+    /// Registers the families into `registry`.
+    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+        let answers = AnswerFamilies::register(&registry)?;
+        let loads = LoadFamilies::register(&registry)?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let conns = ConnFamilies::register(&registry)?;
+        let metrics = Self {
+            registry,
+            answers,
+            loads,
+            conns,
         };
         metrics.set_catalog(&dhi_policy::Catalog::default());
         Ok(metrics)
@@ -281,8 +343,9 @@ impl Metrics {
             .rev()
             .find(|&i| source.is_char_boundary(i))
             .unwrap_or(0);
-        self.catalog_info.reset();
-        self.catalog_info
+        self.loads.catalog_info.reset();
+        self.loads
+            .catalog_info
             .with_label_values(&[catalog.snapshot_date(), &source[..cut]])
             .set(1);
     }
@@ -291,7 +354,8 @@ impl Metrics {
     pub fn observe(&self, webhook: Webhook, mode: Mode, answer: &Answer, seconds: f64) {
         let kind = answer.kind.map_or("unknown", |k| k.as_str());
         let operation = answer.operation.map_or("unknown", |o| o.as_str());
-        self.requests
+        self.answers
+            .requests
             .with_label_values(&[
                 webhook.as_str(),
                 kind,
@@ -300,21 +364,21 @@ impl Metrics {
                 answer.outcome.as_str(),
             ])
             .inc();
-        self.duration[webhook as usize][answer.outcome as usize].observe(seconds);
+        self.answers.duration[webhook as usize][answer.outcome as usize].observe(seconds);
         for &rule in &answer.violations {
-            self.violations[rule as usize][mode as usize].inc();
+            self.answers.violations[rule as usize][mode as usize].inc();
         }
         for &m in &answer.mutations {
-            self.mutations[m as usize].inc();
+            self.answers.mutations[m as usize].inc();
         }
         for &reason in &answer.skipped {
-            self.skipped[reason as usize].inc();
+            self.answers.skipped[reason as usize].inc();
         }
     }
 
     /// Records a reload attempt.
     pub fn reload(&self, what: Reloaded, ok: bool) {
-        self.reloads[what as usize][usize::from(ok)].inc();
+        self.loads.reloads[what as usize][usize::from(ok)].inc();
         if ok {
             self.loaded(what);
         }
@@ -325,36 +389,90 @@ impl Metrics {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        self.reloaded_at[what as usize].set(now);
+        self.loads.reloaded_at[what as usize].set(now);
     }
 
     /// Counts a connection the server closed.
     pub fn connection_closed(&self, reason: ConnClosed) {
-        self.closed[reason as usize].inc();
+        self.conns.closed[reason as usize].inc();
     }
 
     /// Sets the number of open connections.
     pub fn connections_open(&self, n: usize) {
-        self.open.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.conns.open.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts a shed request.
     pub fn request_shed(&self, reason: ShedReason) {
-        self.shed[reason as usize].inc();
+        self.conns.shed[reason as usize].inc();
     }
 
     /// Sets the serving certificate's expiry.
     pub fn set_cert_expiry(&self, unix_seconds: i64) {
-        self.cert_expiry.set(unix_seconds as f64);
+        self.loads.cert_expiry.set(unix_seconds as f64);
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // Encoding into a Vec only fails on invalid metric families, which we never build.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        render(&self.registry)
     }
+
+    /// The registry the families are registered in, for [`serve`].
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// The Prometheus text exposition of every family in `registry`.
+pub(crate) fn render(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    // Encoding into a Vec only fails on invalid metric families, which we never build.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Answers `/readyz`: whether the process takes traffic now.
+pub(crate) type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The plain-HTTP routes of `serve` and `audit`: `/metrics` (the registry), `/healthz`,
+/// and `/readyz` when the process has a readiness to report (the audit takes no traffic).
+pub(crate) fn router(registry: Registry, ready: Option<Readiness>) -> Router {
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = render(&registry);
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    match ready {
+        Some(ready) => router.route(
+            "/readyz",
+            get(move || {
+                let answer = if ready() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                };
+                async move { answer }
+            }),
+        ),
+        None => router,
+    }
+}
+
+/// Serves [`router`] on `listener` until `stop` completes: the one metrics listener of
+/// `serve` and `audit`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    ready: Option<Readiness>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(registry, ready))
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 impl std::fmt::Debug for Metrics {

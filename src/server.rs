@@ -23,7 +23,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -116,32 +116,6 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
         .route("/validate/warn", post(|s, r| admit(s, r, Webhook::Validate, Some(Mode::Warn))))
         .fallback(|| async { reply(answer::http_error(404, "unknown path: the webhook serves /mutate, /validate, and both under /audit and /warn".to_owned())) })
         .method_not_allowed_fallback(|| async { reply(answer::http_error(405, "method not allowed: the webhook endpoints take POST".to_owned())) })
-        .with_state(state)
-}
-
-/// `/metrics`, `/healthz`, `/readyz`.
-pub fn metrics_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): State<Arc<AppState>>| async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    s.metrics.render(),
-                )
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(|State(s): State<Arc<AppState>>| async move {
-                if s.ready.load(Ordering::SeqCst) {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                }
-            }),
-        )
         .with_state(state)
 }
 
@@ -444,16 +418,19 @@ impl Server {
             baseline,
             stop_rx.clone(),
         ));
-        let metrics_app = metrics_router(state.clone());
+        let ready: crate::metrics::Readiness = {
+            let state = state.clone();
+            Arc::new(move || state.ready.load(Ordering::SeqCst))
+        };
         let mut metrics_stop = stop_rx.clone();
-        let metrics = tokio::spawn(async move {
-            let stopped = async move {
+        let metrics = tokio::spawn(crate::metrics::serve(
+            metrics_listener,
+            state.metrics.registry().clone(),
+            Some(ready),
+            async move {
                 let _ = metrics_stop.wait_for(|stop| *stop).await;
-            };
-            axum::serve(metrics_listener, metrics_app)
-                .with_graceful_shutdown(stopped)
-                .await
-        });
+            },
+        ));
 
         tracing::info!(
             listen = %listener.local_addr()?,

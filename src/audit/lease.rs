@@ -24,18 +24,18 @@ use tokio::sync::watch;
 
 /// How the election is timed; client-go's defaults are 15 s, 10 s and 2 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// How long a lease holds without renewal (written into the Lease).
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// How long the holder keeps leading without a successful renewal.
-    pub renew_deadline: Duration,
+    pub(crate) renew_deadline: Duration,
     /// How often every candidate reads the lease (and the holder renews it).
-    pub retry_period: Duration,
+    pub(crate) retry_period: Duration,
 }
 
 impl Timing {
     /// Refuses timings under which two replicas could lead at once.
-    pub fn new(
+    pub(crate) fn new(
         duration: Duration,
         renew_deadline: Duration,
         retry_period: Duration,
@@ -61,20 +61,20 @@ impl Timing {
 
 /// The parts of a Lease the election reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// `spec.holderIdentity`; `None` (or empty) once released.
-    pub holder: Option<String>,
+    pub(crate) holder: Option<String>,
     /// `metadata.resourceVersion`: changes on every write, renewals included.
-    pub resource_version: String,
+    pub(crate) resource_version: String,
     /// `spec.leaseDurationSeconds`, the holder's own.
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// `spec.leaseTransitions`.
-    pub transitions: i32,
+    pub(crate) transitions: i32,
 }
 
 impl Observed {
     /// Reads a Lease (one without a resourceVersion cannot be replaced safely: `None`).
-    pub fn from_lease(lease: &Lease) -> Option<Self> {
+    pub(crate) fn from_lease(lease: &Lease) -> Option<Self> {
         let spec = lease.spec.as_ref();
         Some(Self {
             holder: spec
@@ -92,7 +92,7 @@ impl Observed {
 
 /// What to do after reading the lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// There is no lease: create it, held by us.
     Create,
     /// Write ourselves as holder over exactly this version.
@@ -113,7 +113,7 @@ pub enum Plan {
 
 /// One candidate's view of the election.
 #[derive(Debug)]
-pub struct Elector {
+pub(crate) struct Elector {
     identity: String,
     timing: Timing,
     /// The record last seen (by resourceVersion) and when, on our clock.
@@ -124,7 +124,7 @@ pub struct Elector {
 
 impl Elector {
     /// A candidate named `identity` (the pod's name).
-    pub fn new(identity: String, timing: Timing) -> Self {
+    pub(crate) fn new(identity: String, timing: Timing) -> Self {
         Self {
             identity,
             timing,
@@ -133,13 +133,8 @@ impl Elector {
         }
     }
 
-    /// This candidate's name.
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
     /// Decides what to do about the lease as read at `now` (`None`: there is none).
-    pub fn plan(&mut self, lease: Option<&Observed>, now: Instant) -> Plan {
+    pub(crate) fn plan(&mut self, lease: Option<&Observed>, now: Instant) -> Plan {
         let Some(lease) = lease else {
             return Plan::Create;
         };
@@ -172,48 +167,48 @@ impl Elector {
     }
 
     /// Our write (create or claim) succeeded at `now`, giving the lease this version.
-    pub fn claimed(&mut self, resource_version: Option<String>, now: Instant) {
+    pub(crate) fn claimed(&mut self, resource_version: Option<String>, now: Instant) {
         self.renewed_at = Some(now);
         self.seen = resource_version.map(|v| (v, now));
     }
 
     /// Until when we lead, if we do: the last renewal plus the renew deadline.
-    pub fn leading_until(&self) -> Option<Instant> {
+    pub(crate) fn leading_until(&self) -> Option<Instant> {
         self.renewed_at.map(|at| at + self.timing.renew_deadline)
     }
 
     /// Whether we lead at `now`.
-    pub fn is_leader(&self, now: Instant) -> bool {
+    pub(crate) fn is_leader(&self, now: Instant) -> bool {
         self.leading_until().is_some_and(|until| now < until)
     }
 }
 
 /// Where the lease is, and who we are.
 #[derive(Debug, Clone)]
-pub struct LeaseConfig {
+pub(crate) struct LeaseConfig {
     /// The Lease's name.
-    pub name: String,
+    pub(crate) name: String,
     /// Its namespace (the audit's own).
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// This replica's name: the pod's.
-    pub identity: String,
+    pub(crate) identity: String,
     /// The timing.
-    pub timing: Timing,
+    pub(crate) timing: Timing,
 }
 
 /// Who leads: `Some(deadline)` while this replica holds the lease (writes must be done
 /// before the deadline), `None` while another does or nobody.
-pub type Leadership = watch::Receiver<Option<Instant>>;
+pub(crate) type Leadership = watch::Receiver<Option<Instant>>;
 
 /// Whether a leadership value means "lead now".
-pub fn leads(leadership: &Option<Instant>) -> bool {
+pub(crate) fn leads(leadership: &Option<Instant>) -> bool {
     leadership.is_some_and(|until| Instant::now() < until)
 }
 
 /// Runs the election until `stop`, publishing leadership on `tx`; releases the lease on
 /// the way out if it holds it, so a standby takes over at its next read instead of
 /// waiting out the lease.
-pub async fn run(
+pub(crate) async fn run(
     api: Api<Lease>,
     config: LeaseConfig,
     tx: watch::Sender<Option<Instant>>,

@@ -1,5 +1,5 @@
 //! The audit's metrics, registered into a registry passed in (no globals), served on
-//! `/metrics` with `/healthz`.
+//! `/metrics` with `/healthz` by the same listener code as `serve` ([`crate::metrics::serve`]).
 //!
 //! `dhi_admission_audit_workloads{rule,result}` counts workloads by rule and result; the
 //! `namespace` label is added only with `--metrics-namespace-label`: a cluster's
@@ -8,15 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use axum::Router;
-use axum::http::header;
-use axum::routing::get;
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use tokio::sync::watch;
 
 /// Which report a write was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportKind {
+pub(crate) enum ReportKind {
     /// A namespace's `PolicyReport`.
     Namespaced,
     /// The `ClusterPolicyReport` summary.
@@ -25,7 +22,7 @@ pub enum ReportKind {
 
 impl ReportKind {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Namespaced => "PolicyReport",
             Self::Cluster => "ClusterPolicyReport",
@@ -35,7 +32,7 @@ impl ReportKind {
 
 /// Where the unprivileged port start the engine judges with comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortStartSource {
+pub(crate) enum PortStartSource {
     /// The policy file's `runtime.unprivilegedPortStart`.
     Policy,
     /// Detected from the nodes' container runtimes (`--detect-runtime-ports`).
@@ -46,10 +43,10 @@ pub enum PortStartSource {
 
 impl PortStartSource {
     /// Every source.
-    pub const ALL: [Self; 3] = [Self::Policy, Self::Detected, Self::Kernel];
+    pub(crate) const ALL: [Self; 3] = [Self::Policy, Self::Detected, Self::Kernel];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Policy => "policy",
             Self::Detected => "detected",
@@ -59,11 +56,11 @@ impl PortStartSource {
 }
 
 /// One series of the workloads gauge: namespace (when labelled), rule, result.
-pub type WorkloadSeries = (Option<String>, &'static str, &'static str);
+pub(crate) type WorkloadSeries = (Option<String>, &'static str, &'static str);
 
 /// Every metric the audit exports.
 #[derive(Clone)]
-pub struct AuditMetrics {
+pub(crate) struct AuditMetrics {
     registry: Registry,
     workloads: IntGaugeVec,
     namespace_label: bool,
@@ -77,7 +74,7 @@ pub struct AuditMetrics {
 
 impl AuditMetrics {
     /// Registers the families; `namespace_label` adds the namespace to the workloads gauge.
-    pub fn new(registry: Registry, namespace_label: bool) -> prometheus::Result<Self> {
+    pub(crate) fn new(registry: Registry, namespace_label: bool) -> prometheus::Result<Self> {
         let labels: &[&str] = if namespace_label {
             &["namespace", "rule", "result"]
         } else {
@@ -154,13 +151,13 @@ impl AuditMetrics {
     }
 
     /// Whether the workloads gauge carries the namespace.
-    pub fn namespace_label(&self) -> bool {
+    pub(crate) fn namespace_label(&self) -> bool {
         self.namespace_label
     }
 
     /// Sets the workloads gauge to these counts; series that dropped to nothing are
     /// removed, not left at their last value.
-    pub fn set_workloads(&self, counts: &BTreeMap<WorkloadSeries, i64>) {
+    pub(crate) fn set_workloads(&self, counts: &BTreeMap<WorkloadSeries, i64>) {
         let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
         for gone in shown.iter().filter(|s| !counts.contains_key(*s)) {
             let _ = self.workloads.remove_label_values(&labels(gone));
@@ -172,7 +169,7 @@ impl AuditMetrics {
     }
 
     /// Counts a report write.
-    pub fn wrote(&self, kind: ReportKind, ok: bool) {
+    pub(crate) fn wrote(&self, kind: ReportKind, ok: bool) {
         let result = if ok { "applied" } else { "failed" };
         self.writes
             .with_label_values(&[kind.as_str(), result])
@@ -180,18 +177,18 @@ impl AuditMetrics {
     }
 
     /// Counts a report that was not written because nothing changed.
-    pub fn unchanged(&self, kind: ReportKind) {
+    pub(crate) fn unchanged(&self, kind: ReportKind) {
         self.unchanged.with_label_values(&[kind.as_str()]).inc();
     }
 
     /// Whether this replica leads.
-    pub fn set_leader(&self, leader: bool) {
+    pub(crate) fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
     }
 
     /// The port start in force and where it comes from (the other sources read 0 series:
     /// one series is present at a time).
-    pub fn set_port_start(&self, source: PortStartSource, start: u16) {
+    pub(crate) fn set_port_start(&self, source: PortStartSource, start: u16) {
         for other in PortStartSource::ALL {
             let _ = self.port_start.remove_label_values(&[other.as_str()]);
         }
@@ -201,16 +198,15 @@ impl AuditMetrics {
     }
 
     /// Counts workloads judged.
-    pub fn judged(&self, resync: bool, n: u64) {
+    pub(crate) fn judged(&self, resync: bool, n: u64) {
         let trigger = if resync { "resync" } else { "event" };
         self.rejudged.with_label_values(&[trigger]).inc_by(n);
     }
 
     /// The text exposition of every metric in the registry.
-    pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+    #[cfg(test)]
+    pub(crate) fn render(&self) -> String {
+        crate::metrics::render(&self.registry)
     }
 }
 
@@ -222,39 +218,21 @@ fn labels(series: &WorkloadSeries) -> Vec<&str> {
     }
 }
 
-/// `/metrics` and `/healthz`.
-pub fn router(metrics: AuditMetrics) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        metrics.render(),
-                    )
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-}
-
-/// Serves the router on `addr` until `stop`.
-pub async fn serve(
+/// Serves `/metrics` and `/healthz` on `listener` until `stop`, on the listener code of
+/// `serve` (no `/readyz`: the audit takes no traffic).
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     metrics: AuditMetrics,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    crate::metrics::serve(listener, metrics.registry, None, stopped).await
 }
 
 /// Binds the metrics listener (before anything else starts, so a taken port fails fast).
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|err| anyhow::anyhow!("cannot listen on {addr} for /metrics: {err}"))

@@ -18,15 +18,15 @@ use crate::report::{self, NamespaceMode, Outcome, Summary, WorkloadReport};
 /// A report keeps at most this many results (an object in etcd is at most 1.5 MiB, and a
 /// result is a few hundred bytes); past it, passing and skipped results are left out
 /// first. The summary still counts every result.
-pub const MAX_RESULTS: usize = 2000;
+pub(crate) const MAX_RESULTS: usize = 2000;
 
 /// The property on `privileged-port` results that says which unprivileged port start
 /// they were judged with.
-pub const PORT_PROPERTY: &str = "unprivilegedPortStart";
+pub(crate) const PORT_PROPERTY: &str = "unprivilegedPortStart";
 
 /// Judges one watched workload as `scan` does; `None` (logged) when the engine cannot read
 /// it, as `scan` leaves such workloads out of its reports.
-pub fn judge(
+pub(crate) fn judge(
     engine: &Engine,
     kind: WorkloadKind,
     namespace: &str,
@@ -60,7 +60,7 @@ pub fn judge(
 }
 
 /// `(rule, result)` of each rule on a workload, for the metrics.
-pub fn rule_results(
+pub(crate) fn rule_results(
     report: &WorkloadReport,
 ) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
     report
@@ -70,7 +70,7 @@ pub fn rule_results(
 }
 
 /// A namespace's PolicyReport, named `name`, with `port_note` on its privileged-port results.
-pub fn namespace_report<'r>(
+pub(crate) fn namespace_report<'r>(
     name: &str,
     namespace: &str,
     reports: impl Iterator<Item = &'r WorkloadReport>,
@@ -94,7 +94,10 @@ pub fn namespace_report<'r>(
 }
 
 /// The ClusterPolicyReport over every stored report, named `name`.
-pub fn cluster_report<'r>(name: &str, reports: impl Iterator<Item = &'r WorkloadReport>) -> Value {
+pub(crate) fn cluster_report<'r>(
+    name: &str,
+    reports: impl Iterator<Item = &'r WorkloadReport>,
+) -> Value {
     let mut report = policyreport::cluster_report(&Summary::of(reports));
     report.metadata.name = name.to_owned();
     bound(&mut report, "");

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Node;
 
 /// What the nodes say about the runtime's unprivileged port start.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Detection {
+pub(crate) enum Detection {
     /// Every Linux node runs containerd 2.x or later: pods off the host network get 0.
     Zero {
         /// How many Linux nodes.
@@ -32,7 +32,7 @@ pub enum Detection {
 impl Detection {
     /// The value for `runtime.unprivilegedPortStart`: `Some(0)` or `None` (the policy's
     /// own setting, else 1024).
-    pub fn port_start(&self) -> Option<u16> {
+    pub(crate) fn port_start(&self) -> Option<u16> {
         match self {
             Self::Zero { .. } => Some(0),
             Self::Kernel { .. } => None,
@@ -55,18 +55,18 @@ impl fmt::Display for Detection {
 
 /// One node's `status.nodeInfo` fields that matter here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeRuntime<'a> {
+pub(crate) struct NodeRuntime<'a> {
     /// The node's name.
-    pub name: &'a str,
+    pub(crate) name: &'a str,
     /// `operatingSystem`: `linux`, `windows`.
-    pub os: &'a str,
+    pub(crate) os: &'a str,
     /// `containerRuntimeVersion`: `containerd://2.0.5`, `cri-o://1.31.0`.
-    pub runtime: &'a str,
+    pub(crate) runtime: &'a str,
 }
 
 impl<'a> NodeRuntime<'a> {
     /// From a Node object; nodes without `status.nodeInfo` are not ready to judge by.
-    pub fn from_node(node: &'a Node) -> Option<Self> {
+    pub(crate) fn from_node(node: &'a Node) -> Option<Self> {
         let info = node.status.as_ref()?.node_info.as_ref()?;
         Some(Self {
             name: node.metadata.name.as_deref().unwrap_or_default(),
@@ -77,7 +77,8 @@ impl<'a> NodeRuntime<'a> {
 }
 
 /// Decides from the nodes' runtimes.
-pub fn detect<'a>(nodes: impl IntoIterator<Item = NodeRuntime<'a>>) -> Detection {
+#[cfg(test)]
+fn detect<'a>(nodes: impl IntoIterator<Item = NodeRuntime<'a>>) -> Detection {
     let mut tally = Tally::default();
     nodes.into_iter().for_each(|node| tally.add(node));
     tally.finish()
@@ -86,14 +87,14 @@ pub fn detect<'a>(nodes: impl IntoIterator<Item = NodeRuntime<'a>>) -> Detection
 /// The detection over nodes read a page at a time (a node's status lists its images:
 /// a big cluster's nodes are not held at once).
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     linux: usize,
     keeps: Option<String>,
 }
 
 impl Tally {
     /// Counts one node.
-    pub fn add(&mut self, node: NodeRuntime<'_>) {
+    pub(crate) fn add(&mut self, node: NodeRuntime<'_>) {
         if node.os.eq_ignore_ascii_case("windows") || self.keeps.is_some() {
             return;
         }
@@ -104,7 +105,7 @@ impl Tally {
     }
 
     /// The result over every node counted.
-    pub fn finish(self) -> Detection {
+    pub(crate) fn finish(self) -> Detection {
         match (self.keeps, self.linux) {
             (Some(reason), _) => Detection::Kernel { reason },
             (None, 0) => Detection::Kernel {

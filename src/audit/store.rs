@@ -17,7 +17,7 @@ type Key = (usize, String);
 
 /// The audit's memory, with `E` the per-workload entry.
 #[derive(Debug)]
-pub struct Store<E> {
+pub(crate) struct Store<E> {
     namespaces: BTreeMap<String, BTreeMap<Key, Slot<E>>>,
     /// The current list of each kind, by `WorkloadKind::ALL` index.
     epochs: [u32; WorkloadKind::ALL.len()],
@@ -25,7 +25,7 @@ pub struct Store<E> {
 }
 
 /// A workload as the store lists it: kind, name, entry.
-pub type Workload<'s, E> = (WorkloadKind, &'s str, &'s E);
+pub(crate) type Workload<'s, E> = (WorkloadKind, &'s str, &'s E);
 
 #[derive(Debug)]
 struct Slot<E> {
@@ -52,13 +52,13 @@ fn index(kind: WorkloadKind) -> usize {
 
 impl<E: PartialEq> Store<E> {
     /// A list of `kind` starts.
-    pub fn listing(&mut self, kind: WorkloadKind) {
+    pub(crate) fn listing(&mut self, kind: WorkloadKind) {
         let epoch = &mut self.epochs[index(kind)];
         *epoch = epoch.wrapping_add(1);
     }
 
     /// The list of `kind` is complete: entries of that kind it did not contain are removed.
-    pub fn listed(&mut self, kind: WorkloadKind) {
+    pub(crate) fn listed(&mut self, kind: WorkloadKind) {
         let epoch = self.epochs[index(kind)];
         for (namespace, workloads) in &mut self.namespaces {
             let before = workloads.len();
@@ -71,7 +71,7 @@ impl<E: PartialEq> Store<E> {
     }
 
     /// Records a workload's entry; its namespace becomes dirty only if the entry changed.
-    pub fn put(&mut self, namespace: &str, kind: WorkloadKind, name: &str, entry: E) {
+    pub(crate) fn put(&mut self, namespace: &str, kind: WorkloadKind, name: &str, entry: E) {
         let epoch = self.epochs[index(kind)];
         let workloads = match self.namespaces.get_mut(namespace) {
             Some(w) => w,
@@ -94,7 +94,7 @@ impl<E: PartialEq> Store<E> {
     }
 
     /// Forgets a workload (deleted, or now reported through its owner).
-    pub fn remove(&mut self, namespace: &str, kind: WorkloadKind, name: &str) {
+    pub(crate) fn remove(&mut self, namespace: &str, kind: WorkloadKind, name: &str) {
         let Some(workloads) = self.namespaces.get_mut(namespace) else {
             return;
         };
@@ -107,29 +107,29 @@ impl<E: PartialEq> Store<E> {
     }
 
     /// Marks a namespace for rendering again (its last write failed).
-    pub fn mark(&mut self, namespace: &str) {
+    pub(crate) fn mark(&mut self, namespace: &str) {
         if !self.dirty.contains(namespace) {
             self.dirty.insert(namespace.to_owned());
         }
     }
 
     /// Marks every namespace for rendering (a new leader does not know what was written).
-    pub fn mark_all(&mut self) {
+    pub(crate) fn mark_all(&mut self) {
         self.dirty.extend(self.namespaces.keys().cloned());
     }
 
     /// Whether any namespace waits to be rendered.
-    pub fn has_dirty(&self) -> bool {
+    pub(crate) fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()
     }
 
     /// The namespaces to render, and forgets that they were dirty.
-    pub fn take_dirty(&mut self) -> BTreeSet<String> {
+    pub(crate) fn take_dirty(&mut self) -> BTreeSet<String> {
         std::mem::take(&mut self.dirty)
     }
 
     /// A namespace's workloads in a stable order (kind, then name); none when it has none.
-    pub fn namespace(&self, namespace: &str) -> impl Iterator<Item = Workload<'_, E>> {
+    pub(crate) fn namespace(&self, namespace: &str) -> impl Iterator<Item = Workload<'_, E>> {
         self.namespaces.get(namespace).into_iter().flat_map(|w| {
             w.iter()
                 .map(|((k, name), s)| (WorkloadKind::ALL[*k], name.as_str(), &s.entry))
@@ -137,7 +137,7 @@ impl<E: PartialEq> Store<E> {
     }
 
     /// Every workload, with its namespace.
-    pub fn all(&self) -> impl Iterator<Item = (&str, Workload<'_, E>)> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&str, Workload<'_, E>)> {
         self.namespaces.iter().flat_map(|(ns, w)| {
             w.iter().map(move |((k, name), s)| {
                 (
@@ -149,13 +149,8 @@ impl<E: PartialEq> Store<E> {
     }
 
     /// How many workloads.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.namespaces.values().map(BTreeMap::len).sum()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.namespaces.is_empty()
     }
 }
 

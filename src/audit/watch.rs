@@ -26,7 +26,7 @@ use dhi_policy::WorkloadKind;
 
 /// The kinds the audit watches: every kind the engine reads that runs pods.
 /// (`PodTemplate` runs nothing and is left to `check` and `scan`.)
-pub const WATCHED: [WorkloadKind; 8] = [
+pub(crate) const WATCHED: [WorkloadKind; 8] = [
     WorkloadKind::Pod,
     WorkloadKind::ReplicationController,
     WorkloadKind::Deployment,
@@ -40,20 +40,20 @@ pub const WATCHED: [WorkloadKind; 8] = [
 /// A workload as the audit keeps it while judging it: what the engine reads, and who
 /// owns it. Decoding skips every other field without allocating for it.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Workload {
+pub(crate) struct Workload {
     /// Name, namespace, uid and controller, only.
     #[serde(deserialize_with = "compact_meta")]
-    pub metadata: ObjectMeta,
+    pub(crate) metadata: ObjectMeta,
     /// The spec, where every workload keeps its pod spec, as it came: only workloads not
     /// reported through an owner are read further, and JSON text takes a fraction of the
     /// memory of a decoded tree.
     #[serde(default)]
-    pub spec: Option<Box<RawValue>>,
+    pub(crate) spec: Option<Box<RawValue>>,
 }
 
 impl Workload {
     /// The object the engine is asked about, as JSON: metadata and spec.
-    pub fn object_json(&self) -> String {
+    pub(crate) fn object_json(&self) -> String {
         let meta = serde_json::json!({
             "name": self.metadata.name,
             "namespace": self.metadata.namespace,
@@ -65,7 +65,7 @@ impl Workload {
     /// The controller that owns this object, if it is a kind the audit watches: then that
     /// owner is judged and reported, not this object (a Deployment, not its ReplicaSets
     /// and pods).
-    pub fn watched_owner(&self) -> Option<(WorkloadKind, &str)> {
+    pub(crate) fn watched_owner(&self) -> Option<(WorkloadKind, &str)> {
         let owner = self
             .metadata
             .owner_references
@@ -152,14 +152,14 @@ impl Resource for Workload {
 }
 
 /// The API resource of a watched kind (all are served as `v1` of their group).
-pub fn api_resource(kind: WorkloadKind) -> ApiResource {
+pub(crate) fn api_resource(kind: WorkloadKind) -> ApiResource {
     let gvk = GroupVersionKind::gvk(kind.group(), "v1", kind.as_str());
     ApiResource::from_gvk_with_plural(&gvk, kind.plural())
 }
 
 /// What a watcher tells the reconciler.
 #[derive(Debug)]
-pub enum Change {
+pub(crate) enum Change {
     /// A list of this kind starts: entries not seen again by [`Change::Listed`] are gone.
     Listing(WorkloadKind),
     /// An object was listed, added or modified.
@@ -183,7 +183,7 @@ pub enum Change {
 
 /// Watches one kind until `stop`, listing again whenever `resync` changes. Errors (a
 /// lost connection, a 403) are logged and retried with kube-runtime's backoff.
-pub async fn watch_kind(
+pub(crate) async fn watch_kind(
     client: Client,
     kind: WorkloadKind,
     tx: mpsc::Sender<Change>,
@@ -227,7 +227,7 @@ pub async fn watch_kind(
 
 /// Watches the namespaces' metadata (their `dhi.io/mode` label routes them to a mode)
 /// until `stop`.
-pub async fn watch_namespaces(
+pub(crate) async fn watch_namespaces(
     client: Client,
     tx: mpsc::Sender<Change>,
     mut stop: watch::Receiver<bool>,
