@@ -18,7 +18,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::AppState;
+use super::state::AppState;
 use crate::catalog::{parse_catalog, read_catalog_bytes};
 use crate::config::{ActivePolicy, Config, parse_policy, read_policy_bytes};
 use crate::metrics::Reloaded;
