@@ -21,7 +21,8 @@ use serde::Serialize;
 
 use crate::config::PolicyArgs;
 use crate::kube_client::Fallback;
-use crate::report::{self, Summary, WorkloadReport, policyreport};
+use crate::report::summary::Summary;
+use crate::report::{self, WorkloadReport, policyreport};
 use cluster::Where;
 use inventory::{Inventory, LIST_ORDER};
 

@@ -13,7 +13,8 @@ use dhi_policy::{Engine, RuleId, WorkloadKind, decode_object};
 use serde_json::Value;
 
 use crate::report::policyreport::{self, OutcomeCounts, PolicyReport};
-use crate::report::{self, NamespaceMode, Outcome, Summary, WorkloadReport};
+use crate::report::summary::Summary;
+use crate::report::{self, NamespaceMode, Outcome, WorkloadReport};
 
 /// A report keeps at most this many results (an object in etcd is at most 1.5 MiB, and a
 /// result is a few hundred bytes); past it, passing and skipped results are left out

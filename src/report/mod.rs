@@ -22,7 +22,7 @@
 //! Everything here is pure: no cluster access, no clock.
 
 pub mod policyreport;
-mod summary;
+pub mod summary;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -35,7 +35,6 @@ use dhi_policy::{
     Action, Engine, Equivalent, Finding, GroupKind, MAX_LISTED, Mode, ObjectView, PatchedBy,
     Request, RequestError, RuleId, WorkloadKind,
 };
-pub use summary::{Counts, Summary};
 
 /// The namespace label that routes requests to the webhooks (deploy/README.md).
 pub const MODE_LABEL: &str = "dhi.io/mode";
@@ -203,51 +202,10 @@ pub struct ImageReport {
     pub container: String,
     /// The image as written.
     pub image: String,
-    /// The hardened equivalent.
+    /// The hardened equivalent: never `Hardened` or `NotAnImage`, which are not
+    /// reported (see [`Equivalent::is_upstream`]).
     #[serde(flatten)]
-    pub equivalent: ImageEquivalent,
-}
-
-/// What the catalog offers in place of an upstream image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "equivalent", rename_all = "kebab-case")]
-pub enum ImageEquivalent {
-    /// The catalog lists this exact reference.
-    Exact {
-        /// The reference to run (`dhi.io/nginx:1.29`).
-        target: String,
-    },
-    /// The catalog has the repository, not the tag.
-    OtherTags {
-        /// The repository (`dhi.io/nginx`).
-        repository: String,
-        /// The tag that is missing.
-        tag: String,
-        /// The nearest version lines the catalog lists.
-        nearest: Vec<String>,
-    },
-    /// No hardened equivalent is known.
-    None,
-}
-
-impl ImageEquivalent {
-    /// For tables and PolicyReport properties: the target, `REPO (no TAG; LINES)`, or `none`.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Exact { target } => target.clone(),
-            Self::OtherTags {
-                repository,
-                tag,
-                nearest,
-            } if nearest.is_empty() => format!("{repository} (no tag {tag})"),
-            Self::OtherTags {
-                repository,
-                tag,
-                nearest,
-            } => format!("{repository} (no tag {tag}; lines {})", nearest.join(", ")),
-            Self::None => "none".to_owned(),
-        }
-    }
+    pub equivalent: Equivalent,
 }
 
 /// A workload's owner, when the workload is a pod reported on its own.
@@ -437,20 +395,7 @@ fn images(engine: &Engine, kind: WorkloadKind, object: &ObjectView<'_>) -> Vec<I
         .flatten()
         .filter_map(|c| {
             let image = c.image.as_deref()?;
-            let equivalent = match engine.equivalent(image) {
-                Equivalent::Hardened | Equivalent::NotAnImage => return None,
-                Equivalent::Exact { target } => ImageEquivalent::Exact { target },
-                Equivalent::OtherTags {
-                    repository,
-                    tag,
-                    nearest,
-                } => ImageEquivalent::OtherTags {
-                    repository,
-                    tag,
-                    nearest,
-                },
-                Equivalent::None => ImageEquivalent::None,
-            };
+            let equivalent = Some(engine.equivalent(image)).filter(Equivalent::is_upstream)?;
             Some(ImageReport {
                 container: c.name.to_string(),
                 image: image.to_owned(),

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Counts, Outcome, Rule, Summary, WorkloadReport};
+use super::summary::{Counts, Summary};
+use super::{Outcome, Rule, WorkloadReport};
 use dhi_policy::MAX_LISTED;
 
 /// `apiVersion` of both kinds.

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{ImageEquivalent, Verdict, WorkloadReport};
+use dhi_policy::Equivalent;
+
+use super::{Verdict, WorkloadReport};
 
 /// Workloads by verdict, and their upstream images by what the catalog offers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -44,9 +46,11 @@ impl Counts {
         }
         for image in &report.images {
             match image.equivalent {
-                ImageEquivalent::Exact { .. } => self.has_equivalent += 1,
-                ImageEquivalent::OtherTags { .. } => self.equivalent_other_tag += 1,
-                ImageEquivalent::None => self.no_equivalent += 1,
+                Equivalent::Exact { .. } => self.has_equivalent += 1,
+                Equivalent::OtherTags { .. } => self.equivalent_other_tag += 1,
+                Equivalent::None => self.no_equivalent += 1,
+                // Not in a report: `judge` keeps upstream images only.
+                Equivalent::Hardened | Equivalent::NotAnImage => {}
             }
         }
     }

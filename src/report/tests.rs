@@ -1,5 +1,6 @@
 use serde_json::{Value, json};
 
+use super::summary::{Counts, Summary};
 use super::*;
 use dhi_policy::{PolicyFile, decode_object};
 

@@ -3,7 +3,8 @@
 
 use std::io::{self, Write};
 
-use super::{Counts, Summary, Verdict, WorkloadReport};
+use super::summary::{Counts, Summary};
+use super::{Verdict, WorkloadReport};
 use dhi_policy::{MAX_LISTED, PatchedBy};
 
 /// Writes the workloads (in the order given) and the summary.

@@ -5,13 +5,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, Snapshot};
+use crate::context::Context;
 use crate::decision::{Decision, Finding, PatchedBy, merge_warnings};
-use crate::glob::glob_match;
-use crate::image_ref::{DOCKER_HUB, ImageField, ImageRef};
 use crate::model::{Mode, Operation, Scope, Webhook};
-use crate::policy_file::{PolicyFile, TagCheck};
+use crate::policy_file::PolicyFile;
 use crate::request::{ObjectSource, Request, RequestError};
-use crate::rewrite::{Equivalent, HardenedImage, MappingTable};
+use crate::rewrite::Equivalent;
 use crate::rules::{self, Evaluation, Purpose};
 use crate::spec::ObjectView;
 use crate::workload::WorkloadKind;
@@ -19,9 +18,7 @@ use crate::workload::WorkloadKind;
 /// The policy engine: a policy file, the catalog it extends, and the rewrite table.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    policy: PolicyFile,
-    catalog: Catalog,
-    mappings: MappingTable,
+    context: Context,
 }
 
 /// What a request is, before its object is read: enough to route it.
@@ -129,23 +126,32 @@ impl Engine {
 
     /// Builds the engine for a policy and a catalog snapshot (one loaded from a file).
     pub fn with_snapshot(policy: PolicyFile, snapshot: Arc<Snapshot>) -> Self {
-        let catalog = Catalog::with_snapshot(policy.catalog.clone(), snapshot);
-        let mappings = MappingTable::new(&policy);
         Self {
-            policy,
-            catalog,
-            mappings,
+            context: Context::new(policy, snapshot),
         }
     }
 
     /// The policy in force.
     pub fn policy_file(&self) -> &PolicyFile {
-        &self.policy
+        &self.context.policy
     }
 
     /// The catalog in force.
     pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+        &self.context.catalog
+    }
+
+    /// Requests in these namespaces are allowed untouched.
+    pub fn is_exempt_namespace(&self, namespace: &str) -> bool {
+        self.context.is_exempt_namespace(namespace)
+    }
+
+    /// What the catalog offers in place of an image, whether or not the webhook
+    /// rewrites it: the migration fact `scan` and the audit report. The target is the
+    /// one a rewrite would write (mappings, the policy's target template and tag
+    /// transforms), and Docker Official Images count when the catalog has their name.
+    pub fn equivalent(&self, image: &str) -> Equivalent {
+        self.context.equivalent(image)
     }
 
     // === entry points ===
@@ -210,7 +216,7 @@ impl Engine {
         } else {
             let patched_by = match (mutate, kind.is_template()) {
                 (false, _) => PatchedBy::None,
-                (true, true) if !self.policy.templates.mutate => PatchedBy::Pods,
+                (true, true) if !self.context.policy.templates.mutate => PatchedBy::Pods,
                 (true, _) => PatchedBy::Object,
             };
             (self.evaluate(&subject).patch, patched_by)
@@ -272,9 +278,14 @@ impl Engine {
             _ => None,
         };
         match kind.pod_spec(subject.object) {
-            Some(spec) => {
-                rules::evaluate(self, spec, old, kind.spec_path(), subject.scope, purpose)
-            }
+            Some(spec) => rules::evaluate(
+                &self.context,
+                spec,
+                old,
+                kind.spec_path(),
+                subject.scope,
+                purpose,
+            ),
             None => Evaluation::default(),
         }
     }
@@ -289,108 +300,13 @@ impl Engine {
         }
         match webhook {
             Webhook::Mutate => {
-                let mutates = !subject.kind.is_template() || self.policy.templates.mutate;
+                let mutates = !subject.kind.is_template() || self.context.policy.templates.mutate;
                 Decision::for_mutate(self.evaluate_for(subject, Purpose::Patch), mode, mutates)
             }
             Webhook::Validate => {
                 Decision::for_validate(self.evaluate_for(subject, Purpose::Verdict), mode)
             }
         }
-    }
-
-    // === what the rules ask ===
-
-    /// Requests in these namespaces are allowed untouched.
-    pub fn is_exempt_namespace(&self, namespace: &str) -> bool {
-        self.policy
-            .exempt
-            .namespaces
-            .iter()
-            .any(|ns| ns == namespace)
-    }
-
-    /// Exemption patterns match the normalised reference; printed only if there are any.
-    pub(crate) fn is_exempt_image(&self, image: &ImageRef<'_>) -> bool {
-        let patterns = &self.policy.exempt.images;
-        if patterns.is_empty() {
-            return false;
-        }
-        let written = image.to_string();
-        patterns.iter().any(|pattern| glob_match(pattern, &written))
-    }
-
-    /// The hardened reference an upstream image maps to, if rewriting is on and the
-    /// image is mapped (or is a Docker Official Image the catalog has, when enabled).
-    pub(crate) fn rewrite_target<'a>(
-        &'a self,
-        image: &'a ImageRef<'_>,
-    ) -> Option<HardenedImage<'a>> {
-        let rewrite = &self.policy.rewrite;
-        if !rewrite.enabled {
-            return None;
-        }
-        self.hardened_target(image, rewrite.official_images)
-    }
-
-    /// What the catalog offers in place of an image, whether or not the webhook
-    /// rewrites it: the migration fact `scan` and the audit report. The target is the
-    /// one a rewrite would write (mappings, the policy's target template and tag
-    /// transforms), and Docker Official Images count when the catalog has their name.
-    pub fn equivalent(&self, image: &str) -> Equivalent {
-        let Ok(ImageField::Ref(image)) = ImageField::parse(image) else {
-            // Placeholders and invalid references: `invalid-image` reports the latter.
-            return Equivalent::NotAnImage;
-        };
-        if image.hardened_repo().is_some() {
-            return Equivalent::Hardened;
-        }
-        let Some(target) = self.hardened_target(&image, true) else {
-            return Equivalent::None;
-        };
-        let catalog = &self.catalog;
-        if self.policy.rewrite.tags == TagCheck::Any || catalog.has_tag(target.repo, target.tag) {
-            Equivalent::Exact {
-                target: target.image,
-            }
-        } else {
-            Equivalent::OtherTags {
-                repository: self.policy.rewrite.target.render(target.repo),
-                tag: target.tag.to_owned(),
-                nearest: catalog.nearest_lines(target.repo, target.tag),
-            }
-        }
-    }
-
-    fn hardened_target<'a>(
-        &'a self,
-        image: &'a ImageRef<'_>,
-        official_images: bool,
-    ) -> Option<HardenedImage<'a>> {
-        let rewrite = &self.policy.rewrite;
-        let (repo, tag): (&str, Option<&str>) =
-            match self.mappings.get(&image.registry, &image.repository) {
-                Some(m) => (m.to.as_str(), image.tag.map(|t| m.transform_tag(t))),
-                None => {
-                    let name = image
-                        .repository
-                        .strip_prefix("library/")
-                        .filter(|_| image.registry == DOCKER_HUB)?;
-                    if !official_images || !self.catalog.contains(name) {
-                        return None;
-                    }
-                    (name, image.tag)
-                }
-            };
-        let target = rewrite.target.render_tagged(repo, tag);
-        // A stripped tag can be no tag at all (`v` → ``, `v.1` → `.1`), and a long name
-        // can overflow the path limit: never rewrite to an image the kubelet could not
-        // pull (found by fuzz/engine_pod).
-        ImageRef::parse(&target).ok()?;
-        Some(HardenedImage {
-            image: target,
-            repo,
-            tag: tag.unwrap_or("latest"),
-        })
     }
 }
 

@@ -32,6 +32,7 @@
 
 pub mod answer;
 pub mod catalog;
+mod context;
 mod decision;
 mod engine;
 pub mod glob;

@@ -4,6 +4,8 @@
 //! sorted slice searched by `(registry, repository)` borrowed from the parsed
 //! reference: no key is built per request.
 
+use serde::Serialize;
+
 use crate::policy_file::{Mapping, PolicyFile};
 
 /// The effective upstream mappings, sorted by `(registry, repository)`.
@@ -48,7 +50,10 @@ pub(crate) struct HardenedImage<'a> {
 /// What the catalog offers in place of an image ([`Engine::equivalent`]).
 ///
 /// [`Engine::equivalent`]: crate::Engine::equivalent
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialised as reports show it: `{"equivalent": "exact", "target": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "equivalent", rename_all = "kebab-case")]
 pub enum Equivalent {
     /// Already a Docker Hardened Image (or a mirror of one).
     Hardened,
@@ -70,4 +75,31 @@ pub enum Equivalent {
     None,
     /// A placeholder or an invalid reference.
     NotAnImage,
+}
+
+impl Equivalent {
+    /// Whether a migration report lists it: an upstream image, with or without an offer.
+    pub fn is_upstream(&self) -> bool {
+        !matches!(self, Self::Hardened | Self::NotAnImage)
+    }
+
+    /// For tables and PolicyReport properties: the target, `REPO (no TAG; LINES)`, or `none`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Exact { target } => target.clone(),
+            Self::OtherTags {
+                repository,
+                tag,
+                nearest,
+            } if nearest.is_empty() => format!("{repository} (no tag {tag})"),
+            Self::OtherTags {
+                repository,
+                tag,
+                nearest,
+            } => format!("{repository} (no tag {tag}; lines {})", nearest.join(", ")),
+            Self::None => "none".to_owned(),
+            Self::Hardened => "hardened".to_owned(),
+            Self::NotAnImage => "not an image".to_owned(),
+        }
+    }
 }

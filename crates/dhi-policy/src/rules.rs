@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use crate::Engine;
 use crate::catalog::{ImageUser, Resolution, Variant};
+use crate::context::Context;
 use crate::image_ref::{ImageField, ImageRef};
 use crate::model::{Action, MutationKind, RuleId, Scope, SkipReason, Violation, Warning};
 use crate::patch::{ContainerList, InjectedUser, SpecPatch};
@@ -67,7 +67,7 @@ pub(crate) enum Purpose {
 
 /// Plans the patch for a pod spec and judges the result.
 pub(crate) fn evaluate(
-    engine: &Engine,
+    context: &Context,
     spec: &SpecView<'_>,
     old: Option<&SpecView<'_>>,
     prefix: &'static [&'static str],
@@ -79,7 +79,7 @@ pub(crate) fn evaluate(
         return Evaluation::default();
     }
     let mut pass = Pass {
-        engine,
+        context,
         spec,
         patch: (purpose == Purpose::Patch).then(|| SpecPatch::new(prefix)),
         eval: Evaluation::default(),
@@ -119,7 +119,7 @@ pub(crate) fn evaluate(
 
 /// One evaluation of one pod spec: the patch and findings gathered container by container.
 struct Pass<'e, 's, 'a> {
-    engine: &'e Engine,
+    context: &'e Context,
     spec: &'s SpecView<'a>,
     /// `None` when only the verdict is wanted.
     patch: Option<SpecPatch>,
@@ -157,15 +157,15 @@ impl Pass<'_, '_, '_> {
                 return None;
             }
         };
-        let engine = self.engine;
-        if engine.is_exempt_image(&image) {
+        let context = self.context;
+        if context.is_exempt_image(&image) {
             return None;
         }
         let spec = self.spec;
         let explicit_uid = effective(c, spec, |s| s.run_as_user, |p| p.run_as_user);
         let (user, shown) = match image.hardened_repo() {
             Some(repo) => {
-                let user = engine.catalog().lookup(repo, image.tag_or_latest());
+                let user = context.catalog().lookup(repo, image.tag_or_latest());
                 // A digest alone names content, whatever tags the catalog lists.
                 let unknown = image.tag.is_some() || image.digest.is_none();
                 let what = match user.resolution {
@@ -178,7 +178,7 @@ impl Pass<'_, '_, '_> {
                     self.eval.warnings.push(Warning::NotInCatalog {
                         container: c.name.to_string(),
                         what,
-                        snapshot: engine.catalog().snapshot_date().to_owned(),
+                        snapshot: context.catalog().snapshot_date().to_owned(),
                         uid: explicit_uid.unwrap_or(user.ids.uid),
                     });
                 }
@@ -186,10 +186,10 @@ impl Pass<'_, '_, '_> {
             }
             None if !self.rewrite => return None,
             None => {
-                let target = engine.rewrite_target(&image)?;
-                let catalog = engine.catalog();
+                let target = context.rewrite_target(&image)?;
+                let catalog = context.catalog();
                 let user = catalog.lookup(target.repo, target.tag);
-                let listed = engine.policy_file().rewrite.tags == TagCheck::Any
+                let listed = context.policy_file().rewrite.tags == TagCheck::Any
                     || catalog.has_tag(target.repo, target.tag);
                 if let Some(reason) = self.skip_reason(c, &image, &user, explicit_uid, listed) {
                     if self.patch.is_some() {
@@ -338,7 +338,7 @@ impl Pass<'_, '_, '_> {
             image: image.to_string(),
             message,
         };
-        match self.engine.policy_file().action(rule) {
+        match self.context.policy_file().action(rule) {
             Action::Deny => self.eval.violations.push(violation),
             Action::Warn => self.eval.warnings.push(Warning::Rule(violation)),
             Action::Off => {}
@@ -361,7 +361,7 @@ impl Pass<'_, '_, '_> {
         if self.rewrote {
             let have = spec.image_pull_secrets.as_deref().unwrap_or_default();
             let missing: Vec<&str> = self
-                .engine
+                .context
                 .policy_file()
                 .rewrite
                 .image_pull_secrets
@@ -439,7 +439,7 @@ impl Pass<'_, '_, '_> {
     fn may_bind_low_ports(&self, user: &ImageUser, uid: i64) -> bool {
         uid == 0
             && (user.root_allowed
-                || self.engine.policy_file().action(RuleId::RunAsRoot) != Action::Deny)
+                || self.context.policy_file().action(RuleId::RunAsRoot) != Action::Deny)
     }
 
     /// Declared ports below the unprivileged port start the container could not bind as
@@ -450,7 +450,7 @@ impl Pass<'_, '_, '_> {
         let spec = self.spec;
         let host = spec.host_network == Some(true);
         let runtime = self
-            .engine
+            .context
             .policy_file()
             .runtime
             .unprivileged_port_start
