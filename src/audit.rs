@@ -33,28 +33,21 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use dhi_policy::Mode;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use tokio::sync::watch as channel;
 
 use crate::config::parse_listen;
 use crate::kube_client::Fallback;
+use crate::policy_source::PolicyArgs;
 
 /// Arguments of `dhi-admission audit`.
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// Policy file, as given to the webhook; the built-in policy when absent. Polled for
-    /// changes: a new version re-judges every workload.
-    #[arg(long, env = "DHI_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Judge as the webhook in this mode [default: the policy file's mode, else enforce].
-    #[arg(long, env = "DHI_MODE")]
-    pub mode: Option<Mode>,
-    /// A catalog file in the format of the DHI catalog export (`images.json`), in place of
-    /// the compiled-in snapshot. Polled like the policy.
-    #[arg(long, env = "DHI_CATALOG", value_name = "FILE")]
-    pub catalog: Option<PathBuf>,
+    /// The policy file (a new version re-judges every workload), the mode the reports
+    /// judge in, and the catalog.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Kubeconfig file to use instead of the in-cluster service account.
     #[arg(long, env = "DHI_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -128,11 +121,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.renew_deadline_seconds),
         Duration::from_millis(args.lease_retry_ms),
     )?;
-    let sources = inputs::Sources {
-        policy: args.config.clone(),
-        catalog: args.catalog.clone(),
-        mode: args.mode,
-    };
+    let sources = inputs::Sources(args.policy.clone());
     // A broken policy or catalog at start is fatal, as for `serve`.
     let (loaded, fingerprint) = sources.load()?;
     let listener = metrics::bind(args.metrics_listen).await?;

@@ -9,16 +9,13 @@
 //! answer for a pod that sets no user.
 
 use std::fmt::Write as _;
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use dhi_policy::catalog::{Resolution, Snapshot, SnapshotError, Variant};
+use dhi_policy::catalog::{Resolution, Variant};
 use dhi_policy::{Engine, GroupKind, Mode, Request, WorkloadKind};
 use serde_json::json;
 
-use crate::config::ActivePolicy;
+use crate::policy_source::PolicyArgs;
 
 /// `catalog` subcommands.
 #[derive(Debug, Subcommand)]
@@ -33,10 +30,9 @@ pub enum CatalogCommand {
 /// `catalog info`
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// A catalog file in the format of the DHI catalog export (`images.json`), in place
-    /// of the compiled-in snapshot.
-    #[arg(long, value_name = "FILE")]
-    pub catalog: Option<PathBuf>,
+    /// The policy (its `catalog:` additions) and the catalog file.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 /// `catalog show`
@@ -45,127 +41,17 @@ pub struct ShowArgs {
     /// `REPO` or `REPO:TAG` (`dhi.io/` in front is accepted).
     #[arg(value_name = "REPO[:TAG]")]
     pub reference: String,
-    /// Policy file, as given to the webhook (its `catalog:` additions and rewrite settings).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// A catalog file in the format of the DHI catalog export, in place of the
-    /// compiled-in snapshot.
-    #[arg(long, value_name = "FILE")]
-    pub catalog: Option<PathBuf>,
-}
-
-/// Catalog files larger than this are refused: the DHI export of 2026-08-22 is
-/// 1,087,294 bytes, so this leaves room for about four times the catalog.
-pub const MAX_CATALOG_BYTES: u64 = 4 * 1024 * 1024;
-
-/// Why a catalog file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogFileError {
-    /// Unreadable.
-    #[error("cannot read catalog {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Over [`MAX_CATALOG_BYTES`].
-    #[error("catalog {path} is larger than {MAX_CATALOG_BYTES} bytes")]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-    },
-    /// Not text.
-    #[error("catalog {path} is not UTF-8")]
-    NotUtf8 {
-        /// The file.
-        path: PathBuf,
-        /// Where the text breaks.
-        #[source]
-        source: std::str::Utf8Error,
-    },
-    /// Not a catalog export, or one the engine cannot decide with.
-    #[error("catalog {path}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        #[source]
-        source: SnapshotError,
-    },
-}
-
-/// Reads a catalog file's bytes, bounded. The only place a catalog file is read: the
-/// server at start and on reload, `check` and `catalog`.
-pub fn read_catalog_bytes(path: &Path) -> Result<Vec<u8>, CatalogFileError> {
-    let read_error = |source| CatalogFileError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CATALOG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 > MAX_CATALOG_BYTES {
-        return Err(CatalogFileError::TooLarge {
-            path: path.to_owned(),
-        });
-    }
-    Ok(bytes)
-}
-
-/// The snapshot in a catalog file's contents. Parsing a 1 MiB export takes
-/// milliseconds: the server calls this on the blocking pool.
-pub fn parse_catalog(path: &Path, bytes: &[u8]) -> Result<Arc<Snapshot>, CatalogFileError> {
-    let text = std::str::from_utf8(bytes).map_err(|source| CatalogFileError::NotUtf8 {
-        path: path.to_owned(),
-        source,
-    })?;
-    let snapshot = Snapshot::from_export(text, &path.display().to_string()).map_err(|source| {
-        CatalogFileError::Invalid {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
-    Ok(Arc::new(snapshot))
-}
-
-/// Reads and parses a catalog file in the format of the DHI catalog export.
-pub fn load_snapshot(path: &Path) -> Result<Arc<Snapshot>, CatalogFileError> {
-    parse_catalog(path, &read_catalog_bytes(path)?)
-}
-
-/// The policy with its engine on another catalog snapshot.
-pub fn with_snapshot(policy: ActivePolicy, snapshot: Option<Arc<Snapshot>>) -> ActivePolicy {
-    match snapshot {
-        Some(snapshot) => policy.on_catalog(snapshot),
-        None => policy,
-    }
+    /// The policy (its `catalog:` additions and rewrite settings) and the catalog file.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 /// Runs a `catalog` subcommand, printing to standard output.
 pub fn run(command: CatalogCommand) -> anyhow::Result<()> {
-    let snapshot = |path: Option<PathBuf>| path.as_deref().map(load_snapshot).transpose();
     let text = match command {
-        CatalogCommand::Info(InfoArgs { catalog }) => {
-            let policy = ActivePolicy::new(Default::default(), None);
-            info(&with_snapshot(policy, snapshot(catalog)?).engine)
-        }
-        CatalogCommand::Show(ShowArgs {
-            reference,
-            config,
-            catalog,
-        }) => {
-            let policy = match config {
-                Some(path) => ActivePolicy::load(&path, None)?.0,
-                None => ActivePolicy::new(Default::default(), None),
-            };
-            show(
-                &with_snapshot(policy, snapshot(catalog)?).engine,
-                &reference,
-            )?
+        CatalogCommand::Info(InfoArgs { policy }) => info(&policy.load()?.engine),
+        CatalogCommand::Show(ShowArgs { reference, policy }) => {
+            show(&policy.load()?.engine, &reference)?
         }
     };
     print!("{text}");

@@ -28,7 +28,7 @@ use anyhow::anyhow;
 use clap::ValueEnum;
 use serde_json::Value;
 
-use crate::config::PolicyArgs;
+use crate::policy_source::PolicyArgs;
 use dhi_policy::{Engine, Finding, Mode};
 use fix::{CheckedFile, Output as FixOutput};
 use input::{Cause, Document, Origin, Source};

@@ -1,16 +1,13 @@
 //! Server configuration: `serve`'s arguments to a plain [`Config`] (a pure conversion;
 //! tests write configs literally), and the policy file with the mode it implies.
 
-use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use dhi_policy::catalog::Snapshot;
-use dhi_policy::policy_file::PolicyFileError;
-use dhi_policy::{Engine, Mode, PolicyFile};
+use dhi_policy::Mode;
 
+use crate::policy_source::PolicyArgs;
 use crate::tls::KeyPairPaths;
 
 /// The development certificate `serve` uses when given none.
@@ -37,17 +34,9 @@ pub struct ServeArgs {
     /// Require client certificates signed by this CA (kube-apiserver's).
     #[arg(long, env = "DHI_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
-    /// Policy file (YAML); the built-in policy when absent.
-    #[arg(long, env = "DHI_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Catalog of hardened images in the format of the DHI catalog export
-    /// (`images.json`), in place of the compiled-in snapshot; watched and reloaded like
-    /// the policy file.
-    #[arg(long, env = "DHI_CATALOG", value_name = "FILE")]
-    pub catalog: Option<PathBuf>,
-    /// Server-wide mode; wins over the policy file's `mode` [default: enforce].
-    #[arg(long, env = "DHI_MODE")]
-    pub mode: Option<Mode>,
+    /// The policy file, the mode and the catalog.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "DHI_MAX_BODY_BYTES", default_value_t = Limits::default().max_body)]
     pub max_body_bytes: usize,
@@ -93,9 +82,12 @@ impl ServeArgs {
             tls_cert,
             tls_key,
             client_ca,
-            config,
-            catalog,
-            mode,
+            policy:
+                PolicyArgs {
+                    config,
+                    mode,
+                    catalog,
+                },
             max_body_bytes,
             max_buffered_body_bytes,
             idle_timeout_seconds,
@@ -311,125 +303,6 @@ pub fn parse_memory_limit(v2: Option<&str>, v1: Option<&str>) -> Option<u64> {
     (limit < 1 << 60).then_some(limit)
 }
 
-/// The policy in force: the engine built from the policy file, and the server-wide mode.
-#[derive(Debug, Clone)]
-pub struct ActivePolicy {
-    /// The engine built from the policy file.
-    pub engine: Engine,
-    /// The server-wide mode (`/mutate`, `/validate`).
-    pub mode: Mode,
-}
-
-/// Policy files larger than this are refused: a policy is a few kilobytes.
-pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
-
-/// Why a policy file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    /// Unreadable.
-    #[error("cannot read policy {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Over [`MAX_POLICY_BYTES`].
-    #[error("policy {path} is larger than {MAX_POLICY_BYTES} bytes")]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-    },
-    /// Not text.
-    #[error("policy {path} is not UTF-8")]
-    NotUtf8 {
-        /// The file.
-        path: PathBuf,
-        /// Where the text breaks.
-        #[source]
-        source: std::str::Utf8Error,
-    },
-    /// Invalid.
-    #[error("policy {path}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        #[source]
-        source: PolicyFileError,
-    },
-}
-
-/// Reads a policy file's bytes, bounded. The only place a policy file is read: the
-/// server at start and on reload, and `check`.
-pub fn read_policy_bytes(path: &Path) -> Result<Vec<u8>, PolicyError> {
-    let read_error = |source| PolicyError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_POLICY_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 > MAX_POLICY_BYTES {
-        return Err(PolicyError::TooLarge {
-            path: path.to_owned(),
-        });
-    }
-    Ok(bytes)
-}
-
-impl ActivePolicy {
-    /// Reads and parses a policy file; `mode` (the command line) wins over the file's.
-    /// Also returns the bytes, which the reloader compares later versions with.
-    pub fn load(path: &Path, mode: Option<Mode>) -> Result<(Self, Vec<u8>), PolicyError> {
-        let bytes = read_policy_bytes(path)?;
-        Ok((Self::from_bytes(path, &bytes, mode)?, bytes))
-    }
-
-    /// The policy from a policy file's contents; `mode` (the command line) wins over the file.
-    pub fn from_bytes(path: &Path, bytes: &[u8], mode: Option<Mode>) -> Result<Self, PolicyError> {
-        Ok(Self::new(parse_policy(path, bytes)?, mode))
-    }
-
-    /// The policy of a parsed policy file, on the compiled-in catalog snapshot.
-    pub fn new(file: PolicyFile, mode: Option<Mode>) -> Self {
-        Self::with_snapshot(file, mode, Snapshot::builtin())
-    }
-
-    /// The policy of a parsed policy file, on a catalog snapshot: the engine is the
-    /// policy and the catalog together, and either can be replaced alone.
-    pub fn with_snapshot(file: PolicyFile, mode: Option<Mode>, snapshot: Arc<Snapshot>) -> Self {
-        let mode = mode.or(file.mode).unwrap_or_default();
-        Self {
-            engine: Engine::with_snapshot(file, snapshot),
-            mode,
-        }
-    }
-
-    /// The same policy and mode on another catalog snapshot.
-    pub fn on_catalog(&self, snapshot: Arc<Snapshot>) -> Self {
-        Self {
-            engine: Engine::with_snapshot(self.engine.policy_file().clone(), snapshot),
-            mode: self.mode,
-        }
-    }
-}
-
-/// A policy file's contents, parsed.
-pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<PolicyFile, PolicyError> {
-    let text = std::str::from_utf8(bytes).map_err(|source| PolicyError::NotUtf8 {
-        path: path.to_owned(),
-        source,
-    })?;
-    PolicyFile::from_yaml(text).map_err(|source| PolicyError::Invalid {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,39 +351,5 @@ mod tests {
         // Never below two largest bodies, never above 1 GiB.
         assert_eq!(body_budget_for(Some(16 << 20), max_body), 8 << 20);
         assert_eq!(body_budget_for(Some(64 << 30), max_body), 1 << 30);
-    }
-}
-
-/// The policy flags of the offline commands (`check`, `scan`): the policy file, the mode
-/// and the catalog, read as `serve` reads them.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct PolicyArgs {
-    /// Policy file, as given to the webhook (`serve --config`); the built-in policy
-    /// without one.
-    #[arg(long, visible_alias = "policy", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The webhook's mode [default: the policy file's mode, else enforce]; `scan` applies
-    /// it to namespaces without a `dhi.io/mode` label.
-    #[arg(long, value_name = "enforce|warn|audit")]
-    pub mode: Option<Mode>,
-    /// A catalog file in the format of the DHI catalog export (`images.json`), in place
-    /// of the compiled-in snapshot.
-    #[arg(long, value_name = "FILE")]
-    pub catalog: Option<PathBuf>,
-}
-
-impl PolicyArgs {
-    /// The engine and mode these flags describe.
-    pub fn load(&self) -> anyhow::Result<ActivePolicy> {
-        let policy = match &self.config {
-            Some(path) => ActivePolicy::load(path, self.mode)?.0,
-            None => ActivePolicy::new(PolicyFile::default(), self.mode),
-        };
-        let snapshot = self
-            .catalog
-            .as_deref()
-            .map(crate::catalog::load_snapshot)
-            .transpose()?;
-        Ok(crate::catalog::with_snapshot(policy, snapshot))
     }
 }

@@ -184,10 +184,7 @@ pub async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     // Read before anything is written: a bad policy fails the bootstrap, not half of it.
     let conditions = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let policy = dhi_policy::PolicyFile::from_yaml(&text)
-                .with_context(|| format!("{}", path.display()))?;
+            let policy = crate::policy_source::load_policy(path)?;
             Some(crate::webhooks::conditions_value(
                 &dhi_policy::scope::match_conditions(&policy),
             ))

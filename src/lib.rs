@@ -15,6 +15,7 @@ pub mod config;
 pub mod install;
 pub mod kube_client;
 pub mod metrics;
+pub mod policy_source;
 pub mod report;
 pub mod scan;
 pub mod server;

@@ -19,8 +19,8 @@ use anyhow::{Context, anyhow};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::config::PolicyArgs;
 use crate::kube_client::Fallback;
+use crate::policy_source::PolicyArgs;
 use crate::report::summary::Summary;
 use crate::report::{self, WorkloadReport, policyreport};
 use cluster::Where;

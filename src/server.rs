@@ -26,8 +26,9 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{ActivePolicy, Config, ServeArgs, parse_policy, read_policy_bytes};
+use crate::config::{Config, ServeArgs};
 use crate::metrics::Reloaded;
+use crate::policy_source::{ActivePolicy, Input, parse_catalog, parse_policy, read};
 use crate::tls::{KeyPairPaths, LoadedPair, SwappableCert};
 use dhi_policy::catalog::Snapshot;
 
@@ -91,13 +92,13 @@ fn read_start_files(config: &Config) -> anyhow::Result<StartFiles> {
         None => None,
     };
     let policy = match &config.policy {
-        Some(path) => Some(read_policy_bytes(path)?),
+        Some(path) => Some(read(Input::Policy, path)?),
         None => None,
     };
     let catalog = match &config.catalog {
         Some(path) => {
-            let bytes = crate::catalog::read_catalog_bytes(path)?;
-            let snapshot = crate::catalog::parse_catalog(path, &bytes)?;
+            let bytes = read(Input::Catalog, path)?;
+            let snapshot = parse_catalog(path, &bytes)?;
             Some((bytes, snapshot))
         }
         None => None,

@@ -33,11 +33,7 @@ pub struct WebhooksArgs {
 /// Reads the policy and prints the conditions.
 pub fn run(args: WebhooksArgs) -> anyhow::Result<()> {
     let policy = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            PolicyFile::from_yaml(&text).with_context(|| format!("{}", path.display()))?
-        }
+        Some(path) => crate::policy_source::load_policy(path)?,
         None => PolicyFile::default(),
     };
     print!("{}", render(&policy, args.json_patch)?);

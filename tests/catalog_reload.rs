@@ -122,7 +122,7 @@ async fn a_catalog_file_replaces_the_snapshot_and_reloads_like_the_policy() {
         format!(
             "{}{}",
             export("2027-02-02", 7),
-            " ".repeat(dhi_admission::catalog::MAX_CATALOG_BYTES as usize)
+            " ".repeat(dhi_admission::policy_source::MAX_CATALOG_BYTES as usize)
         ),
     ];
     for (n, text) in broken.iter().enumerate() {

@@ -5,110 +5,69 @@
 //! A new version applies only once it parses; a broken one is logged once and the last
 //! good engine stays in force, as in `server::reload`.
 
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use anyhow::Context as _;
 
 use dhi_policy::catalog::Snapshot;
 use dhi_policy::{Engine, Mode, PolicyFile};
 
 use super::metrics::PortStartSource;
 use super::runtime::Detection;
-use crate::catalog::MAX_CATALOG_BYTES;
-use crate::config::{ActivePolicy, read_policy_bytes};
+use crate::policy_source::{
+    ActivePolicy, Fingerprint, Input, PolicyArgs, SourceError, parse_catalog, read,
+};
 
-/// Where the policy and the catalog come from.
+/// Where the policy and the catalog come from: `--config`, `--catalog` and `--mode`.
 #[derive(Debug, Clone)]
-pub struct Sources {
-    /// `--config`; the built-in policy when absent.
-    pub policy: Option<PathBuf>,
-    /// `--catalog`; the compiled-in snapshot when absent.
-    pub catalog: Option<PathBuf>,
-    /// `--mode`; wins over the policy file's.
-    pub mode: Option<Mode>,
-}
-
-/// What changed files are recognised by: the policy's bytes (a few KB) and a digest of
-/// the catalog's (about 1 MiB, not worth keeping twice).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Fingerprint {
-    policy: Option<Vec<u8>>,
-    catalog: Option<u64>,
-}
+pub(crate) struct Sources(pub(crate) PolicyArgs);
 
 /// One read of the files.
 #[derive(Debug)]
-pub struct Files {
+pub(crate) struct Files {
     policy: Option<Vec<u8>>,
-    catalog: Option<String>,
+    catalog: Option<Vec<u8>>,
 }
 
 impl Files {
     /// What these contents are recognised by.
-    pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint {
-            policy: self.policy.clone(),
-            catalog: self.catalog.as_deref().map(|text| {
-                let mut h = std::hash::DefaultHasher::new();
-                std::hash::Hash::hash(text, &mut h);
-                std::hash::Hasher::finish(&h)
-            }),
-        }
+    pub(crate) fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of([self.policy.as_deref(), self.catalog.as_deref()])
     }
 }
 
 /// The parsed inputs, before the runtime detection is applied.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The policy file as written.
-    pub policy: PolicyFile,
+    pub(crate) policy: PolicyFile,
     /// The mode the reports judge in.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// The catalog snapshot, if a file replaces the compiled-in one.
-    pub snapshot: Option<Arc<Snapshot>>,
+    pub(crate) snapshot: Option<Arc<Snapshot>>,
 }
 
 impl Sources {
     /// Reads both files, bounded, without parsing them.
-    pub fn read(&self) -> anyhow::Result<Files> {
-        let policy = self.policy.as_deref().map(read_policy_bytes).transpose()?;
-        let catalog = self
-            .catalog
-            .as_deref()
-            .map(|path| {
-                let cannot = |err| anyhow::anyhow!("cannot read catalog {}: {err}", path.display());
-                let mut text = String::new();
-                std::fs::File::open(path)
-                    .map_err(cannot)?
-                    .take(MAX_CATALOG_BYTES + 1)
-                    .read_to_string(&mut text)
-                    .map_err(cannot)?;
-                anyhow::ensure!(
-                    text.len() as u64 <= MAX_CATALOG_BYTES,
-                    "catalog {} is larger than {MAX_CATALOG_BYTES} bytes",
-                    path.display()
-                );
-                Ok(text)
-            })
-            .transpose()?;
-        Ok(Files { policy, catalog })
+    pub(crate) fn read(&self) -> Result<Files, SourceError> {
+        let args = &self.0;
+        let read_if = |path: &Option<PathBuf>, input| {
+            path.as_deref().map(|path| read(input, path)).transpose()
+        };
+        Ok(Files {
+            policy: read_if(&args.config, Input::Policy)?,
+            catalog: read_if(&args.catalog, Input::Catalog)?,
+        })
     }
 
     /// Parses what [`Sources::read`] returned.
-    pub fn parse(&self, files: &Files) -> anyhow::Result<Loaded> {
-        let active = match (&self.policy, &files.policy) {
-            (Some(path), Some(bytes)) => ActivePolicy::from_bytes(path, bytes, self.mode)?,
-            _ => ActivePolicy::new(PolicyFile::default(), self.mode),
+    pub(crate) fn parse(&self, files: &Files) -> Result<Loaded, SourceError> {
+        let args = &self.0;
+        let active = match (&args.config, &files.policy) {
+            (Some(path), Some(bytes)) => ActivePolicy::from_bytes(path, bytes, args.mode)?,
+            _ => ActivePolicy::new(PolicyFile::default(), args.mode),
         };
-        let snapshot = match (&self.catalog, &files.catalog) {
-            (Some(path), Some(text)) => {
-                let origin = path.display().to_string();
-                let snapshot = Snapshot::from_export(text, &origin)
-                    .with_context(|| format!("catalog {origin}"))?;
-                Some(Arc::new(snapshot))
-            }
+        let snapshot = match (&args.catalog, &files.catalog) {
+            (Some(path), Some(bytes)) => Some(parse_catalog(path, bytes)?),
             _ => None,
         };
         Ok(Loaded {
@@ -119,7 +78,7 @@ impl Sources {
     }
 
     /// Reads and parses; the first load, where an error is fatal.
-    pub fn load(&self) -> anyhow::Result<(Loaded, Fingerprint)> {
+    pub(crate) fn load(&self) -> Result<(Loaded, Fingerprint), SourceError> {
         let files = self.read()?;
         Ok((self.parse(&files)?, files.fingerprint()))
     }
@@ -197,11 +156,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.yaml");
         std::fs::write(&path, "rules: {run-as-root: maybe}").unwrap();
-        let sources = Sources {
-            policy: Some(path.clone()),
-            catalog: None,
-            mode: None,
-        };
+        let sources = Sources(PolicyArgs {
+            config: Some(path.clone()),
+            ..PolicyArgs::default()
+        });
         let err = sources.load().unwrap_err();
         assert!(
             format!("{err:#}").contains(&path.display().to_string()),

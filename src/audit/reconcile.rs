@@ -16,12 +16,13 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 
-use super::inputs::{self, Fingerprint, Loaded, Sources};
+use super::inputs::{self, Loaded, Sources};
 use super::lease::Leadership;
 use super::metrics::{AuditMetrics, PortStartSource};
 use super::runtime::{Detection, NodeRuntime, Tally};
 use super::state::{AuditState, Todo, Write, Written};
 use super::watch::{Change, WATCHED, watch_kind, watch_namespaces};
+use crate::policy_source::{Fingerprint, Versions};
 
 /// The field manager of every report write.
 pub(crate) const FIELD_MANAGER: &str = "dhi-admission-audit";
@@ -51,8 +52,8 @@ pub(crate) struct Reconciler {
     settings: Settings,
     sources: Sources,
     loaded: Loaded,
-    fingerprint: Fingerprint,
-    refused: Option<Fingerprint>,
+    /// The policy and catalog versions applied and refused.
+    versions: Versions,
     detection: Option<Detection>,
     state: AuditState,
     metrics: AuditMetrics,
@@ -82,8 +83,7 @@ impl Reconciler {
             settings,
             sources,
             loaded,
-            fingerprint,
-            refused: None,
+            versions: Versions::applied(fingerprint),
             detection: None,
             state,
             metrics,
@@ -194,21 +194,20 @@ impl Reconciler {
             return;
         };
         let fingerprint = files.fingerprint();
-        if fingerprint == self.fingerprint || Some(&fingerprint) == self.refused.as_ref() {
+        if !self.versions.is_new(fingerprint) {
             return;
         }
         match self.sources.parse(&files) {
             Ok(loaded) => {
                 tracing::info!(mode = %loaded.mode, "policy or catalog changed");
                 self.loaded = loaded;
-                self.fingerprint = fingerprint;
-                self.refused = None;
+                self.versions.settle(fingerprint, true);
                 self.rebuild_engine();
                 self.resync("policy or catalog changed");
             }
             Err(err) => {
                 tracing::error!(error = %format_args!("{err:#}"), "new policy or catalog refused; the previous one stays in force");
-                self.refused = Some(fingerprint);
+                self.versions.settle(fingerprint, false);
             }
         }
     }

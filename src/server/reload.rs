@@ -19,34 +19,37 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::state::AppState;
-use crate::catalog::{parse_catalog, read_catalog_bytes};
-use crate::config::{ActivePolicy, Config, parse_policy, read_policy_bytes};
+use crate::config::Config;
 use crate::metrics::Reloaded;
+use crate::policy_source::{
+    ActivePolicy, Fingerprint, Input, SourceError, Versions, parse_catalog, parse_policy, read,
+};
 use crate::tls::{KeyPairPaths, SwappableCert};
 
-/// The contents last applied and last refused, to act once per change.
-#[derive(Default)]
-struct Seen {
-    applied: Option<Vec<u8>>,
-    refused: Option<Vec<u8>>,
-}
+/// The versions last applied and last refused, to act once per change (the policy
+/// source's [`Versions`], kept for the certificate and client CA too), and counted.
+struct Seen(Versions);
 
 impl Seen {
+    /// Starts from the contents in force, if any.
+    fn new(applied: Option<&[u8]>) -> Self {
+        Self(applied.map_or_else(Versions::default, |bytes| Versions::applied(version(bytes))))
+    }
+
     /// True if `current` is new: neither in use nor already refused.
     fn is_new(&self, current: &[u8]) -> bool {
-        self.applied.as_deref() != Some(current) && self.refused.as_deref() != Some(current)
+        self.0.is_new(version(current))
     }
 
     /// Records a version as applied or refused, and counts it.
-    fn settle(&mut self, state: &AppState, what: Reloaded, contents: Vec<u8>, applied: bool) {
+    fn settle(&mut self, state: &AppState, what: Reloaded, contents: &[u8], applied: bool) {
         state.metrics.reload(what, applied);
-        if applied {
-            self.applied = Some(contents);
-            self.refused = None;
-        } else {
-            self.refused = Some(contents);
-        }
+        self.0.settle(version(contents), applied);
     }
+}
+
+fn version(contents: &[u8]) -> Fingerprint {
+    Fingerprint::of([Some(contents)])
 }
 
 /// The file contents the server started with, as loaded by `Server::bind`.
@@ -106,12 +109,10 @@ async fn read_files(config: &Config) -> Files {
     tokio::task::spawn_blocking(move || Files {
         pair: tls.read().ok(),
         client_ca: client_ca.and_then(|path| std::fs::read(path).ok()),
-        policy: policy.and_then(|path| read_policy_bytes(&path).ok()),
-        catalog: catalog.and_then(|path| match read_catalog_bytes(&path) {
+        policy: policy.and_then(|path| read(Input::Policy, &path).ok()),
+        catalog: catalog.and_then(|path| match read(Input::Catalog, &path) {
             Ok(bytes) => Some(Ok(bytes)),
-            Err(err @ crate::catalog::CatalogFileError::TooLarge { .. }) => {
-                Some(Err(err.to_string()))
-            }
+            Err(err @ SourceError::TooLarge { .. }) => Some(Err(err.to_string())),
             Err(_) => None,
         }),
     })
@@ -141,22 +142,10 @@ pub(super) async fn watch_files(
     baseline: Baseline,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut cert_seen = Seen {
-        applied: Some(baseline.cert),
-        refused: None,
-    };
-    let mut ca_seen = Seen {
-        applied: baseline.client_ca,
-        refused: None,
-    };
-    let mut policy_seen = Seen {
-        applied: baseline.policy,
-        refused: None,
-    };
-    let mut catalog_seen = Seen {
-        applied: baseline.catalog,
-        refused: None,
-    };
+    let mut cert_seen = Seen::new(Some(&baseline.cert));
+    let mut ca_seen = Seen::new(baseline.client_ca.as_deref());
+    let mut policy_seen = Seen::new(baseline.policy.as_deref());
+    let mut catalog_seen = Seen::new(baseline.catalog.as_deref());
     let mut tick = tokio::time::interval(config.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -218,11 +207,11 @@ async fn reload_certificate(
                 state.metrics.set_cert_expiry(expiry);
             }
             tracing::info!(cert = %config.tls.cert.display(), expiry = ?expiry, "serving certificate reloaded");
-            seen.settle(state, Reloaded::Certificate, contents, true);
+            seen.settle(state, Reloaded::Certificate, &contents, true);
         }
         Err(err) => {
             tracing::error!(error = %err, "new certificate refused; still serving the previous one");
-            seen.settle(state, Reloaded::Certificate, contents, false);
+            seen.settle(state, Reloaded::Certificate, &contents, false);
         }
     }
 }
@@ -238,11 +227,11 @@ fn reload_client_ca(config: &Config, state: &AppState, tls: &Tls, pem: Vec<u8>, 
         Ok(server_config) => {
             tls.config.store(Arc::new(server_config));
             tracing::info!(client_ca = %path.display(), "client CA reloaded; new connections are verified against it");
-            seen.settle(state, Reloaded::ClientCa, pem, true);
+            seen.settle(state, Reloaded::ClientCa, &pem, true);
         }
         Err(err) => {
             tracing::error!(error = %err, "new client CA refused; the previous one stays in force");
-            seen.settle(state, Reloaded::ClientCa, pem, false);
+            seen.settle(state, Reloaded::ClientCa, &pem, false);
         }
     }
 }
@@ -263,11 +252,11 @@ fn reload_policy(config: &Config, state: &AppState, text: Vec<u8>, seen: &mut Se
         Ok(policy) => {
             tracing::info!(policy = %path.display(), mode = %policy.mode, "policy reloaded");
             state.policy.store(Arc::new(policy));
-            seen.settle(state, Reloaded::Config, text, true);
+            seen.settle(state, Reloaded::Config, &text, true);
         }
         Err(err) => {
             tracing::error!(error = %format_args!("{:#}", anyhow::Error::new(err)), "new policy refused; the previous one stays in force");
-            seen.settle(state, Reloaded::Config, text, false);
+            seen.settle(state, Reloaded::Config, &text, false);
         }
     }
 }
@@ -289,7 +278,7 @@ async fn reload_catalog(
             let marker = too_large.as_bytes().to_vec();
             if seen.is_new(&marker) {
                 tracing::error!(error = %too_large, "new catalog refused; the previous one stays in force");
-                seen.settle(state, Reloaded::Catalog, marker, false);
+                seen.settle(state, Reloaded::Catalog, &marker, false);
             }
             return;
         }
@@ -315,11 +304,11 @@ async fn reload_catalog(
             );
             state.metrics.set_catalog(catalog);
             state.policy.store(Arc::new(policy));
-            seen.settle(state, Reloaded::Catalog, bytes, true);
+            seen.settle(state, Reloaded::Catalog, &bytes, true);
         }
         Ok(Err(err)) => {
             tracing::error!(error = %format_args!("{:#}", anyhow::Error::new(err)), "new catalog refused; the previous one stays in force");
-            seen.settle(state, Reloaded::Catalog, bytes, false);
+            seen.settle(state, Reloaded::Catalog, &bytes, false);
         }
         Err(join) => {
             // The parse panicked or was cancelled: not judged, tried again next tick.

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 
 use super::budget::BodyBudget;
-use crate::config::{ActivePolicy, Limits};
+use crate::config::Limits;
 use crate::metrics::Metrics;
+use crate::policy_source::ActivePolicy;
 
 /// Shared by every request.
 pub struct AppState {

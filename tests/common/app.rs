@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use dhi_admission::config::ActivePolicy;
+use dhi_admission::policy_source::ActivePolicy;
 use dhi_admission::server::{AppState, webhook_router};
 use http::{Method, Request, header};
 use http_body_util::BodyExt;
