@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use clap::{Args, Subcommand};
 use dhi_policy::catalog::{Resolution, Variant};
-use dhi_policy::{Engine, GroupKind, Mode, Request, WorkloadKind};
+use dhi_policy::{Catalog, Engine, GroupKind, Mode, Request, WorkloadKind};
 use serde_json::json;
 
 use crate::policy_source::PolicyArgs;
@@ -79,8 +79,17 @@ pub fn show(engine: &Engine, reference: &str) -> anyhow::Result<String> {
         Some((repo, tag)) => (repo, Some(tag)),
         None => (reference, None),
     };
-    let catalog = engine.catalog();
     let mut out = String::new();
+    write_repository(&mut out, engine.catalog(), repo)?;
+    if let Some(tag) = tag {
+        write_tag(&mut out, engine.catalog(), repo, tag)?;
+        write_injection(&mut out, engine, repo, tag)?;
+    }
+    Ok(out)
+}
+
+/// The repository's variants, users, entry points and tags.
+fn write_repository(out: &mut String, catalog: &Catalog, repo: &str) -> anyhow::Result<()> {
     match catalog.repository(repo) {
         Some(facts) => {
             writeln!(out, "repository: dhi.io/{}", facts.name)?;
@@ -105,9 +114,11 @@ pub fn show(engine: &Engine, reference: &str) -> anyhow::Result<String> {
             catalog.snapshot_date()
         )?,
     }
-    let Some(tag) = tag else {
-        return Ok(out);
-    };
+    Ok(())
+}
+
+/// How a tag resolves, and to which user.
+fn write_tag(out: &mut String, catalog: &Catalog, repo: &str, tag: &str) -> anyhow::Result<()> {
     let user = catalog.lookup(repo, tag);
     let how = match user.resolution {
         Resolution::Listed => "listed",
@@ -129,7 +140,11 @@ pub fn show(engine: &Engine, reference: &str) -> anyhow::Result<String> {
             ""
         }
     )?;
-    // The webhook's own answer for a pod that sets no user.
+    Ok(())
+}
+
+/// The webhook's own answer for a pod that sets no user.
+fn write_injection(out: &mut String, engine: &Engine, repo: &str, tag: &str) -> anyhow::Result<()> {
     let image = format!("dhi.io/{repo}:{tag}");
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
         "spec": {"containers": [{"name": "app", "image": image}]}});
@@ -155,7 +170,7 @@ pub fn show(engine: &Engine, reference: &str) -> anyhow::Result<String> {
     for w in &finding.warnings {
         writeln!(out, "  warning: {w}")?;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

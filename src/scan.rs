@@ -112,11 +112,35 @@ async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
         (Some(ns), false) => Where::Namespace(ns.clone()),
         (None, false) => Where::Namespace(default_namespace),
     };
-    let mut progress = Progress::new(io::stderr().is_terminal());
     let mut inventory = Inventory::new(&policy.engine, policy.mode);
-    match &at {
+    read_namespaces(&client, &at, args.page_size, policy.mode, &mut inventory).await?;
+    list_workloads(&client, &at, args.page_size, &mut inventory).await?;
+    let (reports, errors) = inventory.finish();
+    for err in &errors {
+        eprintln!("error: cannot judge {err}");
+    }
+    let summary = Summary::of(&reports);
+    write(args.output, policy.mode, &reports, &summary, &errors)?;
+    Ok(if !errors.is_empty() {
+        ExitCode::from(EXIT_ERROR)
+    } else if summary.cluster.denied > 0 {
+        ExitCode::from(EXIT_DENIED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The namespaces' mode labels: of the one namespace, or of all.
+async fn read_namespaces(
+    client: &kube::Client,
+    at: &Where,
+    page_size: u32,
+    mode: dhi_policy::Mode,
+    inventory: &mut Inventory<'_>,
+) -> anyhow::Result<()> {
+    match at {
         Where::Namespace(ns) => {
-            match cluster::get_labels(&client, &format!("/api/v1/namespaces/{ns}")).await {
+            match cluster::get_labels(client, &format!("/api/v1/namespaces/{ns}")).await {
                 Ok(labels) => {
                     inventory.namespace(ns, labels.get(report::MODE_LABEL).map(String::as_str))
                 }
@@ -131,24 +155,35 @@ async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
                         "warning: cannot read namespace {ns} ({err}); its {} label is not \
                          known: judged in the server's mode ({})",
                         report::MODE_LABEL,
-                        policy.mode
+                        mode
                     );
                 }
                 Err(err) => return Err(err.context(format!("reading namespace {ns}"))),
             }
         }
         Where::All => {
-            cluster::list_each(&client, "/api/v1/namespaces", args.page_size, |raw| {
+            cluster::list_each(client, "/api/v1/namespaces", page_size, |raw| {
                 inventory.add_namespace(raw)
             })
             .await
             .context("listing namespaces")?;
         }
     }
+    Ok(())
+}
+
+/// Every workload kind's objects, page by page, into the inventory.
+async fn list_workloads(
+    client: &kube::Client,
+    at: &Where,
+    page_size: u32,
+    inventory: &mut Inventory<'_>,
+) -> anyhow::Result<()> {
+    let mut progress = Progress::new(io::stderr().is_terminal());
     for kind in LIST_ORDER {
-        let path = cluster::collection(kind, &at);
+        let path = cluster::collection(kind, at);
         let mut seen = 0usize;
-        cluster::list_each(&client, &path, args.page_size, |raw| {
+        cluster::list_each(client, &path, page_size, |raw| {
             inventory.add(kind, raw);
             seen += 1;
             if seen.is_multiple_of(500) {
@@ -159,27 +194,33 @@ async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listing {kind}s"))?;
     }
     progress.clear();
-    let (reports, errors) = inventory.finish();
-    for err in &errors {
-        eprintln!("error: cannot judge {err}");
-    }
-    let summary = Summary::of(&reports);
+    Ok(())
+}
+
+/// The reports on standard output, in the format asked for.
+fn write(
+    format: OutputFormat,
+    mode: dhi_policy::Mode,
+    reports: &[WorkloadReport],
+    summary: &Summary,
+    errors: &[String],
+) -> anyhow::Result<()> {
     let mut out = io::BufWriter::new(io::stdout().lock());
-    match args.output {
-        OutputFormat::Text => report::text::write(&mut out, &reports, &summary)?,
+    match format {
+        OutputFormat::Text => report::text::write(&mut out, reports, summary)?,
         OutputFormat::Json => {
             let json = JsonReport {
-                mode: policy.mode.as_str(),
-                workloads: &reports,
-                summary: &summary,
-                errors: &errors,
+                mode: mode.as_str(),
+                workloads: reports,
+                summary,
+                errors,
             };
             serde_json::to_writer_pretty(&mut out, &json)?;
             writeln!(out)?;
         }
         OutputFormat::Policyreport => {
-            let mut objects = policyreport::namespace_reports(&reports);
-            objects.push(policyreport::cluster_report(&summary));
+            let mut objects = policyreport::namespace_reports(reports);
+            objects.push(policyreport::cluster_report(summary));
             for object in &objects {
                 let yaml = serde_saphyr::to_string(object)
                     .map_err(|err| anyhow!("cannot write the PolicyReports as YAML: {err}"))?;
@@ -188,14 +229,7 @@ async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    out.flush().context("cannot write to standard output")?;
-    Ok(if !errors.is_empty() {
-        ExitCode::from(EXIT_ERROR)
-    } else if summary.cluster.denied > 0 {
-        ExitCode::from(EXIT_DENIED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    out.flush().context("cannot write to standard output")
 }
 
 /// A one-line count on standard error, only when it is a terminal.

@@ -112,53 +112,124 @@ fn container_path(object: &Value, kind: WorkloadKind, name: &str) -> Option<Vec<
 /// the deepest ancestor of it that is there (the document's first line at worst), in one
 /// pass. A node that is a mapping's value is on the line of its key.
 pub fn lines_of(text: &Text, targets: &[&[String]]) -> Vec<usize> {
-    // Every path on the way to a target: only their nodes are looked at.
-    let on_the_way: HashSet<&[String]> = targets
-        .iter()
-        .flat_map(|target| (0..=target.len()).map(|n| &target[..n]))
-        .collect();
-    let mut found: HashMap<Vec<String>, usize> = HashMap::new();
-    // The collections the parser is in, and the path to the innermost one while it is on
-    // the way to a target (the outermost, the document's root, has no token).
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut path: Vec<String> = Vec::new();
+    let mut walk = Walk::new(targets);
     for event in Parser::new_from_str(text.as_str()) {
         let Ok((event, span)) = event else { break };
-        let event_line = span.start.line();
+        walk.event(&event, span.start.line());
+    }
+    targets
+        .iter()
+        .map(|target| {
+            let deepest = (0..=target.len())
+                .rev()
+                .find_map(|n| walk.found.get(&target[..n]));
+            text.lines_before + deepest.copied().unwrap_or(1)
+        })
+        .collect()
+}
+
+/// One pass over a document's parser events, noting the line of every node on the way
+/// to a target.
+struct Walk<'t> {
+    /// Every path on the way to a target: only their nodes are looked at.
+    on_the_way: HashSet<&'t [String]>,
+    found: HashMap<Vec<String>, usize>,
+    /// The collections the parser is in, and the path to the innermost one while it is
+    /// on the way to a target (the outermost, the document's root, has no token).
+    stack: Vec<Frame>,
+    path: Vec<String>,
+}
+
+impl<'t> Walk<'t> {
+    fn new(targets: &[&'t [String]]) -> Self {
+        Self {
+            on_the_way: targets
+                .iter()
+                .flat_map(|target| (0..=target.len()).map(|n| &target[..n]))
+                .collect(),
+            found: HashMap::new(),
+            stack: Vec::new(),
+            path: Vec::new(),
+        }
+    }
+
+    fn event(&mut self, event: &Event<'_>, event_line: usize) {
         match event {
             Event::Scalar(..)
             | Event::Alias(..)
             | Event::MappingStart(..)
             | Event::SequenceStart(..) => {}
-            Event::MappingEnd | Event::SequenceEnd => {
-                if let Some(frame) = stack.pop()
-                    && frame.on_the_way
-                    && !stack.is_empty()
-                {
-                    path.pop();
-                }
-                end_value(&mut stack);
-                continue;
-            }
-            _ => continue,
+            Event::MappingEnd | Event::SequenceEnd => return self.close(),
+            _ => return,
         }
-        // A scalar key of a mapping is remembered for its value; a complex key gets no
-        // name and is walked through like a value that no pointer names.
-        if let Some(Frame {
+        if self.takes_key(event, event_line) {
+            return;
+        }
+        let (token, line, parent_on_the_way) = self.position(event_line);
+        let on_the_way = parent_on_the_way && self.leads_on(token.as_deref());
+        if on_the_way {
+            let mut here = self.path.clone();
+            here.extend(token.clone());
+            self.found.entry(here).or_insert(line);
+        }
+        match event {
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                if on_the_way && let Some(token) = token {
+                    self.path.push(token);
+                }
+                let entries = match event {
+                    Event::MappingStart(..) => Entries::Mapping {
+                        key: None,
+                        key_line: event_line,
+                    },
+                    _ => Entries::Sequence { next: 0 },
+                };
+                self.stack.push(Frame {
+                    on_the_way,
+                    entries,
+                });
+            }
+            _ => end_value(&mut self.stack),
+        }
+    }
+
+    /// A collection ends.
+    fn close(&mut self) {
+        if let Some(frame) = self.stack.pop()
+            && frame.on_the_way
+            && !self.stack.is_empty()
+        {
+            self.path.pop();
+        }
+        end_value(&mut self.stack);
+    }
+
+    /// A scalar key of a mapping is remembered for its value (true: nothing more to do);
+    /// a complex key gets no name and is walked through like a value that no pointer
+    /// names.
+    fn takes_key(&mut self, event: &Event<'_>, event_line: usize) -> bool {
+        let Some(Frame {
             entries: Entries::Mapping { key, key_line },
             ..
-        }) = stack.last_mut()
-            && key.is_none()
-        {
-            *key_line = event_line;
-            if let Event::Scalar(value, ..) = &event {
-                *key = Some(Some(value.to_string()));
-                continue;
-            }
-            *key = Some(None);
+        }) = self.stack.last_mut()
+        else {
+            return false;
+        };
+        if key.is_some() {
+            return false;
         }
-        // The node's token in its parent, its line, and whether it is on the way.
-        let (token, line, parent_on_the_way) = match stack.last_mut() {
+        *key_line = event_line;
+        if let Event::Scalar(value, ..) = event {
+            *key = Some(Some(value.to_string()));
+            return true;
+        }
+        *key = Some(None);
+        false
+    }
+
+    /// The node's token in its parent, its line, and whether its parent is on the way.
+    fn position(&mut self, event_line: usize) -> (Option<String>, usize, bool) {
+        match self.stack.last_mut() {
             None => (None, event_line, true),
             Some(frame) => {
                 let on_the_way = frame.on_the_way;
@@ -172,52 +243,21 @@ pub fn lines_of(text: &Text, targets: &[&[String]]) -> Vec<usize> {
                     }
                 }
             }
-        };
-        let on_the_way = parent_on_the_way
-            && match &token {
-                None if stack.is_empty() => true,
-                None => false,
-                Some(token) => {
-                    path.push(token.clone());
-                    let on = on_the_way.contains(path.as_slice());
-                    path.pop();
-                    on
-                }
-            };
-        if on_the_way {
-            let mut here = path.clone();
-            here.extend(token.clone());
-            found.entry(here).or_insert(line);
-        }
-        match event {
-            Event::MappingStart(..) | Event::SequenceStart(..) => {
-                if on_the_way && let Some(token) = token {
-                    path.push(token);
-                }
-                let entries = match event {
-                    Event::MappingStart(..) => Entries::Mapping {
-                        key: None,
-                        key_line: event_line,
-                    },
-                    _ => Entries::Sequence { next: 0 },
-                };
-                stack.push(Frame {
-                    on_the_way,
-                    entries,
-                });
-            }
-            _ => end_value(&mut stack),
         }
     }
-    targets
-        .iter()
-        .map(|target| {
-            let deepest = (0..=target.len())
-                .rev()
-                .find_map(|n| found.get(&target[..n]));
-            text.lines_before + deepest.copied().unwrap_or(1)
-        })
-        .collect()
+
+    /// Whether the node at `token` below the current path leads to a target.
+    fn leads_on(&mut self, token: Option<&str>) -> bool {
+        match token {
+            None => self.stack.is_empty(),
+            Some(token) => {
+                self.path.push(token.to_owned());
+                let on = self.on_the_way.contains(self.path.as_slice());
+                self.path.pop();
+                on
+            }
+        }
+    }
 }
 
 /// The line of the node at `tokens`, or of its deepest ancestor that is there.

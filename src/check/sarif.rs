@@ -129,6 +129,52 @@ struct Finding<'r> {
 
 /// Writes the report as one SARIF log.
 pub fn write(out: &mut impl Write, report: &Report, locator: &Locator<'_>) -> io::Result<()> {
+    let (findings, notifications) = collect(report);
+    let places: Vec<Place<'_>> = findings
+        .iter()
+        .map(|finding| Place {
+            origin: &finding.candidate.origin,
+            kind: finding.candidate.kind,
+            container: finding.container,
+        })
+        .collect();
+    let lines = locator.lines(&places);
+    let results: Vec<Value> = findings
+        .iter()
+        .zip(lines)
+        .map(|(finding, line)| {
+            json!({
+                "ruleId": finding.rule.0,
+                "ruleIndex": finding.rule.1,
+                "level": finding.level,
+                "message": {"text": finding.message},
+                "locations": [location(finding.candidate, line)],
+            })
+        })
+        .collect();
+    let log = json!({
+        "$schema": SCHEMA,
+        "version": VERSION,
+        "runs": [{
+            "tool": {"driver": {
+                "name": "dhi-admission",
+                "version": env!("CARGO_PKG_VERSION"),
+                "informationUri": INFORMATION_URI,
+                "rules": driver_rules(),
+            }},
+            "invocations": [{
+                "executionSuccessful": notifications.is_empty(),
+                "toolExecutionNotifications": notifications,
+            }],
+            "results": results,
+        }],
+    });
+    serde_json::to_writer_pretty(&mut *out, &log)?;
+    writeln!(out)
+}
+
+/// The report's violations and warnings, and its unreadable inputs as notifications.
+fn collect(report: &Report) -> (Vec<Finding<'_>>, Vec<Value>) {
     let mut findings = Vec::new();
     let mut notifications = Vec::new();
     for entry in &report.entries {
@@ -163,29 +209,12 @@ pub fn write(out: &mut impl Write, report: &Report, locator: &Locator<'_>) -> io
             })),
         }
     }
-    let places: Vec<Place<'_>> = findings
-        .iter()
-        .map(|finding| Place {
-            origin: &finding.candidate.origin,
-            kind: finding.candidate.kind,
-            container: finding.container,
-        })
-        .collect();
-    let lines = locator.lines(&places);
-    let results: Vec<Value> = findings
-        .iter()
-        .zip(lines)
-        .map(|(finding, line)| {
-            json!({
-                "ruleId": finding.rule.0,
-                "ruleIndex": finding.rule.1,
-                "level": finding.level,
-                "message": {"text": finding.message},
-                "locations": [location(finding.candidate, line)],
-            })
-        })
-        .collect();
-    let driver_rules: Vec<Value> = rules()
+    (findings, notifications)
+}
+
+/// The tool's rules, with their help.
+fn driver_rules() -> Vec<Value> {
+    rules()
         .iter()
         .map(|rule| {
             json!({
@@ -197,26 +226,7 @@ pub fn write(out: &mut impl Write, report: &Report, locator: &Locator<'_>) -> io
                 "defaultConfiguration": {"level": rule.level},
             })
         })
-        .collect();
-    let log = json!({
-        "$schema": SCHEMA,
-        "version": VERSION,
-        "runs": [{
-            "tool": {"driver": {
-                "name": "dhi-admission",
-                "version": env!("CARGO_PKG_VERSION"),
-                "informationUri": INFORMATION_URI,
-                "rules": driver_rules,
-            }},
-            "invocations": [{
-                "executionSuccessful": notifications.is_empty(),
-                "toolExecutionNotifications": notifications,
-            }],
-            "results": results,
-        }],
-    });
-    serde_json::to_writer_pretty(&mut *out, &log)?;
-    writeln!(out)
+        .collect()
 }
 
 /// Where a finding is: the file and line (for files), and the object by name.
