@@ -31,11 +31,7 @@ fn hostile_limits() -> Limits {
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn start() -> TestServer {
-    TestServer::start_with(ServerOptions {
-        limits: hostile_limits(),
-        ..Default::default()
-    })
-    .await
+    TestServer::start_with_limits(hostile_limits()).await
 }
 
 /// A well-formed request on a new connection gets exactly the right answer.
@@ -1138,11 +1134,7 @@ async fn invalid_utf8_and_bad_escapes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_version_size_and_type() {
     let _serial = SERIAL.lock().await;
-    let server = TestServer::start_with(ServerOptions {
-        limits: hostile_limits(),
-        ..Default::default()
-    })
-    .await;
+    let server = TestServer::start_with_limits(hostile_limits()).await;
     let t = server.target();
     let mut conn = t.h1().await;
     for version in ["admission.k8s.io/v1beta1", "admission.k8s.io/v2", "v1", ""] {

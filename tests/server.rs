@@ -163,11 +163,7 @@ fn short_limits() -> Limits {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_keep_alive_connections() {
-    let server = TestServer::start_with(ServerOptions {
-        limits: short_limits(),
-        ..Default::default()
-    })
-    .await;
+    let server = TestServer::start_with_limits(short_limits()).await;
     let t = server.target();
     for proto in [Proto::H1, Proto::H2] {
         let mut conn = t.connect(proto).await;
@@ -192,11 +188,7 @@ async fn idle_timeout_closes_keep_alive_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_after_the_handshake_timeout() {
-    let server = TestServer::start_with(ServerOptions {
-        limits: short_limits(),
-        ..Default::default()
-    })
-    .await;
+    let server = TestServer::start_with_limits(short_limits()).await;
     let t = server.target();
     // TLS completed, then nothing.
     let mut tls = t.tls(&[b"http/1.1"]).await.unwrap();
@@ -233,11 +225,8 @@ async fn silent_connections_are_closed_after_the_handshake_timeout() {
 /// Idle is "no request in flight": pings both ways are not activity.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http2_connections_answering_pings_close_at_the_idle_timeout() {
-    let server = TestServer::start_with(ServerOptions {
-        limits: short_limits(), // idle 2 s: the server pings every 500 ms
-        ..Default::default()
-    })
-    .await;
+    // Idle 2 s: the server pings every 500 ms.
+    let server = TestServer::start_with_limits(short_limits()).await;
     let t = server.target();
     // The client answers the server's pings and sends its own every 100 ms.
     let mut idle = t.h2_pinging(Duration::from_millis(100)).await;
@@ -285,13 +274,9 @@ async fn idle_http2_connections_answering_pings_close_at_the_idle_timeout() {
 /// Headers get their own timeout, shorter than the idle one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_on_a_kept_alive_connection_are_cut_at_the_header_timeout() {
-    let server = TestServer::start_with(ServerOptions {
-        limits: Limits {
-            header_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(30),
-            ..test_limits()
-        },
-        ..Default::default()
+    let server = TestServer::with_limits(|l| {
+        l.header_timeout = Duration::from_secs(1);
+        l.idle_timeout = Duration::from_secs(30);
     })
     .await;
     let t = server.target();
@@ -352,12 +337,8 @@ async fn slow_headers_on_a_kept_alive_connection_are_cut_at_the_header_timeout()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_their_maximum_age_close_gracefully() {
-    let server = TestServer::start_with(ServerOptions {
-        limits: Limits {
-            max_connection_age: Duration::from_secs(2),
-            ..test_limits()
-        },
-        ..Default::default()
+    let server = TestServer::with_limits(|l| {
+        l.max_connection_age = Duration::from_secs(2);
     })
     .await;
     let t = server.target();
@@ -424,12 +405,8 @@ async fn connections_past_their_maximum_age_close_gracefully() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_the_longest_idle_connection_is_evicted() {
-    let server = TestServer::start_with(ServerOptions {
-        limits: Limits {
-            max_connections: 8,
-            ..test_limits()
-        },
-        ..Default::default()
+    let server = TestServer::with_limits(|l| {
+        l.max_connections = 8;
     })
     .await;
     let t = server.target();
@@ -592,12 +569,8 @@ async fn error_answers_keep_the_connection_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_get_413() {
-    let server = TestServer::start_with(ServerOptions {
-        limits: Limits {
-            max_body: 4096,
-            ..test_limits()
-        },
-        ..Default::default()
+    let server = TestServer::with_limits(|l| {
+        l.max_body = 4096;
     })
     .await;
     let t = server.target();
@@ -694,13 +667,10 @@ async fn bodies_over_the_limit_get_413() {
 /// fast 503 without its body being read; small reviews keep their share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_body_budget_requests_are_shed_with_503() {
-    let server = TestServer::start_with(ServerOptions {
-        limits: Limits {
-            body_budget: 8 << 20, // large bodies may hold 6 MiB of it
-            body_budget_wait: Duration::from_millis(200),
-            ..test_limits()
-        },
-        ..Default::default()
+    // Large bodies may hold 6 MiB of the budget.
+    let server = TestServer::with_limits(|l| {
+        l.body_budget = 8 << 20;
+        l.body_budget_wait = Duration::from_millis(200);
     })
     .await;
     let t = server.target();

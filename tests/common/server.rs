@@ -82,6 +82,22 @@ impl TestServer {
         Self::start_with(ServerOptions::default()).await
     }
 
+    /// A server on the default options but these limits.
+    pub async fn start_with_limits(limits: Limits) -> Self {
+        Self::start_with(ServerOptions {
+            limits,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A server on the test limits, changed by `change`.
+    pub async fn with_limits(change: impl FnOnce(&mut Limits)) -> Self {
+        let mut limits = test_limits();
+        change(&mut limits);
+        Self::start_with_limits(limits).await
+    }
+
     /// Writes certificates and policy, builds a literal [`Config`] on 127.0.0.1:0 and
     /// starts `Server::bind` + `serve` on a dedicated two-thread runtime.
     pub async fn start_with(opts: ServerOptions) -> Self {
