@@ -15,7 +15,7 @@
 # Corpora and crashes go to fuzz/corpus/<target> and fuzz/artifacts/<target> (not
 # committed). Seeds come from fuzz/seeds/<target> and, for admission_handle, from every
 # review under tests/fixtures. A crash input worth keeping goes to
-# fuzz/regressions/<target>/ (replayed by `cargo test --test fuzz_regressions`).
+# fuzz/regressions/<target>/ (replayed by `cargo test -p dhi-policy --test policy fuzz_regressions`).
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"

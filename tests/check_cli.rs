@@ -4,15 +4,18 @@
 //! empty input, passed-over files, `--quiet`, SARIF, `--fix` per file, and the README's
 //! example output.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
 use dhi_policy::answer;
 use dhi_policy::{Engine, Mode, Webhook};
 use serde_json::{Value, json};
+
+use cli::{Run, dhi, output_with_stdin};
 
 const FIXTURES: &str = "tests/fixtures/check";
 
@@ -20,46 +23,11 @@ fn fixture(name: &str) -> String {
     format!("{FIXTURES}/{name}")
 }
 
-/// The outcome of one run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("{err}: {}", self.stdout))
-    }
-}
-
 /// Runs `dhi-admission check ARGS` from the package root, feeding `stdin`.
 fn check_with_stdin(args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .arg("check")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().unwrap();
-    Run {
-        code: status.code().unwrap(),
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
+    let mut command = dhi(&["check"]);
+    command.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    output_with_stdin(command, stdin.as_bytes()).into()
 }
 
 fn check(args: &[&str]) -> Run {
@@ -707,8 +675,7 @@ fn a_catalog_file_replaces_the_compiled_in_snapshot() {
          add /spec/template/spec/securityContext {\"fsGroup\":65532}\n\
          1 object: 1 admitted, 0 denied, 0 skipped\n"
     );
-    let info = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .args(["catalog", "info", "--catalog", catalog])
+    let info = dhi(&["catalog", "info", "--catalog", catalog])
         .output()
         .unwrap();
     assert_eq!(
@@ -1146,8 +1113,7 @@ fn fix_writes_a_mirrored_tree_with_out_dir() {
     ]);
     let root = dir.path();
     let out = root.join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .args(["check", "--fix", "--out-dir", "out", "in"])
+    let run = dhi(&["check", "--fix", "--out-dir", "out", "in"])
         .current_dir(root)
         .output()
         .unwrap();

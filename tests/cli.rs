@@ -2,22 +2,22 @@
 //! generation that refuses to destroy keys, fatal errors printed once, the build
 //! identity in `--version`, and shell completions.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use cli::dhi;
+
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
+    dhi(&[])
 }
 
 fn run(args: &[&str]) -> Output {
-    bin()
-        .args(args)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT")
-        .output()
-        .expect("run dhi-admission")
+    dhi(args).output().expect("run dhi-admission")
 }
 
 fn stderr(output: &Output) -> String {

@@ -29,10 +29,12 @@
 //! helm is `$DHI_HELM`, else `helm` on `PATH`, else the copy `tools/helm.sh` caches. Without
 //! helm the tests print one line and pass, unless `DHI_HELM_REQUIRED=1` (CI): then they fail.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use k8s_openapi::api::admissionregistration::v1::{
@@ -47,6 +49,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+use cli::{dhi, output_with_stdin};
 
 const RELEASE: &str = "dhi-admission";
 const NAMESPACE: &str = "dhi-system";
@@ -664,22 +668,12 @@ fn check_pre_delete_hook(hooks: &[Value]) {
 /// `dhi-admission check -o json` on the hook Jobs: the project's own policy admits them,
 /// with nothing to patch and nothing to warn about.
 fn check_with_policy(jobs: &[&Value]) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .args(["check", "-o", "json", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dhi-admission runs");
     // One JSON document (check reads JSON input as a single document): a List.
     let input = json!({"apiVersion": "v1", "kind": "List", "items": jobs});
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        dhi(&["check", "-o", "json", "-"]),
+        input.to_string().as_bytes(),
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "{e}: {}{}",

@@ -2,35 +2,23 @@
 //! the stand-in API server of the benchmark (bench/standin.rs) on a loopback port, with
 //! exact reports and exit codes. The real API server is in tests/e2e/scan.rs.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "../bench/standin.rs"]
 #[allow(dead_code)]
 mod standin;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
+use cli::{Run, dhi};
 use serde_json::{Value, json};
 use standin::{Cluster, Shape};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn scan(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .arg("scan")
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    let mut command = dhi(&["scan"]);
+    command.args(args);
+    command.output().unwrap().into()
 }
 
 /// A kubeconfig for a stand-in serving one namespace (`ns-000`) of ten workloads

@@ -8,7 +8,7 @@ generated in the catalog as version x suffix products (`1.30.3`, `1.30`, `1` tim
 `-debian13`, `-dev`...), so the compact form stores those products, and the catalog
 expands them when the binary starts. One line per repository keeps a refresh reviewable
 in a diff. The format is documented in crates/dhi-policy/src/catalog/compact.rs, which
-reads it; `tests/catalog_facts.rs` proves that the expansion answers exactly as the
+reads it; `crates/dhi-policy/tests/policy/catalog_facts.rs` proves that the expansion answers exactly as the
 export for every repository and tag.
 """
 import json

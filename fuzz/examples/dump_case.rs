@@ -1,5 +1,5 @@
 //! Turns an `engine_pod` input (fuzzer bytes) into the JSON case that
-//! `tests/fuzz_regressions.rs` replays on stable:
+//! `crates/dhi-policy/tests/policy/fuzz_regressions.rs` replays on stable:
 //!
 //!   cargo run --example dump_case -- artifacts/engine_pod/crash-... > regressions/engine_pod/NAME.json
 

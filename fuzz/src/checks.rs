@@ -1,4 +1,4 @@
-//! The invariants the fuzz targets assert, shared with `tests/fuzz_regressions.rs`
+//! The invariants the fuzz targets assert, shared with `crates/dhi-policy/tests/policy/fuzz_regressions.rs`
 //! (which includes this file by path), so a saved crash input is replayed by plain
 //! `cargo test` on stable. Only the main crate's own dependencies are used here.
 //!

@@ -52,16 +52,6 @@ pub struct BinaryServer {
     log_path: PathBuf,
 }
 
-/// The binary under test: the one Cargo built for this test run, or the one named by
-/// `DHI_ADMISSION_BIN` (to soak a release build: `cargo build --release`, then
-/// `DHI_ADMISSION_BIN=target/release/dhi-admission DHI_SOAK_SECONDS=600 cargo test --test soak`).
-pub fn binary_path() -> PathBuf {
-    match std::env::var_os("DHI_ADMISSION_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_BIN_EXE_dhi-admission")),
-    }
-}
-
 /// A port free right now on 127.0.0.1 (the binary binds it a moment later; a clash
 /// makes it exit, and [`BinaryServer::spawn`] tries again).
 pub fn free_port() -> u16 {

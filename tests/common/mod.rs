@@ -12,6 +12,7 @@
 mod answers;
 pub mod app;
 mod binary;
+pub mod cli;
 mod client;
 pub mod expect;
 pub mod fixtures;
@@ -25,6 +26,8 @@ mod trust;
 pub use answers::*;
 #[allow(unused_imports)]
 pub use binary::*;
+#[allow(unused_imports)]
+pub use cli::binary_path;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]

@@ -215,7 +215,7 @@ struct ExportVariant {
 }
 
 static BUILTIN: LazyLock<Arc<Snapshot>> = LazyLock::new(|| {
-    // The data is generated and checked by tests (`tests/catalog_facts.rs`).
+    // The data is generated and checked by tests (`tests/policy/catalog_facts.rs`).
     let snapshot = compact::decode(BUILTIN_JSONL, "compiled in")
         .expect("the compiled-in catalog is well formed: regenerate it with tools/gen_catalog.py");
     Arc::new(snapshot)

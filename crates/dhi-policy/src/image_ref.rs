@@ -98,7 +98,7 @@ impl<'a> ImageRef<'a> {
         let registry = match registry.as_ref() {
             DOCKER_HUB_LEGACY => Cow::Borrowed(DOCKER_HUB),
             // HTTPS is port 443: `dhi.io:443/python` pulls what `dhi.io/python` pulls, and
-            // must be judged as it (tests/no_bypass.rs: dhi_io_with_its_default_port_...).
+            // must be judged as it (tests/policy/no_bypass.rs: dhi_io_with_its_default_port_...).
             "dhi.io:443" => Cow::Borrowed(DHI_REGISTRY),
             _ => registry,
         };

@@ -3,7 +3,7 @@
 //! `oci-spec` implements the same grammar as one large regex, whose compilation costs
 //! start-up time and resident memory (its `\w` is Unicode-aware) and whose matching
 //! dominated the engine's per-request CPU (figures in bench/README.md). This parser
-//! walks the string once and allocates nothing; `tests/reference_oracle.rs`
+//! walks the string once and allocates nothing; `tests/policy/reference_oracle.rs`
 //! checks it against `oci-spec` on generated references, so the grammar stays the same.
 //!
 //! ```text

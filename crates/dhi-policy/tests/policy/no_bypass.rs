@@ -7,103 +7,51 @@
 
 use base64::Engine as _;
 use dhi_policy::answer;
-use dhi_policy::{
-    Decision, Engine, Mode, PolicyFile, RuleId, Scope, Subject, Webhook, WorkloadKind,
-    decode_object,
-};
+use dhi_policy::{Decision, Engine, Mode, RuleId, Scope, Webhook, WorkloadKind};
 use serde_json::{Value, json};
+
+use crate::support::{Ask, engine, mutate, nest, pod_in, validate, violations};
 
 use RuleId::{InvalidImage, PrivilegedPort, RunAsRoot};
 
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-fn engine(yaml: &str) -> Engine {
-    Engine::new(PolicyFile::from_yaml(yaml).expect("policy"))
-}
-
 fn pod(spec: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"}, "spec": spec})
+    pod_in("shop", spec)
 }
 
 fn one(image: &str) -> Value {
     pod(json!({"containers": [{"name": "app", "image": image}]}))
 }
 
-/// `kind`'s object around a pod spec, nested along the kind's own path.
+/// `kind`'s object around a pod spec.
 fn workload(kind: WorkloadKind, spec: Value) -> Value {
-    let mut v = spec;
-    for token in kind.spec_path().iter().rev() {
-        v = json!({ *token: v });
-    }
-    v["kind"] = json!(kind.as_str());
+    let mut v = nest(kind, spec);
     v["metadata"] = json!({"name": "web", "namespace": "shop"});
     v
 }
 
-fn group(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Pod | WorkloadKind::PodTemplate | WorkloadKind::ReplicationController => "",
-        WorkloadKind::Job | WorkloadKind::CronJob => "batch",
-        _ => "apps",
-    }
+fn validate_kind(engine: &Engine, kind: WorkloadKind, object: &Value) -> Decision {
+    Ask::of(kind, object).review(engine, Webhook::Validate, Mode::Enforce)
 }
 
-fn review_with(
+/// The enforcing validating webhook's decision on an UPDATE from `old` to `new`.
+fn validate_update(
     engine: &Engine,
     kind: WorkloadKind,
-    object: &Value,
-    old: Option<&Value>,
+    new: &Value,
+    old: &Value,
     scope: Scope,
-    webhook: Webhook,
 ) -> Decision {
-    let text = object.to_string();
-    let view = decode_object(&text).expect("decodes");
-    let old_text = old.map(Value::to_string);
-    let old_view = old_text
-        .as_deref()
-        .map(|t| decode_object(t).expect("old decodes"));
-    engine.review(
-        &Subject {
-            kind,
-            object: &view,
-            old_object: old_view.as_ref(),
-            scope,
-        },
-        webhook,
-        Mode::Enforce,
-    )
-}
-
-fn validate_kind(engine: &Engine, kind: WorkloadKind, object: &Value) -> Decision {
-    review_with(engine, kind, object, None, Scope::All, Webhook::Validate)
-}
-
-fn validate(engine: &Engine, object: &Value) -> Decision {
-    validate_kind(engine, WorkloadKind::Pod, object)
-}
-
-fn mutate(engine: &Engine, object: &Value) -> Decision {
-    review_with(
-        engine,
-        WorkloadKind::Pod,
-        object,
-        None,
-        Scope::All,
-        Webhook::Mutate,
-    )
-}
-
-/// (rule, container) of every violation, in order.
-fn denied(d: &Decision) -> Vec<(RuleId, String)> {
-    d.violations
-        .iter()
-        .map(|v| (v.rule, v.container.clone()))
-        .collect()
+    Ask::of(kind, new)
+        .old(Some(old))
+        .scope(scope)
+        .review(engine, Webhook::Validate, Mode::Enforce)
 }
 
 fn expect(d: &Decision, want: &[(RuleId, &str)]) {
     let want: Vec<(RuleId, String)> = want.iter().map(|(r, c)| (*r, (*c).to_owned())).collect();
-    assert_eq!(denied(d), want, "violations: {:#?}", d.violations);
+    assert_eq!(violations(d), want, "violations: {:#?}", d.violations);
     assert_eq!(
         d.allowed,
         want.is_empty(),
@@ -121,7 +69,7 @@ fn review_body(
 ) -> Vec<u8> {
     let mut request = json!({
         "uid": "6c1f7d0e-0b4e-4a8e-9a0b-7f3c2d1e0a99",
-        "kind": {"group": group(kind), "version": "v1", "kind": kind.as_str()},
+        "kind": {"group": kind.group(), "version": "v1", "kind": kind.as_str()},
         "name": "web",
         "namespace": "shop",
         "operation": operation,
@@ -421,14 +369,7 @@ fn kubectl_debug_through_the_subresource_is_denied() {
         "ephemeralContainers": [{"name": "debugger-x7k2p", "image": "dhi.io/python:3.13-dev", "targetContainerName": "app"}],
     }));
     // Engine: the subresource scope judges the ephemeral containers only.
-    let d = review_with(
-        &e,
-        WorkloadKind::Pod,
-        &new,
-        Some(&old),
-        Scope::EphemeralOnly,
-        Webhook::Validate,
-    );
+    let d = validate_update(&e, WorkloadKind::Pod, &new, &old, Scope::EphemeralOnly);
     expect(&d, &[(RunAsRoot, "debugger-x7k2p")]);
     // Review: UPDATE pods/ephemeralcontainers.
     let body = review_body(
@@ -527,7 +468,7 @@ fn update_that_switches_to_a_hardened_image_is_denied() {
             validate_kind(&e, kind, &old).allowed,
             "{kind}: the old object is compliant"
         );
-        let d = review_with(&e, kind, &new, Some(&old), Scope::All, Webhook::Validate);
+        let d = validate_update(&e, kind, &new, &old, Scope::All);
         expect(&d, &[(RunAsRoot, "app")]);
         let (allowed, code, answer) =
             handle_validate(&e, &review_body(kind, "UPDATE", &new, Some(&old), None));
@@ -544,14 +485,7 @@ fn update_that_adds_root_to_a_compliant_hardened_pod_is_denied() {
     let new = pod(
         json!({"securityContext": {"runAsUser": 0}, "containers": [{"name": "app", "image": "dhi.io/nginx:1.31"}]}),
     );
-    let d = review_with(
-        &e,
-        WorkloadKind::Pod,
-        &new,
-        Some(&old),
-        Scope::All,
-        Webhook::Validate,
-    );
+    let d = validate_update(&e, WorkloadKind::Pod, &new, &old, Scope::All);
     expect(&d, &[(RunAsRoot, "app")]);
 }
 
@@ -575,7 +509,7 @@ fn update_that_leaves_a_violating_spec_unchanged_is_allowed() {
             !validate_kind(&e, kind, &old).allowed,
             "{kind}: the object itself violates"
         );
-        let d = review_with(&e, kind, &new, Some(&old), Scope::All, Webhook::Validate);
+        let d = validate_update(&e, kind, &new, &old, Scope::All);
         expect(&d, &[]);
         let (allowed, _, _) =
             handle_validate(&e, &review_body(kind, "UPDATE", &new, Some(&old), None));

@@ -5,125 +5,31 @@
 
 use dhi_policy::image_ref::ImageRef;
 use dhi_policy::policy_file::TagCheck;
-use dhi_policy::{
-    Engine, Evaluation, GroupKind, Mode, PolicyFile, Request, Scope, Subject, Webhook,
-    WorkloadKind, decode_object,
-};
+use dhi_policy::{Engine, GroupKind, Mode, PolicyFile, Request, Webhook, WorkloadKind};
 use proptest::prelude::*;
-use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-const IMAGES: &[&str] = &[
-    "dhi.io/nginx:1.31",
-    "dhi.io/python:3.13-dev",
-    "dhi.io/istio-proxyv2:1.30.3",
-    "dhi.io/postgres:17",
-    "dhi.io/istio-install-cni:1.30.3",
-    "registry.example.com/platform/dhi-node:24",
-    "docker.io/istio/proxyv2:1.30.3",
-    "docker.io/istio/proxyv2:1.30.3-distroless",
-    "gcr.io/istio-release/pilot:1.30.3",
-    "quay.io/cilium/hubble-relay:v1.20.1",
-    "quay.io/cilium/hubble-relay:v1.16.5",
-    "docker.io/istio/proxyv2:1.19.0",
-    "docker.io/istio/proxyv2:latest",
-    "docker.io/istio/proxyv2",
-    "nginx:1.27",
-    "dhi.io/k8s-device-plugin:0.20.1-compat",
-    "dhi.io/sbx-templates:claude-code",
-    "dhi.io/no-such-repo:1",
-    "[fd00::10]:5000/platform/dhi-nginx:1.31",
-    "nginx",
-    "nginx:1.31",
-    "ghcr.io/example/app:2",
-    "dhi.io/falco:0",
-    "auto",
-    "dhi.io/nginx:1.31@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-    "docker.io/istio/proxyv2@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-    "Not A Ref",
-];
-
-fn uid() -> impl Strategy<Value = Option<i64>> {
-    prop_oneof![
-        Just(None),
-        Just(Some(0)),
-        Just(Some(1337)),
-        Just(Some(65532))
-    ]
-}
-
-fn security_context() -> impl Strategy<Value = Option<Value>> {
-    (
-        any::<bool>(),
-        uid(),
-        prop::option::of(any::<bool>()),
-        prop::option::of(Just(2000i64)),
-    )
-        .prop_map(|(present, uid, non_root, gid)| {
-            present.then(|| {
-                let mut m = Map::new();
-                if let Some(u) = uid {
-                    m.insert("runAsUser".into(), json!(u));
-                }
-                if let Some(n) = non_root {
-                    m.insert("runAsNonRoot".into(), json!(n));
-                }
-                if let Some(g) = gid {
-                    m.insert("runAsGroup".into(), json!(g));
-                }
-                Value::Object(m)
-            })
-        })
-}
+use crate::support::strategies::{self, IMAGES, security_context};
+use crate::support::{Ask, admit, nest};
 
 fn container(name: String) -> impl Strategy<Value = Value> {
-    (
-        prop::sample::select(IMAGES),
+    strategies::container(
+        name,
+        prop::sample::select(IMAGES).prop_map(|image| Some(image.to_owned())),
         security_context(),
-        prop::collection::vec(prop::sample::select(&[80i64, 443, 8080, 15090][..]), 0..3),
-        any::<bool>(),
+        &[80, 443, 8080, 15090],
     )
-        .prop_map(move |(image, ctx, ports, shell)| {
-            let mut c = json!({"name": name, "image": image});
-            if let Some(ctx) = ctx {
-                c["securityContext"] = ctx;
-            }
-            if !ports.is_empty() {
-                c["ports"] = ports.iter().map(|p| json!({"containerPort": p})).collect();
-            }
-            if shell {
-                c["command"] = json!(["/bin/sh", "-c", "run"]);
-            }
-            c
-        })
-}
-
-fn containers(prefix: &'static str, max: usize) -> impl Strategy<Value = Vec<Value>> {
-    (0..=max).prop_flat_map(move |n| {
-        (0..n)
-            .map(|i| container(format!("{prefix}{i}")))
-            .collect::<Vec<_>>()
-    })
 }
 
 fn pod_spec() -> impl Strategy<Value = Value> {
     (
-        containers("init", 2),
-        containers("c", 3),
-        containers("debug", 1),
+        strategies::pod_spec(container),
         security_context(),
         prop::option::of(prop::sample::select(&["0", "80", "1024"][..])),
         any::<bool>(),
         prop::option::of(Just(vec![json!({"name": "dhi-pull"})])),
     )
-        .prop_map(|(init, main, eph, ctx, sysctl, host_network, secrets)| {
-            let mut spec = json!({"containers": main});
-            if !init.is_empty() {
-                spec["initContainers"] = json!(init);
-            }
-            if !eph.is_empty() {
-                spec["ephemeralContainers"] = json!(eph);
-            }
+        .prop_map(|(mut spec, ctx, sysctl, host_network, secrets)| {
             let mut ctx = ctx.unwrap_or_else(|| json!({}));
             if let Some(start) = sysctl {
                 ctx["sysctls"] =
@@ -158,46 +64,14 @@ fn engines() -> Vec<Engine> {
     ]
 }
 
-fn evaluate(engine: &Engine, kind: WorkloadKind, object: &Value) -> Evaluation {
-    let text = object.to_string();
-    let view = decode_object(&text).expect("generated objects decode");
-    engine.evaluate(&Subject {
-        kind,
-        object: &view,
-        old_object: None,
-        scope: Scope::All,
-    })
-}
-
+/// The validating webhook's verdict: allowed, and the sorted (rule, container) pairs.
 fn verdict(engine: &Engine, kind: WorkloadKind, object: &Value) -> (bool, Vec<(String, String)>) {
-    let text = object.to_string();
-    let view = decode_object(&text).expect("decodes");
-    let d = engine.review(
-        &Subject {
-            kind,
-            object: &view,
-            old_object: None,
-            scope: Scope::All,
-        },
-        Webhook::Validate,
-        Mode::Enforce,
-    );
-    let mut v: Vec<_> = d
-        .violations
-        .iter()
-        .map(|v| (v.rule.to_string(), v.container.clone()))
-        .collect();
-    v.sort();
-    (d.allowed, v)
+    let d = Ask::of(kind, object).review(engine, Webhook::Validate, Mode::Enforce);
+    (d.allowed, rules_of(&d.violations))
 }
 
 fn wrap(kind: WorkloadKind, spec: Value) -> Value {
-    let mut object = spec;
-    for token in kind.spec_path().iter().rev() {
-        object = json!({ *token: object });
-    }
-    object["apiVersion"] = json!("v1");
-    object["kind"] = json!(kind.as_str());
+    let mut object = nest(kind, spec);
     object["metadata"] = json!({"name": "generated"});
     object
 }
@@ -220,12 +94,12 @@ proptest! {
     ) {
         let engine = &engines()[which];
         let object = wrap(kind, spec);
-        let eval = evaluate(engine, kind, &object);
+        let eval = Ask::of(kind, &object).evaluate(engine);
         let mut fixed = object.clone();
         json_patch::patch(&mut fixed, &eval.patch).expect("the patch applies to its input");
 
         // Idempotent: the fixed object needs nothing more.
-        let again = evaluate(engine, kind, &fixed);
+        let again = Ask::of(kind, &fixed).evaluate(engine);
         prop_assert!(again.patch.is_empty(), "second patch: {:?}", again.patch);
 
         // Only hardened containers are touched: every container path in the patch
@@ -271,12 +145,7 @@ fn webhook(
 ) -> dhi_policy::Decision {
     let request = json!({"uid": "u", "kind": {"group": kind.group(), "version": "v1", "kind": kind.as_str()},
         "operation": "CREATE", "namespace": "default", "object": object});
-    let text = request.to_string();
-    let request: Request<'_, &RawValue> = serde_json::from_str(&text).unwrap();
-    engine
-        .admit(webhook, Mode::Enforce, request)
-        .unwrap()
-        .decision
+    admit(engine, webhook, Mode::Enforce, &request)
 }
 
 /// `check`'s answer, as it reads a manifest (objects as values).
@@ -334,7 +203,7 @@ proptest! {
             prop_assert!(mutated.patch.is_empty());
             prop_assert_eq!(
                 serde_json::to_value(&found.patch).unwrap(),
-                serde_json::to_value(&evaluate(engine, kind, &object).patch).unwrap()
+                serde_json::to_value(&Ask::of(kind, &object).evaluate(engine).patch).unwrap()
             );
         }
 

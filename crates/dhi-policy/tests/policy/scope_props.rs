@@ -17,27 +17,11 @@ use dhi_policy::{Engine, GroupKind, Mode, Operation, PolicyFile, Request, Webhoo
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-/// The images of tests/engine_props.rs, and every normalisation the engine applies.
-const IMAGES: &[&str] = &[
-    "dhi.io/nginx:1.31",
-    "dhi.io/python:3.13-dev",
-    "dhi.io/istio-proxyv2:1.30.3",
-    "dhi.io/postgres:17",
-    "dhi.io/istio-install-cni:1.30.3",
-    "registry.example.com/platform/dhi-node:24",
-    "docker.io/istio/proxyv2:1.30.3",
-    "docker.io/istio/proxyv2:1.30.3-distroless",
-    "gcr.io/istio-release/pilot:1.30.3",
-    "quay.io/cilium/hubble-relay:v1.20.1",
-    "nginx",
-    "nginx:1.31",
-    "ghcr.io/example/app:2",
-    "dhi.io/falco:0",
-    "auto",
-    "dhi.io/nginx:1.31@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-    "docker.io/istio/proxyv2@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-    "Not A Ref",
-    // Normalisation: ports, case, legacy hosts, library/, digests.
+use crate::support::nest;
+use crate::support::strategies::{self, IMAGES};
+
+/// Every normalisation the engine applies: ports, case, legacy hosts, library/, digests.
+const NORMALISED: &[&str] = &[
     "dhi.io:443/python:3.13",
     "DHI.IO/python:3.13",
     "Dhi.Io:443/node:24-dev",
@@ -153,7 +137,8 @@ fn built_image() -> impl Strategy<Value = String> {
 
 fn image() -> impl Strategy<Value = String> {
     prop_oneof![
-        3 => prop::sample::select(IMAGES).prop_map(str::to_owned),
+        2 => prop::sample::select(IMAGES).prop_map(str::to_owned),
+        2 => prop::sample::select(NORMALISED).prop_map(str::to_owned),
         3 => built_image(),
         1 => "[a-zA-Z0-9./:@_-]{0,40}",
         1 => "[a-z]{1,8}".prop_map(|s| format!("{s}/{}", "a".repeat(250))),
@@ -161,54 +146,22 @@ fn image() -> impl Strategy<Value = String> {
 }
 
 fn container(name: String) -> impl Strategy<Value = Value> {
-    (
+    strategies::container(
+        name,
         prop::option::of(image()),
-        prop::option::of(prop::sample::select(&[0i64, 1337, 65532][..])),
-        prop::collection::vec(prop::sample::select(&[80i64, 8080][..]), 0..2),
-        any::<bool>(),
+        prop::option::of(prop::sample::select(&[0i64, 1337, 65532][..]))
+            .prop_map(|uid| uid.map(|uid| json!({"runAsUser": uid}))),
+        &[80, 8080],
     )
-        .prop_map(move |(image, uid, ports, shell)| {
-            let mut c = json!({"name": name});
-            if let Some(image) = image {
-                c["image"] = json!(image);
-            }
-            if let Some(uid) = uid {
-                c["securityContext"] = json!({"runAsUser": uid});
-            }
-            if !ports.is_empty() {
-                c["ports"] = ports.iter().map(|p| json!({"containerPort": p})).collect();
-            }
-            if shell {
-                c["command"] = json!(["sh", "-c", "run"]);
-            }
-            c
-        })
-}
-
-fn containers(prefix: &'static str, max: usize) -> impl Strategy<Value = Vec<Value>> {
-    (0..=max).prop_flat_map(move |n| {
-        (0..n)
-            .map(|i| container(format!("{prefix}{i}")))
-            .collect::<Vec<_>>()
-    })
 }
 
 fn pod_spec() -> impl Strategy<Value = Value> {
     (
-        containers("init", 2),
-        containers("c", 3),
-        containers("debug", 1),
+        strategies::pod_spec(container),
         prop::option::of(prop::sample::select(&[0i64, 65532][..])),
         any::<bool>(),
     )
-        .prop_map(|(init, main, eph, pod_uid, windows)| {
-            let mut spec = json!({"containers": main});
-            if !init.is_empty() {
-                spec["initContainers"] = json!(init);
-            }
-            if !eph.is_empty() {
-                spec["ephemeralContainers"] = json!(eph);
-            }
+        .prop_map(|(mut spec, pod_uid, windows)| {
             if let Some(uid) = pod_uid {
                 spec["securityContext"] = json!({"runAsUser": uid});
             }
@@ -220,20 +173,10 @@ fn pod_spec() -> impl Strategy<Value = Value> {
 }
 
 fn wrap(kind: WorkloadKind, spec: Value, replicas: i64) -> Value {
-    let mut object = spec;
-    for token in kind.spec_path().iter().rev() {
-        object = json!({ *token: object });
-    }
+    let mut object = nest(kind, spec);
     if kind.is_template() && kind != WorkloadKind::PodTemplate {
         object["spec"]["replicas"] = json!(replicas);
     }
-    let group = kind.group();
-    object["apiVersion"] = json!(if group.is_empty() {
-        "v1".to_owned()
-    } else {
-        format!("{group}/v1")
-    });
-    object["kind"] = json!(kind.as_str());
     object["metadata"] = json!({"name": "generated", "namespace": "team"});
     object
 }

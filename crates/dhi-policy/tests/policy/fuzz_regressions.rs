@@ -9,7 +9,7 @@
 //!   (written from a crash input by `cargo run --example dump_case` in fuzz/);
 //! - every AdmissionReview under tests/fixtures, under every fuzz policy.
 
-#[path = "../fuzz/src/checks.rs"]
+#[path = "../../../../fuzz/src/checks.rs"]
 mod checks;
 
 use std::path::{Path, PathBuf};
@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use dhi_policy::{Engine, PolicyFile, WorkloadKind};
 use serde_json::Value;
 
+use crate::support::repo_root;
+
 fn files(dirs: &[&str]) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repo_root();
     let mut out = Vec::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
@@ -66,10 +68,7 @@ fn admission_handle_inputs() {
 #[test]
 fn fixture_reviews_under_every_policy() {
     let mut reviews = Vec::new();
-    fixtures(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
-        &mut reviews,
-    );
+    fixtures(&repo_root().join("tests/fixtures"), &mut reviews);
     for path in reviews {
         let body = std::fs::read(&path).unwrap();
         for i in 0..checks::POLICIES.len() {

@@ -1,84 +1,9 @@
 //! Behaviour of the policy engine, rule by rule, through its public API.
 
-use dhi_policy::{
-    Decision, Engine, Evaluation, Mode, PolicyFile, RuleId, Scope, Subject, Warning, Webhook,
-    WorkloadKind, decode_object,
-};
+use dhi_policy::{Engine, Mode, RuleId, Scope, Warning, Webhook, WorkloadKind, decode_object};
 use serde_json::{Value, json};
 
-fn engine(yaml: &str) -> Engine {
-    Engine::new(PolicyFile::from_yaml(yaml).expect("policy"))
-}
-
-fn pod(spec: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"}, "spec": spec})
-}
-
-fn review(
-    engine: &Engine,
-    kind: WorkloadKind,
-    object: &Value,
-    webhook: Webhook,
-    mode: Mode,
-) -> Decision {
-    let text = object.to_string();
-    let view = decode_object(&text).expect("decodes");
-    let subject = Subject {
-        kind,
-        object: &view,
-        old_object: None,
-        scope: Scope::All,
-    };
-    engine.review(&subject, webhook, mode)
-}
-
-fn evaluate(engine: &Engine, kind: WorkloadKind, object: &Value) -> Evaluation {
-    let text = object.to_string();
-    let view = decode_object(&text).expect("decodes");
-    engine.evaluate(&Subject {
-        kind,
-        object: &view,
-        old_object: None,
-        scope: Scope::All,
-    })
-}
-
-fn patch_json(ops: &[json_patch::PatchOperation]) -> Value {
-    serde_json::to_value(ops).unwrap()
-}
-
-fn apply(object: &Value, ops: &[json_patch::PatchOperation]) -> Value {
-    let mut out = object.clone();
-    json_patch::patch(&mut out, ops).expect("patch applies");
-    out
-}
-
-fn mutate(engine: &Engine, object: &Value) -> Decision {
-    review(
-        engine,
-        WorkloadKind::Pod,
-        object,
-        Webhook::Mutate,
-        Mode::Enforce,
-    )
-}
-
-fn validate(engine: &Engine, object: &Value) -> Decision {
-    review(
-        engine,
-        WorkloadKind::Pod,
-        object,
-        Webhook::Validate,
-        Mode::Enforce,
-    )
-}
-
-fn rules(d: &Decision) -> Vec<(RuleId, String)> {
-    d.violations
-        .iter()
-        .map(|v| (v.rule, v.container.clone()))
-        .collect()
-}
+use crate::support::{Ask, apply, engine, mutate, patch_json, pod, validate, violations};
 
 // === mutation ===
 
@@ -358,7 +283,7 @@ fn run_as_root_explicit_container_and_pod() {
     );
     let d = validate(&e, &p);
     assert!(!d.allowed);
-    assert_eq!(rules(&d), [(RuleId::RunAsRoot, "app".to_owned())]);
+    assert_eq!(violations(&d), [(RuleId::RunAsRoot, "app".to_owned())]);
     assert!(
         d.violations[0]
             .message
@@ -374,7 +299,7 @@ fn run_as_root_explicit_container_and_pod() {
         json!({"securityContext": {"runAsUser": 0}, "containers": [{"name": "app", "image": "dhi.io/python:3.13"}]}),
     );
     let d = validate(&e, &p);
-    assert_eq!(rules(&d), [(RuleId::RunAsRoot, "app".to_owned())]);
+    assert_eq!(violations(&d), [(RuleId::RunAsRoot, "app".to_owned())]);
     assert!(
         d.violations[0]
             .message
@@ -393,7 +318,7 @@ fn dev_variant_runs_as_root_unless_given_a_user() {
     let p =
         pod(json!({"containers": [{"name": "build", "image": "dhi.io/python:3.13-debian13-dev"}]}));
     let d = validate(&e, &p);
-    assert_eq!(rules(&d), [(RuleId::RunAsRoot, "build".to_owned())]);
+    assert_eq!(violations(&d), [(RuleId::RunAsRoot, "build".to_owned())]);
     assert!(d.violations[0].message.contains("use the runtime variant"));
     let p = pod(
         json!({"containers": [{"name": "build", "image": "dhi.io/python:3.13-dev", "securityContext": {"runAsUser": 1000}}]}),
@@ -422,7 +347,7 @@ fn privileged_port_with_fix_and_sysctl() {
         json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}, {"containerPort": 443}, {"containerPort": 8080}]}]}),
     );
     let d = validate(&e, &p);
-    assert_eq!(rules(&d), [(RuleId::PrivilegedPort, "web".to_owned())]);
+    assert_eq!(violations(&d), [(RuleId::PrivilegedPort, "web".to_owned())]);
     let msg = &d.violations[0].message;
     assert!(
         msg.contains("declares port 80, 443 but runs as UID 65532"),
@@ -449,7 +374,7 @@ fn privileged_port_with_fix_and_sysctl() {
     assert!(!validate(&e, &with("81", false)).allowed);
     // With hostNetwork the node's setting applies; the pod sysctl cannot help.
     let d = validate(&e, &with("0", true));
-    assert_eq!(rules(&d), [(RuleId::PrivilegedPort, "web".to_owned())]);
+    assert_eq!(violations(&d), [(RuleId::PrivilegedPort, "web".to_owned())]);
     assert!(!d.violations[0].message.contains("sysctl"));
 }
 
@@ -476,7 +401,7 @@ fn every_violation_is_listed_in_the_denial() {
     ]}));
     let d = validate(&e, &p);
     assert_eq!(
-        rules(&d),
+        violations(&d),
         [
             (RuleId::PrivilegedPort, "web".to_owned()),
             (RuleId::RunAsRoot, "build".to_owned()),
@@ -555,33 +480,19 @@ fn templates_are_validated_as_they_will_run_but_not_mutated_by_default() {
     let d = deployment(
         json!({"containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]}]}),
     );
-    let v = review(
-        &e,
-        WorkloadKind::Deployment,
-        &d,
-        Webhook::Validate,
-        Mode::Enforce,
-    );
-    assert_eq!(rules(&v), [(RuleId::PrivilegedPort, "web".to_owned())]);
-    let m = review(
-        &e,
-        WorkloadKind::Deployment,
-        &d,
-        Webhook::Mutate,
-        Mode::Enforce,
-    );
+    let v = Ask::of(WorkloadKind::Deployment, &d).review(&e, Webhook::Validate, Mode::Enforce);
+    assert_eq!(violations(&v), [(RuleId::PrivilegedPort, "web".to_owned())]);
+    let m = Ask::of(WorkloadKind::Deployment, &d).review(&e, Webhook::Mutate, Mode::Enforce);
     assert!(m.patch.is_empty());
     // The raw plan still exists (check --fix uses it), addressed into the template.
-    let eval = evaluate(&e, WorkloadKind::Deployment, &d);
+    let eval = Ask::of(WorkloadKind::Deployment, &d).evaluate(&e);
     assert_eq!(
         patch_json(&eval.patch)[0]["path"],
         "/spec/template/spec/containers/0/securityContext"
     );
     // With the switch on, the webhook patches templates too.
-    let m = review(
+    let m = Ask::of(WorkloadKind::Deployment, &d).review(
         &engine("templates: {mutate: true}"),
-        WorkloadKind::Deployment,
-        &d,
         Webhook::Mutate,
         Mode::Enforce,
     );
@@ -600,16 +511,11 @@ fn upstream_template_that_would_be_rewritten_is_judged_as_rewritten() {
         "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {"spec": {"containers": [
             {"name": "relay", "image": "quay.io/cilium/hubble-relay:v1.20.1", "ports": [{"containerPort": 80}]}]}}}}}});
     assert!(
-        review(
-            &e,
-            WorkloadKind::CronJob,
-            &cj,
-            Webhook::Validate,
-            Mode::Enforce
-        )
-        .allowed
+        Ask::of(WorkloadKind::CronJob, &cj)
+            .review(&e, Webhook::Validate, Mode::Enforce)
+            .allowed
     );
-    let eval = evaluate(&e, WorkloadKind::CronJob, &cj);
+    let eval = Ask::of(WorkloadKind::CronJob, &cj).evaluate(&e);
     assert!(eval.patch.is_empty());
     assert!(matches!(eval.warnings[0], Warning::RewriteSkipped { .. }));
 }
@@ -621,7 +527,7 @@ fn audit_mode_allows_without_patch_and_reports() {
         {"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]},
         {"name": "build", "image": "dhi.io/python:3.13-dev"},
     ]}));
-    let v = review(&e, WorkloadKind::Pod, &p, Webhook::Validate, Mode::Audit);
+    let v = Ask::of(WorkloadKind::Pod, &p).review(&e, Webhook::Validate, Mode::Audit);
     assert!(v.allowed);
     assert_eq!(v.violations.len(), 2);
     assert!(v.warnings[0].starts_with("audit: [privileged-port] container \"web\""));
@@ -633,7 +539,7 @@ fn audit_mode_allows_without_patch_and_reports() {
         v.audit_annotations["violation.run-as-root"],
         "build (dhi.io/python:3.13-dev)"
     );
-    let m = review(&e, WorkloadKind::Pod, &p, Webhook::Mutate, Mode::Audit);
+    let m = Ask::of(WorkloadKind::Pod, &p).review(&e, Webhook::Mutate, Mode::Audit);
     assert!(m.allowed && m.patch.is_empty() && m.mutations.is_empty());
     assert_eq!(
         m.audit_annotations["planned-mutations"],
@@ -649,30 +555,16 @@ fn unchanged_update_is_not_judged_again() {
     );
     let mut new = old.clone();
     new["metadata"]["labels"] = json!({"touched": "yes"});
-    let (old_s, new_s) = (old.to_string(), new.to_string());
-    let (old_v, new_v) = (
-        decode_object(&old_s).unwrap(),
-        decode_object(&new_s).unwrap(),
-    );
-    let subject = Subject {
-        kind: WorkloadKind::Pod,
-        object: &new_v,
-        old_object: Some(&old_v),
-        scope: Scope::All,
+    let judged = |object: &Value| {
+        Ask::pod(object)
+            .old(Some(&old))
+            .review(&e, Webhook::Validate, Mode::Enforce)
     };
-    assert!(e.review(&subject, Webhook::Validate, Mode::Enforce).allowed);
+    assert!(judged(&new).allowed);
     // Changing the image is judged.
     let mut changed = old.clone();
     changed["spec"]["containers"][0]["image"] = json!("dhi.io/nginx:1.30");
-    let changed_s = changed.to_string();
-    let changed_v = decode_object(&changed_s).unwrap();
-    let subject = Subject {
-        kind: WorkloadKind::Pod,
-        object: &changed_v,
-        old_object: Some(&old_v),
-        scope: Scope::All,
-    };
-    assert!(!e.review(&subject, Webhook::Validate, Mode::Enforce).allowed);
+    assert!(!judged(&changed).allowed);
 }
 
 #[test]
@@ -682,16 +574,10 @@ fn ephemeral_scope_judges_only_debug_containers() {
         "containers": [{"name": "web", "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]}],
         "ephemeralContainers": [{"name": "debugger", "image": "dhi.io/busybox:1-dev"}],
     }));
-    let s = p.to_string();
-    let v = decode_object(&s).unwrap();
-    let subject = Subject {
-        kind: WorkloadKind::Pod,
-        object: &v,
-        old_object: None,
-        scope: Scope::EphemeralOnly,
-    };
-    let d = e.review(&subject, Webhook::Validate, Mode::Enforce);
-    assert_eq!(rules(&d), [(RuleId::RunAsRoot, "debugger".to_owned())]);
+    let d = Ask::pod(&p)
+        .scope(Scope::EphemeralOnly)
+        .review(&e, Webhook::Validate, Mode::Enforce);
+    assert_eq!(violations(&d), [(RuleId::RunAsRoot, "debugger".to_owned())]);
 }
 
 #[test]

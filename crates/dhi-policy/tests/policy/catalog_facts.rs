@@ -11,12 +11,12 @@ use dhi_policy::Catalog;
 use dhi_policy::catalog::{Snapshot, Variant, builtin_facts};
 use serde_json::Value;
 
+use crate::support::repo_root;
+
 fn export() -> Value {
     let path = std::env::var_os("DHI_CATALOG_EXPORT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/dhi-catalog/images.json")
-        });
+        .unwrap_or_else(|| repo_root().join("../shared/dhi-catalog/images.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
         panic!(
             "catalog export {} not readable ({err}): set DHI_CATALOG_EXPORT to the DHI \

@@ -2,56 +2,18 @@
 //! exist, the right variant for an unknown tag, and the odd cases around them.
 
 use dhi_policy::{
-    Decision, Engine, GroupKind, Mode, Operation, PolicyFile, Request, RuleId, Scope, SkipReason,
-    Subject, Webhook, WorkloadKind, decode_object,
+    Engine, GroupKind, Mode, Operation, Request, RuleId, SkipReason, Webhook, WorkloadKind,
 };
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-fn engine(yaml: &str) -> Engine {
-    Engine::new(PolicyFile::from_yaml(yaml).expect("policy"))
-}
-
-fn pod(spec: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"}, "spec": spec})
-}
+use crate::support::{self, engine, mutate, pod, validate};
 
 fn one(name: &str, image: &str) -> Value {
     pod(json!({"containers": [{"name": name, "image": image}]}))
 }
 
-fn review_update(
-    engine: &Engine,
-    kind: WorkloadKind,
-    object: &Value,
-    old: Option<&Value>,
-    webhook: Webhook,
-) -> Decision {
-    let text = object.to_string();
-    let view = decode_object(&text).expect("decodes");
-    let old_text = old.map(Value::to_string);
-    let old_view = old_text
-        .as_deref()
-        .map(|t| decode_object(t).expect("decodes"));
-    let subject = Subject {
-        kind,
-        object: &view,
-        old_object: old_view.as_ref(),
-        scope: Scope::All,
-    };
-    engine.review(&subject, webhook, Mode::Enforce)
-}
-
-fn mutate(engine: &Engine, object: &Value) -> Decision {
-    review_update(engine, WorkloadKind::Pod, object, None, Webhook::Mutate)
-}
-
-fn validate(engine: &Engine, object: &Value) -> Decision {
-    review_update(engine, WorkloadKind::Pod, object, None, Webhook::Validate)
-}
-
-fn patch_json(d: &Decision) -> Value {
-    serde_json::to_value(&d.patch).unwrap()
+fn patch_json(d: &dhi_policy::Decision) -> Value {
+    support::patch_json(&d.patch)
 }
 
 // === rewrites must point at images that exist ===
@@ -228,14 +190,9 @@ fn dev_variant_with_a_non_zero_uid_is_treated_by_its_uid() {
 
 // === updates ===
 
-/// One webhook's answer to a request read as the server reads it (objects kept raw).
-fn admit(engine: &Engine, webhook: Webhook, request: &Value) -> Decision {
-    let text = request.to_string();
-    let request: Request<'_, &RawValue> = serde_json::from_str(&text).expect("request");
-    engine
-        .admit(webhook, Mode::Enforce, request)
-        .expect("admitted")
-        .decision
+/// One enforcing webhook's answer to a request read as the server reads it.
+fn admit(engine: &Engine, webhook: Webhook, request: &Value) -> dhi_policy::Decision {
+    support::admit(engine, webhook, Mode::Enforce, request)
 }
 
 fn nginx_deployment(replicas: i64, env: &str) -> Value {

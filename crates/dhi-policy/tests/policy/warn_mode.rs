@@ -1,8 +1,10 @@
 //! `warn` mode (Pod Security Admission's name): patches as in enforce, never denies, and
 //! reports violations as warnings (no audit annotations, which are audit mode's).
 
-use dhi_policy::{Engine, GroupKind, Mode, Request, Webhook, WorkloadKind};
+use dhi_policy::{Engine, Mode, Webhook};
 use serde_json::{Value, json};
+
+use crate::support;
 
 fn pod() -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
@@ -11,11 +13,9 @@ fn pod() -> Value {
 }
 
 fn admit(webhook: Webhook, mode: Mode, object: &Value) -> dhi_policy::Decision {
-    let request = Request::create(GroupKind::from(WorkloadKind::Pod), Some("team"), object);
-    Engine::default()
-        .admit(webhook, mode, request)
-        .unwrap()
-        .decision
+    let request = json!({"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "operation": "CREATE", "namespace": "team", "object": object});
+    support::admit(&Engine::default(), webhook, mode, &request)
 }
 
 #[test]
