@@ -12,10 +12,12 @@
 //! input or usage (the error names the file and the document). A path without any
 //! Kubernetes object is bad input unless `--allow-empty` says it may be empty.
 
+mod error;
 mod fix;
 mod input;
 mod locate;
 mod objects;
+mod origin;
 mod report;
 mod review;
 mod sarif;
@@ -28,11 +30,14 @@ use anyhow::anyhow;
 use clap::ValueEnum;
 use serde_json::Value;
 
+use crate::exit::Exit;
 use crate::policy_source::PolicyArgs;
 use dhi_policy::{Engine, Finding, Mode};
+use error::Cause;
 use fix::{CheckedFile, Output as FixOutput};
-use input::{Cause, Document, Origin, Source};
+use input::Document;
 use objects::{Candidate, Item};
+use origin::{Origin, Source};
 use report::{Entry, Report};
 
 /// Arguments of `dhi-admission check`.
@@ -46,8 +51,8 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Report format.
-    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[arg(long, short, value_enum, default_value_t = CheckOutput::Text)]
+    pub output: CheckOutput,
     /// Print the manifests with the planned patches applied, as multi-document YAML
     /// (keys sorted, comments dropped), each document after a `# Source: FILE` line;
     /// the report goes to standard error and the verdicts are those of the patched
@@ -78,7 +83,7 @@ pub struct CheckArgs {
 
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub enum CheckOutput {
     /// A paragraph per object and a summary line.
     Text,
     /// One JSON document: objects, skipped, errors, summary.
@@ -93,7 +98,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(report::EXIT_BAD_INPUT)
+            Exit::Error.into()
         }
     }
 }
@@ -136,7 +141,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let locator = locate::Locator::new(documents);
     if let Some(output) = fix_output {
         // Half a manifest set piped into `kubectl apply` is worse than none.
-        if report.summary().errors == 0 {
+        if report.tally().errors == 0 {
             fix::write(&output, &files)?;
         }
         write_report(&mut io::stderr().lock(), &report, args, &locator)?;
@@ -264,9 +269,9 @@ fn write_report(
     locator: &locate::Locator<'_>,
 ) -> io::Result<()> {
     match args.output {
-        OutputFormat::Text => report.write_text(out, args.quiet),
-        OutputFormat::Json => report.write_json(out),
-        OutputFormat::Sarif => sarif::write(out, report, locator),
+        CheckOutput::Text => report.write_text(out, args.quiet),
+        CheckOutput::Json => report.write_json(out),
+        CheckOutput::Sarif => sarif::write(out, report, locator),
     }
 }
 

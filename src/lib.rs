@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod certs;
 pub mod check;
 pub mod config;
+pub mod exit;
 pub mod install;
 pub mod kube_client;
 pub mod metrics;

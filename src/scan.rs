@@ -19,17 +19,13 @@ use anyhow::{Context, anyhow};
 use clap::ValueEnum;
 use serde::Serialize;
 
+use crate::exit::Exit;
 use crate::kube_client::Fallback;
 use crate::policy_source::PolicyArgs;
 use crate::report::summary::Summary;
 use crate::report::{self, WorkloadReport, policyreport};
 use cluster::Where;
 use inventory::{Inventory, LIST_ORDER};
-
-/// Exit status when a workload would be denied.
-const EXIT_DENIED: u8 = 1;
-/// Exit status for bad usage, or a cluster that cannot be read.
-const EXIT_ERROR: u8 = 2;
 
 /// Arguments of `dhi-admission scan`.
 #[derive(Debug, clap::Args)]
@@ -53,8 +49,8 @@ pub struct ScanArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Report format.
-    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[arg(long, short, value_enum, default_value_t = ScanOutput::Text)]
+    pub output: ScanOutput,
     /// Objects per list request (`limit`).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub page_size: u32,
@@ -62,7 +58,7 @@ pub struct ScanArgs {
 
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub enum ScanOutput {
     /// A table of workloads, then the summary.
     Text,
     /// One JSON document: mode, workloads, summary, errors.
@@ -92,7 +88,7 @@ pub fn run(args: ScanArgs) -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(EXIT_ERROR)
+            Exit::Error.into()
         }
     }
 }
@@ -121,13 +117,7 @@ async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
     }
     let summary = Summary::of(&reports);
     write(args.output, policy.mode, &reports, &summary, &errors)?;
-    Ok(if !errors.is_empty() {
-        ExitCode::from(EXIT_ERROR)
-    } else if summary.cluster.denied > 0 {
-        ExitCode::from(EXIT_DENIED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(Exit::of(errors.len(), summary.cluster.denied).into())
 }
 
 /// The namespaces' mode labels: of the one namespace, or of all.
@@ -199,7 +189,7 @@ async fn list_workloads(
 
 /// The reports on standard output, in the format asked for.
 fn write(
-    format: OutputFormat,
+    format: ScanOutput,
     mode: dhi_policy::Mode,
     reports: &[WorkloadReport],
     summary: &Summary,
@@ -207,8 +197,8 @@ fn write(
 ) -> anyhow::Result<()> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     match format {
-        OutputFormat::Text => report::text::write(&mut out, reports, summary)?,
-        OutputFormat::Json => {
+        ScanOutput::Text => report::text::write(&mut out, reports, summary)?,
+        ScanOutput::Json => {
             let json = JsonReport {
                 mode: mode.as_str(),
                 workloads: reports,
@@ -218,7 +208,7 @@ fn write(
             serde_json::to_writer_pretty(&mut out, &json)?;
             writeln!(out)?;
         }
-        OutputFormat::Policyreport => {
+        ScanOutput::Policyreport => {
             let mut objects = policyreport::namespace_reports(reports);
             objects.push(policyreport::cluster_report(summary));
             for object in &objects {

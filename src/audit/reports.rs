@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use dhi_policy::{Engine, RuleId, WorkloadKind, decode_object};
 use serde_json::Value;
 
-use crate::report::policyreport::{self, OutcomeCounts, PolicyReport};
+use crate::report::policyreport::{self, PolicyReport, ResultCounts};
 use crate::report::summary::Summary;
-use crate::report::{self, NamespaceMode, Outcome, WorkloadReport};
+use crate::report::{self, NamespaceMode, RuleResult, WorkloadReport};
 
 /// A report keeps at most this many results (an object in etcd is at most 1.5 MiB, and a
 /// result is a few hundred bytes); past it, passing and skipped results are left out
@@ -118,7 +118,7 @@ fn empty(namespace: &str) -> PolicyReport {
                 "dhi-admission".to_owned(),
             )]),
         },
-        summary: OutcomeCounts::default(),
+        summary: ResultCounts::default(),
         results: Vec::new(),
     }
 }
@@ -131,7 +131,7 @@ fn bound(report: &mut PolicyReport, namespace: &str) {
     // Stable: within each group the workloads keep their order.
     report
         .results
-        .sort_by_key(|r| !matches!(r.result, Outcome::Fail | Outcome::Warn));
+        .sort_by_key(|r| !matches!(r.result, RuleResult::Fail | RuleResult::Warn));
     report.results.truncate(MAX_RESULTS);
     tracing::warn!(
         namespace,
@@ -214,11 +214,17 @@ mod tests {
         policy.runtime.unprivileged_port_start = Some(0);
         let engine = Engine::new(policy);
         let report = judged(&engine, &deployment("dhi.io/nginx:1.29", 80));
-        assert_eq!(report.rules[&report::Rule::PrivilegedPort], Outcome::Pass);
+        assert_eq!(
+            report.rules[&report::Rule::PrivilegedPort],
+            RuleResult::Pass
+        );
         let mut host = deployment("dhi.io/nginx:1.29", 80);
         host["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
         let report = judged(&engine, &host);
-        assert_eq!(report.rules[&report::Rule::PrivilegedPort], Outcome::Fail);
+        assert_eq!(
+            report.rules[&report::Rule::PrivilegedPort],
+            RuleResult::Fail
+        );
     }
 
     #[test]

@@ -22,8 +22,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 
-use super::input::{Document, Format, Source};
+use super::input::{Document, Format};
 use super::objects::holds_review;
+use super::origin::Source;
 
 /// Where the fixed manifests go.
 #[derive(Debug, Clone, PartialEq, Eq)]

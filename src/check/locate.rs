@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 use serde_saphyr::granit_parser::{Event, Parser};
 
-use super::input::{Document, Origin, Source, Text};
+use super::input::{Document, Text};
+use super::origin::{Origin, Source};
 use dhi_policy::WorkloadKind;
 
 /// The pod spec fields that hold containers, in the order the engine reports them.

@@ -7,7 +7,9 @@
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
-use super::input::{Cause, Document, InputError, Origin};
+use super::error::{Cause, InputError};
+use super::input::Document;
+use super::origin::Origin;
 use dhi_policy::answer;
 use dhi_policy::{GroupKind, Request, WorkloadKind};
 
@@ -265,7 +267,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::check::input::{Source, Text};
+    use crate::check::input::Text;
+    use crate::check::origin::Source;
 
     fn document(value: Value) -> Document {
         Document {

@@ -6,14 +6,11 @@ use std::process::ExitCode;
 use json_patch::PatchOperation;
 use serde::Serialize;
 
-use super::input::{InputError, Origin};
+use super::error::InputError;
 use super::objects::{Candidate, Skipped};
+use super::origin::Origin;
+use crate::exit::Exit;
 use dhi_policy::{Finding, Mode, PatchedBy, Violation};
-
-/// Exit status when an object is denied.
-const EXIT_DENIED: u8 = 1;
-/// Exit status for bad input or usage.
-pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// One line of the report, in input order.
 #[derive(Debug)]
@@ -55,7 +52,7 @@ pub struct Report {
 
 /// The counts at the end of a report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Summary {
+pub struct Tally {
     /// Objects reviewed.
     pub objects: usize,
     /// Of which admitted.
@@ -70,23 +67,23 @@ pub struct Summary {
 
 impl Report {
     /// Counts the entries.
-    pub fn summary(&self) -> Summary {
-        let mut summary = Summary::default();
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
         for entry in &self.entries {
             match entry {
                 Entry::Checked { finding, .. } => {
-                    summary.objects += 1;
+                    tally.objects += 1;
                     if finding.allowed {
-                        summary.admitted += 1;
+                        tally.admitted += 1;
                     } else {
-                        summary.denied += 1;
+                        tally.denied += 1;
                     }
                 }
-                Entry::Skipped(_) => summary.skipped += 1,
-                Entry::Error(_) => summary.errors += 1,
+                Entry::Skipped(_) => tally.skipped += 1,
+                Entry::Error(_) => tally.errors += 1,
             }
         }
-        summary
+        tally
     }
 
     /// The input errors.
@@ -99,14 +96,8 @@ impl Report {
 
     /// 2 for bad input, else 1 if anything is denied, else 0.
     pub fn exit_code(&self) -> ExitCode {
-        let summary = self.summary();
-        if summary.errors > 0 {
-            ExitCode::from(EXIT_BAD_INPUT)
-        } else if summary.denied > 0 {
-            ExitCode::from(EXIT_DENIED)
-        } else {
-            ExitCode::SUCCESS
-        }
+        let tally = self.tally();
+        Exit::of(tally.errors, tally.denied).into()
     }
 
     /// One paragraph per object, a line per skipped document, then the summary.
@@ -135,7 +126,7 @@ impl Report {
                 Entry::Error(_) => {}
             }
         }
-        writeln!(out, "{}", summary_line(&self.summary()))
+        writeln!(out, "{}", summary_line(&self.tally()))
     }
 
     fn write_patch(&self, out: &mut impl Write, finding: &Finding) -> io::Result<()> {
@@ -171,7 +162,7 @@ impl Report {
             objects: Vec::new(),
             skipped: Vec::new(),
             errors: Vec::new(),
-            summary: self.summary(),
+            summary: self.tally(),
         };
         for entry in &self.entries {
             match entry {
@@ -231,7 +222,7 @@ fn write_skipped(out: &mut impl Write, skipped: &Skipped) -> io::Result<()> {
 }
 
 /// `3 objects: 2 admitted, 1 denied, 4 skipped`, and errors if any.
-fn summary_line(s: &Summary) -> String {
+fn summary_line(s: &Tally) -> String {
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let mut line = format!(
         "{}: {} admitted, {} denied, {} skipped",
@@ -273,7 +264,7 @@ struct JsonReport<'r> {
     objects: Vec<JsonObject<'r>>,
     skipped: Vec<JsonSkipped<'r>>,
     errors: Vec<JsonError<'r>>,
-    summary: Summary,
+    summary: Tally,
 }
 
 /// Where, in the JSON report: source, document and the pointer inside the document.
@@ -372,7 +363,7 @@ mod tests {
 
     #[test]
     fn summary_lines_count_what_was_found() {
-        let s = Summary {
+        let s = Tally {
             objects: 3,
             admitted: 2,
             denied: 1,
@@ -383,11 +374,11 @@ mod tests {
             summary_line(&s),
             "3 objects: 2 admitted, 1 denied, 4 skipped"
         );
-        let s = Summary {
+        let s = Tally {
             objects: 1,
             admitted: 1,
             errors: 1,
-            ..Summary::default()
+            ..Tally::default()
         };
         assert_eq!(
             summary_line(&s),

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::input::Cause;
+use super::error::Cause;
 use super::objects::Candidate;
 use dhi_policy::{Engine, Finding, Mode, RequestError};
 
@@ -33,7 +33,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::check::input::{Origin, Source};
+    use crate::check::origin::{Origin, Source};
     use dhi_policy::{PatchedBy, PolicyFile, RuleId, WorkloadKind};
 
     fn origin(pointer: &str) -> Origin {

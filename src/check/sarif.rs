@@ -12,9 +12,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::input::{Origin, Source};
 use super::locate::{Locator, Place};
 use super::objects::Candidate;
+use super::origin::{Origin, Source};
 use super::report::{Entry, Report};
 use dhi_policy::RuleId;
 

@@ -151,7 +151,7 @@ impl Rule {
 /// A rule's result for one workload, in PolicyReport terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub enum RuleResult {
     /// Nothing found.
     Pass,
     /// A `deny` rule matched.
@@ -162,7 +162,7 @@ pub enum Outcome {
     Skip,
 }
 
-impl Outcome {
+impl RuleResult {
     /// As in PolicyReports.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -244,7 +244,7 @@ pub struct WorkloadReport {
     /// Running pods reported through it (1 for a pod).
     pub pods: usize,
     /// Each rule's result.
-    pub rules: BTreeMap<Rule, Outcome>,
+    pub rules: BTreeMap<Rule, RuleResult>,
     /// The denying rules that match, with their fixes.
     pub violations: Vec<ViolationReport>,
     /// Everything else worth telling.
@@ -304,7 +304,7 @@ pub fn judge(engine: &Engine, workload: Workload<'_, '_>) -> Result<WorkloadRepo
         verdict: Verdict::NotReviewed,
         not_reviewed: None,
         pods: usize::from(kind == WorkloadKind::Pod),
-        rules: Rule::ALL.iter().map(|r| (*r, Outcome::Skip)).collect(),
+        rules: Rule::ALL.iter().map(|r| (*r, RuleResult::Skip)).collect(),
         violations: Vec::new(),
         warnings: Vec::new(),
         patch: Vec::new(),
@@ -350,8 +350,8 @@ fn apply_finding(engine: &Engine, report: &mut WorkloadReport, mode: Mode, findi
     for rule in Rule::ALL {
         let outcome = match rule.engine_rule() {
             Some(id) => rule_outcome(engine, report, id),
-            None if report.images.is_empty() => Outcome::Pass,
-            None => Outcome::Warn,
+            None if report.images.is_empty() => RuleResult::Pass,
+            None => RuleResult::Warn,
         };
         report.rules.insert(rule, outcome);
     }
@@ -363,19 +363,19 @@ fn apply_finding(engine: &Engine, report: &mut WorkloadReport, mode: Mode, findi
     };
 }
 
-fn rule_outcome(engine: &Engine, report: &WorkloadReport, rule: RuleId) -> Outcome {
+fn rule_outcome(engine: &Engine, report: &WorkloadReport, rule: RuleId) -> RuleResult {
     if engine.policy_file().action(rule) == Action::Off {
-        return Outcome::Skip;
+        return RuleResult::Skip;
     }
     if report.violations.iter().any(|v| v.rule == rule) {
-        return Outcome::Fail;
+        return RuleResult::Fail;
     }
     // A `warn` rule's finding is a warning written `[rule] message` (model::Warning::Rule).
     let prefix = format!("[{rule}] ");
     if report.warnings.iter().any(|w| w.starts_with(&prefix)) {
-        Outcome::Warn
+        RuleResult::Warn
     } else {
-        Outcome::Pass
+        RuleResult::Pass
     }
 }
 

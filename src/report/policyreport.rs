@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::summary::{Counts, Summary};
-use super::{Outcome, Rule, WorkloadReport};
+use super::{Rule, RuleResult, WorkloadReport};
 use dhi_policy::MAX_LISTED;
 
 /// `apiVersion` of both kinds.
@@ -31,7 +31,7 @@ pub struct PolicyReport {
     /// Name, namespace (PolicyReport only) and labels.
     pub metadata: Metadata,
     /// The results counted by outcome.
-    pub summary: OutcomeCounts,
+    pub summary: ResultCounts,
     /// One per workload and rule (per namespace in the ClusterPolicyReport).
     pub results: Vec<ReportResult>,
 }
@@ -50,7 +50,7 @@ pub struct Metadata {
 
 /// `summary`: results by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct OutcomeCounts {
+pub struct ResultCounts {
     /// pass
     pub pass: usize,
     /// fail
@@ -74,7 +74,7 @@ pub struct ReportResult {
     /// The rule.
     pub rule: &'static str,
     /// pass, fail, warn or skip.
-    pub result: Outcome,
+    pub result: RuleResult,
     /// What was found.
     pub message: String,
     /// Whether the result counts towards a score.
@@ -110,13 +110,13 @@ fn labels() -> BTreeMap<String, String> {
     )])
 }
 
-impl OutcomeCounts {
-    fn count(&mut self, outcome: Outcome) {
+impl ResultCounts {
+    fn count(&mut self, outcome: RuleResult) {
         match outcome {
-            Outcome::Pass => self.pass += 1,
-            Outcome::Fail => self.fail += 1,
-            Outcome::Warn => self.warn += 1,
-            Outcome::Skip => self.skip += 1,
+            RuleResult::Pass => self.pass += 1,
+            RuleResult::Fail => self.fail += 1,
+            RuleResult::Warn => self.warn += 1,
+            RuleResult::Skip => self.skip += 1,
         }
     }
 
@@ -151,7 +151,7 @@ pub fn namespace_reports<'r>(
                 namespace: Some(namespace.to_owned()),
                 labels: labels(),
             },
-            summary: OutcomeCounts::of(&results),
+            summary: ResultCounts::of(&results),
             results,
         })
         .collect()
@@ -169,7 +169,7 @@ pub fn results(report: &WorkloadReport) -> Vec<ReportResult> {
     Rule::ALL
         .iter()
         .map(|&rule| {
-            let outcome = report.rules.get(&rule).copied().unwrap_or(Outcome::Skip);
+            let outcome = report.rules.get(&rule).copied().unwrap_or(RuleResult::Skip);
             let mut properties = BTreeMap::from([
                 ("mode".to_owned(), report.mode.as_str().to_owned()),
                 ("verdict".to_owned(), report.verdict.as_str().to_owned()),
@@ -196,7 +196,7 @@ pub fn results(report: &WorkloadReport) -> Vec<ReportResult> {
                         properties.insert("equivalent".to_owned(), equivalents(report));
                     }
                     match (outcome, matched.as_slice()) {
-                        (Outcome::Skip, _) => skipped_message(report),
+                        (RuleResult::Skip, _) => skipped_message(report),
                         (_, []) => format!("{} {}: no finding", report.kind, report.name),
                         (_, matched) => matched
                             .iter()
@@ -227,8 +227,8 @@ fn skipped_message(report: &WorkloadReport) -> String {
     }
 }
 
-fn hardened_image_message(report: &WorkloadReport, outcome: Outcome) -> String {
-    if outcome == Outcome::Skip {
+fn hardened_image_message(report: &WorkloadReport, outcome: RuleResult) -> String {
+    if outcome == RuleResult::Skip {
         return skipped_message(report);
     }
     match report.images.len() {
@@ -294,20 +294,20 @@ pub fn cluster_report(summary: &Summary) -> PolicyReport {
             namespace: None,
             labels: labels(),
         },
-        summary: OutcomeCounts::of(&results),
+        summary: ResultCounts::of(&results),
         results,
     }
 }
 
-fn namespace_outcome(counts: &Counts) -> Outcome {
+fn namespace_outcome(counts: &Counts) -> RuleResult {
     if counts.denied > 0 {
-        Outcome::Fail
+        RuleResult::Fail
     } else if counts.needs_fix > 0 {
-        Outcome::Warn
+        RuleResult::Warn
     } else if counts.not_reviewed == counts.workloads {
-        Outcome::Skip
+        RuleResult::Skip
     } else {
-        Outcome::Pass
+        RuleResult::Pass
     }
 }
 

@@ -162,7 +162,7 @@ fn hardened_ready_and_not_reviewed() {
         Some("namespace kube-system is exempt")
     );
     assert!(exempt.violations.is_empty() && exempt.patch.is_empty());
-    assert!(exempt.rules.values().all(|o| *o == Outcome::Skip));
+    assert!(exempt.rules.values().all(|o| *o == RuleResult::Skip));
 
     let off = judged(
         &engine,
@@ -201,7 +201,7 @@ fn upstream_images_carry_their_catalog_equivalent() {
              "equivalent": "none"},
         ])
     );
-    assert_eq!(report.rules[&Rule::HardenedImage], Outcome::Warn);
+    assert_eq!(report.rules[&Rule::HardenedImage], RuleResult::Warn);
 }
 
 #[test]
@@ -384,7 +384,7 @@ fn one_policy_report_per_namespace_with_a_result_per_workload_and_rule() {
             (
                 "a",
                 8,
-                policyreport::OutcomeCounts {
+                policyreport::ResultCounts {
                     pass: 6,
                     fail: 1,
                     warn: 1,
@@ -394,7 +394,7 @@ fn one_policy_report_per_namespace_with_a_result_per_workload_and_rule() {
             (
                 "b",
                 8,
-                policyreport::OutcomeCounts {
+                policyreport::ResultCounts {
                     pass: 7,
                     fail: 1,
                     ..Default::default()
@@ -403,7 +403,7 @@ fn one_policy_report_per_namespace_with_a_result_per_workload_and_rule() {
             (
                 "kube-system",
                 4,
-                policyreport::OutcomeCounts {
+                policyreport::ResultCounts {
                     skip: 4,
                     ..Default::default()
                 }
