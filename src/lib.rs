@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod audit;
+pub mod background_audit;
 pub mod catalog;
 pub mod certs;
 pub mod check;

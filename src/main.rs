@@ -4,7 +4,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use dhi_admission::{audit, catalog, certs, check, config, install, scan, server, webhooks};
+use dhi_admission::{
+    background_audit, catalog, certs, check, config, install, scan, server, webhooks,
+};
 
 // mimalloc: the allocator is a large share of the request path's CPU. Built with
 // `no_thp` (Cargo.toml): transparent huge pages raise idle RSS and buy no CPU here.
@@ -43,7 +45,7 @@ enum Command {
     /// patches and hardened equivalents.
     Scan(scan::ScanArgs),
     /// Keep PolicyReports of the cluster's running workloads current (background audit).
-    Audit(audit::AuditArgs),
+    Audit(background_audit::BackgroundAuditArgs),
     /// Certificates for development and for in-cluster bootstrap.
     Certs {
         #[command(subcommand)]
@@ -95,7 +97,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => return scan::run(args),
         Command::Webhooks(args) => webhooks::run(args),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(server::run(args))),
-        Command::Audit(args) => runtime().and_then(|rt| rt.block_on(audit::run(args))),
+        Command::Audit(args) => runtime().and_then(|rt| rt.block_on(background_audit::run(args))),
         Command::Catalog { command } => catalog::run(command),
         Command::Completions { shell } => completions(shell),
         Command::Certs { command } => match command {

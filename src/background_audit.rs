@@ -43,7 +43,7 @@ use crate::policy_source::PolicyArgs;
 
 /// Arguments of `dhi-admission audit`.
 #[derive(Debug, clap::Args)]
-pub struct AuditArgs {
+pub struct BackgroundAuditArgs {
     /// The policy file (a new version re-judges every workload), the mode the reports
     /// judge in, and the catalog.
     #[command(flatten)]
@@ -98,7 +98,7 @@ pub struct AuditArgs {
     pub lease_retry_ms: u64,
 }
 
-impl AuditArgs {
+impl BackgroundAuditArgs {
     fn identity(&self) -> anyhow::Result<String> {
         if let Some(identity) = self.identity.clone().filter(|i| !i.is_empty()) {
             return Ok(identity);
@@ -115,7 +115,7 @@ impl AuditArgs {
 }
 
 /// Runs the audit until SIGTERM or SIGINT.
-pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
+pub async fn run(args: BackgroundAuditArgs) -> anyhow::Result<()> {
     let timing = lease::Timing::new(
         Duration::from_secs(args.lease_duration_seconds),
         Duration::from_secs(args.renew_deadline_seconds),

@@ -468,7 +468,7 @@ fn digest(report: &Value) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::watch::Workload;
+    use crate::background_audit::watch::Workload;
     use dhi_policy::WorkloadKind::Pod;
     use prometheus::Registry;
     use serde_json::json;
