@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// Each module exports what its callers use: `pub` only where the crate root reaches.
+#![warn(unreachable_pub)]
 
 pub mod background_audit;
 pub mod catalog;

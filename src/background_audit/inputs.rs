@@ -87,7 +87,7 @@ impl Sources {
 /// The engine for the loaded inputs and the runtime detection (when enabled), and where
 /// the port start it judges with comes from. The policy's own
 /// `runtime.unprivilegedPortStart` wins over the detection: the admin said so.
-pub fn build_engine(
+pub(super) fn build_engine(
     loaded: &Loaded,
     detection: Option<&Detection>,
 ) -> (Engine, PortStartSource, u16) {

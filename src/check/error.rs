@@ -7,15 +7,15 @@ use dhi_policy::{DecodeError, WorkloadKind};
 use super::origin::Origin;
 
 /// Inputs larger than this are refused rather than parsed.
-pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
+pub(super) const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Documents per input beyond this are refused (a `---` storm, not a manifest).
-pub const MAX_DOCUMENTS: usize = 10_000;
+pub(super) const MAX_DOCUMENTS: usize = 10_000;
 
 /// Input that cannot be checked: it names the file, the document and the object.
 #[derive(Debug, thiserror::Error)]
 #[error("{origin}: {cause}")]
-pub struct InputError {
+pub(super) struct InputError {
     /// Where.
     pub origin: Origin,
     /// What is wrong there.
@@ -25,7 +25,7 @@ pub struct InputError {
 /// What is wrong with an input. Each message is whole (it names the underlying error),
 /// so none is chained as a `source`.
 #[derive(Debug, thiserror::Error)]
-pub enum Cause {
+pub(super) enum Cause {
     /// The file or directory cannot be read.
     #[error("cannot read: {0}")]
     Read(io::Error),
@@ -89,7 +89,7 @@ impl Cause {
     }
 
     /// This cause, at `origin`.
-    pub fn at(self, origin: Origin) -> InputError {
+    pub(super) fn at(self, origin: Origin) -> InputError {
         InputError {
             origin,
             cause: self,

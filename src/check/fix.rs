@@ -28,7 +28,7 @@ use super::origin::Source;
 
 /// Where the fixed manifests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
+pub(super) enum Output {
     /// One stream on standard output.
     Stdout,
     /// A file per input file under this directory.
@@ -39,7 +39,7 @@ pub enum Output {
 
 /// One input file after the check: its documents, patched when `--fix` is given.
 #[derive(Debug)]
-pub struct CheckedFile {
+pub(super) struct CheckedFile {
     /// The command-line path it was found under.
     pub root: PathBuf,
     /// The file.
@@ -79,7 +79,7 @@ impl CheckedFile {
 }
 
 /// Writes the fixed manifests of `files` to `output`.
-pub fn write(output: &Output, files: &[CheckedFile]) -> anyhow::Result<()> {
+pub(super) fn write(output: &Output, files: &[CheckedFile]) -> anyhow::Result<()> {
     match output {
         Output::Stdout => write_stream(files),
         Output::OutDir(dir) => write_files(&mirrored(dir, files)?),

@@ -28,7 +28,7 @@ const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
 /// One non-empty document of an input.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Document {
+pub(super) struct Document {
     /// Its source and number.
     pub origin: Origin,
     /// Its content.
@@ -39,7 +39,7 @@ pub struct Document {
 
 /// A document's text: the whole source, shared, and where the document is in it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Text {
+pub(super) struct Text {
     /// The source's text.
     pub source: Arc<str>,
     /// Byte range of the document: whole lines for YAML, the value for JSON.
@@ -50,14 +50,14 @@ pub struct Text {
 
 impl Text {
     /// The document's own text.
-    pub fn as_str(&self) -> &str {
+    pub(super) fn as_str(&self) -> &str {
         &self.source[self.span.clone()]
     }
 }
 
 /// One file (or standard input) and its documents.
 #[derive(Debug)]
-pub struct SourceFile {
+pub(super) struct SourceFile {
     /// Where it was read from.
     pub source: Source,
     /// Its text, as read.
@@ -70,7 +70,7 @@ pub struct SourceFile {
 
 /// What a command-line path holds.
 #[derive(Debug, Default)]
-pub struct PathInput {
+pub(super) struct PathInput {
     /// Each file read, or why it could not be.
     pub files: Vec<Result<SourceFile, InputError>>,
     /// Entries of a directory that were not read, and why.
@@ -79,7 +79,7 @@ pub struct PathInput {
 
 /// A directory entry that is not read although it may look like a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PassedOver {
+pub(super) struct PassedOver {
     /// The entry.
     pub path: PathBuf,
     /// Why it is not read.
@@ -88,7 +88,7 @@ pub struct PassedOver {
 
 /// Why a directory entry is not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PassOverReason {
+pub(super) enum PassOverReason {
     /// Its name starts with `.` (`.git`, editor backups).
     Hidden,
     /// A symbolic link whose target does not exist (or that loops).
@@ -112,7 +112,7 @@ impl fmt::Display for PassedOver {
 
 /// The files a command-line path names, read and split into documents, in order:
 /// a directory is walked in sorted order, `-` reads standard input.
-pub fn read_path(path: &Path) -> PathInput {
+pub(super) fn read_path(path: &Path) -> PathInput {
     let mut input = PathInput::default();
     if path.as_os_str() == "-" {
         input.files.push(read_source(Source::Stdin));
@@ -204,7 +204,7 @@ fn has_manifest_extension(path: &Path) -> bool {
 }
 
 /// Reads one source and splits it into documents.
-pub fn read_source(source: Source) -> Result<SourceFile, InputError> {
+pub(super) fn read_source(source: Source) -> Result<SourceFile, InputError> {
     let text: Arc<str> = read_text(&source)
         .map_err(|cause| cause.at(Origin::source(&source)))?
         .into();
@@ -218,7 +218,7 @@ pub fn read_source(source: Source) -> Result<SourceFile, InputError> {
 }
 
 /// The whole text of a source, refusing more than [`MAX_INPUT_BYTES`].
-pub fn read_text(source: &Source) -> Result<String, Cause> {
+pub(super) fn read_text(source: &Source) -> Result<String, Cause> {
     let reader: Box<dyn Read> = match source {
         Source::Stdin => Box::new(io::stdin().lock()),
         Source::File(path) => Box::new(fs::File::open(path)?),
@@ -233,7 +233,7 @@ pub fn read_text(source: &Source) -> Result<String, Cause> {
 
 /// How a source is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(super) enum Format {
     /// YAML, one or more documents.
     Yaml,
     /// JSON, one or more values.
@@ -242,7 +242,7 @@ pub enum Format {
 impl Format {
     /// By extension; otherwise (standard input, other names) JSON if the text starts
     /// with `{`, as `kubectl get -o json` output and AdmissionReview captures do.
-    pub fn of(source: &Source, text: &str) -> Self {
+    pub(super) fn of(source: &Source, text: &str) -> Self {
         let extension = match source {
             Source::File(path) => path.extension().and_then(|e| e.to_str()),
             Source::Stdin => None,
@@ -257,7 +257,10 @@ impl Format {
 }
 
 /// Splits a source's text into its non-empty documents.
-pub fn split_documents(source: &Source, text: &Arc<str>) -> Vec<Result<Document, InputError>> {
+pub(super) fn split_documents(
+    source: &Source,
+    text: &Arc<str>,
+) -> Vec<Result<Document, InputError>> {
     // Offsets stay those of `text`, a byte-order mark included.
     let start = if text.starts_with('\u{feff}') { 3 } else { 0 };
     let split = Split {

@@ -21,13 +21,13 @@ const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralCo
 type DocumentKey<'d> = (&'d Source, usize);
 
 /// Finds lines in the documents a check read.
-pub struct Locator<'d> {
+pub(super) struct Locator<'d> {
     documents: HashMap<DocumentKey<'d>, &'d Document>,
 }
 
 impl<'d> Locator<'d> {
     /// A locator over `documents`.
-    pub fn new(documents: impl IntoIterator<Item = &'d Document>) -> Self {
+    pub(super) fn new(documents: impl IntoIterator<Item = &'d Document>) -> Self {
         let documents = documents
             .into_iter()
             .filter_map(|document| {
@@ -41,7 +41,7 @@ impl<'d> Locator<'d> {
     /// The line (from 1) of each place: the object at `origin`, or the `image` of its
     /// container named `container` when there is one. `None` for standard input's
     /// documents and others not read from a file.
-    pub fn lines(&self, places: &[Place<'_>]) -> Vec<Option<usize>> {
+    pub(super) fn lines(&self, places: &[Place<'_>]) -> Vec<Option<usize>> {
         let mut lines = vec![None; places.len()];
         // The places of each document, with their paths in it.
         let mut wanted: HashMap<DocumentKey<'_>, Vec<(usize, Vec<String>)>> = HashMap::new();
@@ -82,7 +82,7 @@ impl<'d> Locator<'d> {
 
 /// A place to find the line of.
 #[derive(Debug, Clone, Copy)]
-pub struct Place<'a> {
+pub(super) struct Place<'a> {
     /// The object.
     pub origin: &'a Origin,
     /// Its kind, which says where its containers are.
@@ -112,7 +112,7 @@ fn container_path(object: &Value, kind: WorkloadKind, name: &str) -> Option<Vec<
 /// The line of the node at each of `targets` (JSON Pointer tokens) in a document, or of
 /// the deepest ancestor of it that is there (the document's first line at worst), in one
 /// pass. A node that is a mapping's value is on the line of its key.
-pub fn lines_of(text: &Text, targets: &[&[String]]) -> Vec<usize> {
+pub(super) fn lines_of(text: &Text, targets: &[&[String]]) -> Vec<usize> {
     let mut walk = Walk::new(targets);
     for event in Parser::new_from_str(text.as_str()) {
         let Ok((event, span)) = event else { break };

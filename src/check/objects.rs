@@ -15,7 +15,7 @@ use dhi_policy::{GroupKind, Request, WorkloadKind};
 
 /// An object that carries a pod spec, found in a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
+pub(super) struct Candidate {
     /// Where the object is; its pointer is where patches apply.
     pub origin: Origin,
     /// The kind, which says where the pod spec is.
@@ -31,7 +31,10 @@ pub struct Candidate {
 
 impl Candidate {
     /// The request the webhook would receive for this object, read from `document`.
-    pub fn request<'d>(&'d self, document: &'d Value) -> Result<Request<'d, &'d Value>, Cause> {
+    pub(super) fn request<'d>(
+        &'d self,
+        document: &'d Value,
+    ) -> Result<Request<'d, &'d Value>, Cause> {
         let object = document
             .pointer(self.origin.pointer.as_str())
             .filter(|object| !object.is_null());
@@ -60,7 +63,7 @@ impl Candidate {
 
 /// A document or object the webhook does not review.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
+pub(super) struct Skipped {
     /// Where it is.
     pub origin: Origin,
     /// Its kind, when it has one.
@@ -75,7 +78,7 @@ pub struct Skipped {
 
 /// What a document holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
+pub(super) enum Item {
     /// An object to review.
     Candidate(Candidate),
     /// Something that is not reviewed.
@@ -84,7 +87,7 @@ pub enum Item {
 
 /// The objects of a document, in order: `List` items expanded (recursively), an
 /// AdmissionReview replaced by the object of its request.
-pub fn items(document: &Document) -> Result<Vec<Item>, InputError> {
+pub(super) fn items(document: &Document) -> Result<Vec<Item>, InputError> {
     let mut out = Vec::new();
     collect(&document.value, document.origin.clone(), None, &mut out)?;
     Ok(out)
@@ -174,7 +177,7 @@ fn unsupported(api_version: &str, kind: &str) -> String {
 
 /// The document holds an AdmissionReview (itself or in a `List`), which is not a
 /// manifest: `kubectl apply` refuses it.
-pub fn holds_review(value: &Value) -> bool {
+pub(super) fn holds_review(value: &Value) -> bool {
     value.get("kind").and_then(Value::as_str) == Some(answer::KIND)
         || value
             .get("items")

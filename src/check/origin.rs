@@ -8,7 +8,7 @@ use json_patch::jsonptr::PointerBuf;
 
 /// Where manifests are read from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Source {
+pub(super) enum Source {
     /// Standard input (`-` on the command line).
     Stdin,
     /// A file.
@@ -17,7 +17,7 @@ pub enum Source {
 
 impl Source {
     /// The source a command-line path names: `-` is standard input.
-    pub fn of_arg(path: &Path) -> Self {
+    pub(super) fn of_arg(path: &Path) -> Self {
         if path.as_os_str() == "-" {
             Self::Stdin
         } else {
@@ -37,7 +37,7 @@ impl fmt::Display for Source {
 
 /// Where something was found: a source, a document in it, an object in the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
+pub(super) struct Origin {
     /// The file, or standard input.
     pub source: Source,
     /// The document, counted from 1; `None` for the source as a whole.
@@ -48,7 +48,7 @@ pub struct Origin {
 
 impl Origin {
     /// The source as a whole.
-    pub fn source(source: &Source) -> Self {
+    pub(super) fn source(source: &Source) -> Self {
         Self {
             source: source.clone(),
             document: None,
@@ -64,7 +64,7 @@ impl Origin {
     }
 
     /// The origin of a value nested under this one.
-    pub fn child(&self, tokens: &[&str]) -> Self {
+    pub(super) fn child(&self, tokens: &[&str]) -> Self {
         let mut pointer = self.pointer.clone();
         for token in tokens {
             pointer.push_back(*token);
@@ -76,7 +76,7 @@ impl Origin {
     }
 
     /// The pointer written as a field path: `/items/2/request/object` is `items[2].request.object`.
-    pub fn field_path(&self) -> String {
+    pub(super) fn field_path(&self) -> String {
         let mut path = String::new();
         for token in self.pointer.tokens() {
             let token = token.decoded();

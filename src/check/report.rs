@@ -14,7 +14,7 @@ use dhi_policy::{Finding, Mode, PatchedBy, Violation};
 
 /// One line of the report, in input order.
 #[derive(Debug)]
-pub enum Entry {
+pub(super) enum Entry {
     /// An object the webhook reviews, and its verdict.
     Checked {
         /// The object.
@@ -31,7 +31,7 @@ pub enum Entry {
 impl Entry {
     /// A Kubernetes object was found (judged or skipped), or input that could not be
     /// read: anything but documents that are not objects at all.
-    pub fn is_object_or_error(&self) -> bool {
+    pub(super) fn is_object_or_error(&self) -> bool {
         match self {
             Self::Checked { .. } | Self::Error(_) => true,
             Self::Skipped(skipped) => skipped.kind.is_some(),
@@ -41,7 +41,7 @@ impl Entry {
 
 /// Everything a check found.
 #[derive(Debug)]
-pub struct Report {
+pub(super) struct Report {
     /// The mode the verdicts were given in.
     pub mode: Mode,
     /// The patches were applied (`--fix`) and the verdicts are on the result.
@@ -52,7 +52,7 @@ pub struct Report {
 
 /// The counts at the end of a report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Tally {
+pub(super) struct Tally {
     /// Objects reviewed.
     pub objects: usize,
     /// Of which admitted.
@@ -67,7 +67,7 @@ pub struct Tally {
 
 impl Report {
     /// Counts the entries.
-    pub fn tally(&self) -> Tally {
+    pub(super) fn tally(&self) -> Tally {
         let mut tally = Tally::default();
         for entry in &self.entries {
             match entry {
@@ -87,7 +87,7 @@ impl Report {
     }
 
     /// The input errors.
-    pub fn errors(&self) -> impl Iterator<Item = &InputError> {
+    pub(super) fn errors(&self) -> impl Iterator<Item = &InputError> {
         self.entries.iter().filter_map(|entry| match entry {
             Entry::Error(err) => Some(err),
             _ => None,
@@ -95,7 +95,7 @@ impl Report {
     }
 
     /// 2 for bad input, else 1 if anything is denied, else 0.
-    pub fn exit_code(&self) -> ExitCode {
+    pub(super) fn exit_code(&self) -> ExitCode {
         let tally = self.tally();
         Exit::of(tally.errors, tally.denied).into()
     }
@@ -104,7 +104,7 @@ impl Report {
     /// Input errors are not repeated here: they go to standard error as they are.
     /// `quiet` keeps only what needs attention: denied objects with their violations,
     /// and warnings; then the summary.
-    pub fn write_text(&self, out: &mut impl Write, quiet: bool) -> io::Result<()> {
+    pub(super) fn write_text(&self, out: &mut impl Write, quiet: bool) -> io::Result<()> {
         for entry in &self.entries {
             match entry {
                 Entry::Checked { candidate, finding } if quiet => {
@@ -155,7 +155,7 @@ impl Report {
     }
 
     /// The whole report as one JSON document.
-    pub fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
+    pub(super) fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
         let mut report = JsonReport {
             mode: self.mode.as_str(),
             fixed: self.fixed,

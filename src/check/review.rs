@@ -9,7 +9,7 @@ use dhi_policy::{Engine, Finding, Mode, RequestError};
 
 /// Both webhooks' answers for `candidate` in `document`, with the patch that makes it
 /// run on hardened images.
-pub fn review(
+pub(super) fn review(
     engine: &Engine,
     mode: Mode,
     candidate: &Candidate,

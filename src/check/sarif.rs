@@ -128,7 +128,11 @@ struct Finding<'r> {
 }
 
 /// Writes the report as one SARIF log.
-pub fn write(out: &mut impl Write, report: &Report, locator: &Locator<'_>) -> io::Result<()> {
+pub(super) fn write(
+    out: &mut impl Write,
+    report: &Report,
+    locator: &Locator<'_>,
+) -> io::Result<()> {
     let (findings, notifications) = collect(report);
     let places: Vec<Place<'_>> = findings
         .iter()

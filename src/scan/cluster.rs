@@ -15,11 +15,11 @@ use dhi_policy::WorkloadKind;
 
 /// The largest list page read: a page of 500 pods with their managedFields is a few
 /// MiB; anything past this is refused rather than held.
-pub const MAX_PAGE_BYTES: usize = 64 << 20;
+pub(super) const MAX_PAGE_BYTES: usize = 64 << 20;
 
 /// Where to list: one namespace or all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Where {
+pub(super) enum Where {
     /// `-n NAME`
     Namespace(String),
     /// `-A`
@@ -27,7 +27,7 @@ pub enum Where {
 }
 
 /// The collection URL of a kind's objects (`/apis/apps/v1/namespaces/NS/deployments`).
-pub fn collection(kind: WorkloadKind, at: &Where) -> String {
+pub(super) fn collection(kind: WorkloadKind, at: &Where) -> String {
     let group = match kind.group() {
         "" => "/api/v1".to_owned(),
         group => format!("/apis/{group}/v1"),
@@ -57,7 +57,7 @@ struct ListMeta {
 /// The metadata the scan reads from an item; everything else (managedFields,
 /// annotations, status) is skipped by the parser without being kept.
 #[derive(Debug, Deserialize)]
-pub struct Item<'a> {
+pub(super) struct Item<'a> {
     /// Its metadata.
     #[serde(borrow)]
     pub metadata: ItemMeta<'a>,
@@ -66,7 +66,7 @@ pub struct Item<'a> {
 /// `metadata`, the fields the scan reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ItemMeta<'a> {
+pub(super) struct ItemMeta<'a> {
     /// Name.
     #[serde(borrow, default)]
     pub name: Cow<'a, str>,
@@ -87,7 +87,7 @@ pub struct ItemMeta<'a> {
 /// `metadata.ownerReferences[]`
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OwnerReference<'a> {
+pub(super) struct OwnerReference<'a> {
     /// `apps/v1`, ...
     #[serde(borrow, default)]
     pub api_version: Cow<'a, str>,
@@ -104,14 +104,14 @@ pub struct OwnerReference<'a> {
 
 impl ItemMeta<'_> {
     /// The managing controller's reference, if any.
-    pub fn controller(&self) -> Option<&OwnerReference<'_>> {
+    pub(super) fn controller(&self) -> Option<&OwnerReference<'_>> {
         self.owner_references.iter().find(|o| o.controller)
     }
 }
 
 /// Lists `path` page by page (`limit`, `continue`), handing each item to `each` with
 /// the page still borrowed; returns the number of items.
-pub async fn list_each(
+pub(super) async fn list_each(
     client: &Client,
     path: &str,
     page_size: u32,
@@ -142,7 +142,10 @@ pub async fn list_each(
 }
 
 /// GETs one object's metadata (a namespace for `-n`).
-pub async fn get_labels(client: &Client, path: &str) -> anyhow::Result<BTreeMap<String, String>> {
+pub(super) async fn get_labels(
+    client: &Client,
+    path: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let request = http::Request::get(path)
         .body(Vec::new())
         .map_err(|err| anyhow!("{path}: {err}"))?;
@@ -196,7 +199,7 @@ async fn get(
 /// The API server answered with an error status.
 #[derive(Debug, thiserror::Error)]
 #[error("GET {path}: {status}: {message}")]
-pub struct Refused {
+pub(super) struct Refused {
     /// The path asked for.
     pub path: String,
     /// The status.
@@ -206,7 +209,7 @@ pub struct Refused {
 }
 
 /// Whether `name` is a valid namespace name (an RFC 1123 label), so it can go into a path.
-pub fn valid_namespace(name: &str) -> bool {
+pub(super) fn valid_namespace(name: &str) -> bool {
     let bytes = name.as_bytes();
     (1..=63).contains(&bytes.len())
         && bytes

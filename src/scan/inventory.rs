@@ -11,7 +11,7 @@ use crate::report::{self, NamespaceMode, OwnerRef, Workload, WorkloadReport};
 use dhi_policy::{Engine, Mode, WorkloadKind, decode_object};
 
 /// The order kinds are listed in: owners before what they own.
-pub const LIST_ORDER: [WorkloadKind; 8] = [
+pub(super) const LIST_ORDER: [WorkloadKind; 8] = [
     WorkloadKind::CronJob,
     WorkloadKind::Job,
     WorkloadKind::Deployment,
@@ -31,7 +31,7 @@ enum Node {
 }
 
 /// The reports so far, and how to find a pod's top owner.
-pub struct Inventory<'e> {
+pub(super) struct Inventory<'e> {
     engine: &'e Engine,
     server_mode: Mode,
     namespaces: HashMap<String, NamespaceMode>,
@@ -42,7 +42,7 @@ pub struct Inventory<'e> {
 
 impl<'e> Inventory<'e> {
     /// An empty inventory for a policy and its server-wide mode.
-    pub fn new(engine: &'e Engine, server_mode: Mode) -> Self {
+    pub(super) fn new(engine: &'e Engine, server_mode: Mode) -> Self {
         Self {
             engine,
             server_mode,
@@ -54,13 +54,13 @@ impl<'e> Inventory<'e> {
     }
 
     /// Records a namespace's `dhi.io/mode` label.
-    pub fn namespace(&mut self, name: &str, label: Option<&str>) {
+    pub(super) fn namespace(&mut self, name: &str, label: Option<&str>) {
         let mode = NamespaceMode::resolve(label, self.server_mode);
         self.namespaces.insert(name.to_owned(), mode);
     }
 
     /// A namespace object from a list.
-    pub fn add_namespace(&mut self, raw: &RawValue) {
+    pub(super) fn add_namespace(&mut self, raw: &RawValue) {
         match serde_json::from_str::<Item<'_>>(raw.get()) {
             Ok(item) => {
                 let label = item.metadata.labels.get(report::MODE_LABEL);
@@ -71,7 +71,7 @@ impl<'e> Inventory<'e> {
     }
 
     /// One listed object of `kind`. Lists must come in [`LIST_ORDER`].
-    pub fn add(&mut self, kind: WorkloadKind, raw: &RawValue) {
+    pub(super) fn add(&mut self, kind: WorkloadKind, raw: &RawValue) {
         let item = match serde_json::from_str::<Item<'_>>(raw.get()) {
             Ok(item) => item.metadata,
             Err(err) => return self.errors.push(format!("{kind}: {err}")),
@@ -151,7 +151,7 @@ impl<'e> Inventory<'e> {
 
     /// The reports sorted by namespace, kind and name, and the objects that could not
     /// be read.
-    pub fn finish(mut self) -> (Vec<WorkloadReport>, Vec<String>) {
+    pub(super) fn finish(mut self) -> (Vec<WorkloadReport>, Vec<String>) {
         self.reports.sort_by(|a, b| {
             (&a.namespace, a.kind.as_str(), &a.name).cmp(&(&b.namespace, b.kind.as_str(), &b.name))
         });

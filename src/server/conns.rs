@@ -35,7 +35,7 @@ use crate::metrics::{ConnClosed, Metrics};
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// What one connection is doing, shared by its task, its requests and the registry.
-pub struct ConnState {
+pub(super) struct ConnState {
     id: u64,
     born: Instant,
     in_flight: AtomicUsize,
@@ -60,17 +60,17 @@ impl ConnState {
     }
 
     /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
+    pub(super) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
     /// Requests started so far.
-    pub fn requests_started(&self) -> u64 {
+    pub(super) fn requests_started(&self) -> u64 {
         self.started.load(Ordering::Acquire)
     }
 
     /// The header timer fired (counted when the connection ends).
-    pub fn note_header_timeout(&self) {
+    pub(super) fn note_header_timeout(&self) {
         self.header_timed_out.store(true, Ordering::Relaxed);
     }
 
@@ -127,7 +127,7 @@ impl ConnState {
 }
 
 /// One request in flight.
-pub struct Busy(Arc<ConnState>);
+pub(super) struct Busy(Arc<ConnState>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -140,7 +140,7 @@ impl Drop for Busy {
 }
 
 /// The open connections, for the cap.
-pub struct Registry {
+pub(super) struct Registry {
     cap: usize,
     next_id: AtomicU64,
     /// Connections counted against the cap (an evicted one leaves at once).
@@ -152,7 +152,7 @@ pub struct Registry {
 
 impl Registry {
     /// A registry for at most `cap` connections.
-    pub fn new(cap: usize) -> Arc<Self> {
+    pub(super) fn new(cap: usize) -> Arc<Self> {
         Arc::new(Self {
             cap: cap.max(1),
             next_id: AtomicU64::new(0),
@@ -164,7 +164,7 @@ impl Registry {
 
     /// Registers a new connection, closing the longest-idle one when at the cap.
     /// `None` when at the cap with every connection busy: wait for [`Self::changed`].
-    pub fn admit(self: &Arc<Self>, metrics: Option<&Metrics>) -> Option<Member> {
+    pub(super) fn admit(self: &Arc<Self>, metrics: Option<&Metrics>) -> Option<Member> {
         let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
         if counted.len() >= self.cap {
             let victim = counted
@@ -195,12 +195,12 @@ impl Registry {
     }
 
     /// Completes when a connection ended (or might have: spurious wake-ups happen).
-    pub async fn changed(&self) {
+    pub(super) async fn changed(&self) {
         self.changed.notified().await;
     }
 
     /// Waits until every connection task has ended.
-    pub async fn all_closed(&self) {
+    pub(super) async fn all_closed(&self) {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -214,7 +214,7 @@ impl Registry {
 }
 
 /// A connection's place in the registry, given up when dropped.
-pub struct Member {
+pub(super) struct Member {
     registry: Arc<Registry>,
     state: Arc<ConnState>,
     metrics: Option<Metrics>,
@@ -222,12 +222,12 @@ pub struct Member {
 
 impl Member {
     /// The connection's state.
-    pub fn state(&self) -> &Arc<ConnState> {
+    pub(super) fn state(&self) -> &Arc<ConnState> {
         &self.state
     }
 
     /// Completes when the registry evicts this connection.
-    pub async fn evicted(&self) {
+    pub(super) async fn evicted(&self) {
         self.state.evict.notified().await;
     }
 
@@ -262,7 +262,7 @@ impl Drop for Member {
 /// Drives `conn` until it ends or is dropped by the rules above. `shut_down` starts
 /// its graceful shutdown (GOAWAY, or close after the current answer); `drain` turns
 /// true when the server shuts down.
-pub async fn drive<C, E>(
+pub(super) async fn drive<C, E>(
     conn: C,
     shut_down: impl Fn(Pin<&mut C>),
     member: &Member,
@@ -325,14 +325,14 @@ pub async fn drive<C, E>(
 
 /// Counts each request in flight on its connection, until its answer has been sent.
 #[derive(Clone)]
-pub struct Tracked<S> {
+pub(super) struct Tracked<S> {
     inner: S,
     conn: Arc<ConnState>,
 }
 
 impl<S> Tracked<S> {
     /// Wraps `inner` for the connection `conn`.
-    pub fn new(inner: S, conn: Arc<ConnState>) -> Self {
+    pub(super) fn new(inner: S, conn: Arc<ConnState>) -> Self {
         Self { inner, conn }
     }
 }
@@ -359,7 +359,7 @@ where
 }
 
 /// An answer's body, holding its request's place in flight until sent (or dropped).
-pub struct TrackedBody<B> {
+pub(super) struct TrackedBody<B> {
     body: B,
     _busy: Busy,
 }

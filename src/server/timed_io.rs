@@ -24,7 +24,7 @@ use super::conns::ConnState;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// A stream whose reads fail with `TimedOut` when an HTTP/1.1 request head takes too long.
-pub struct TimedIo<S> {
+pub(super) struct TimedIo<S> {
     inner: S,
     conn: Arc<ConnState>,
     header_timeout: Duration,
@@ -37,7 +37,12 @@ pub struct TimedIo<S> {
 
 impl<S> TimedIo<S> {
     /// Wraps `inner`, a connection negotiated as HTTP/1.1 (`http1`) or HTTP/2.
-    pub fn new(inner: S, conn: Arc<ConnState>, header_timeout: Duration, http1: bool) -> Self {
+    pub(super) fn new(
+        inner: S,
+        conn: Arc<ConnState>,
+        header_timeout: Duration,
+        http1: bool,
+    ) -> Self {
         Self {
             inner,
             conn,
