@@ -61,12 +61,8 @@ pub struct CheckArgs {
     pub fix: bool,
     /// With --fix: write one fixed file per input file under DIR, mirroring the input
     /// tree (files with nothing to patch are copied as they are), instead of printing.
-    #[arg(
-        long,
-        value_name = "DIR",
-        requires = "fix",
-        conflicts_with = "in_place"
-    )]
+    #[arg(long, value_name = "DIR")]
+    #[arg(requires = "fix", conflicts_with = "in_place")]
     pub out_dir: Option<PathBuf>,
     /// With --fix: rewrite the input files that have something to patch, in place.
     #[arg(long, requires = "fix")]

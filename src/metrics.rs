@@ -134,13 +134,62 @@ impl Reloaded {
     }
 }
 
-/// Registers `collector` and hands it back for use.
-fn register<C: Collector + Clone + 'static>(
-    registry: &Registry,
-    collector: C,
-) -> prometheus::Result<C> {
-    registry.register(Box::new(collector.clone()))?;
-    Ok(collector)
+/// Creates metric families in a registry, each registered as it is made.
+#[derive(Clone, Copy)]
+pub(crate) struct Families<'r>(pub(crate) &'r Registry);
+
+impl Families<'_> {
+    fn register<C: Collector + Clone + 'static>(self, collector: C) -> prometheus::Result<C> {
+        self.0.register(Box::new(collector.clone()))?;
+        Ok(collector)
+    }
+
+    /// Integer counters by `labels`.
+    pub(crate) fn counters(
+        self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+
+    /// Integer gauges by `labels`.
+    pub(crate) fn int_gauges(
+        self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntGaugeVec> {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    /// Gauges by `labels`.
+    fn gauges(self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+        self.register(GaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    /// One integer gauge.
+    pub(crate) fn int_gauge(self, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+        self.register(IntGauge::new(name, help)?)
+    }
+
+    /// One gauge.
+    fn gauge(self, name: &str, help: &str) -> prometheus::Result<Gauge> {
+        self.register(Gauge::new(name, help)?)
+    }
+
+    /// Histograms over `buckets`, by `labels`.
+    fn histograms(
+        self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> prometheus::Result<HistogramVec> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.register(HistogramVec::new(opts, labels)?)
+    }
 }
 
 /// The families of answered requests: counts, latency, violations, mutations, skips.
@@ -158,45 +207,33 @@ struct AnswerFamilies {
 }
 
 impl AnswerFamilies {
-    fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "dhi_admission_requests_total",
-                "Admission requests answered.",
-            ),
+    fn register(families: Families<'_>) -> prometheus::Result<Self> {
+        let requests = families.counters(
+            "dhi_admission_requests_total",
+            "Admission requests answered.",
             &["webhook", "kind", "operation", "mode", "decision"],
         )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "dhi_admission_request_duration_seconds",
-                "Time from request head to response, body read included.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let duration = families.histograms(
+            "dhi_admission_request_duration_seconds",
+            "Time from request head to response, body read included.",
+            LATENCY_BUCKETS,
             &["webhook", "decision"],
         )?;
-        let violations = IntCounterVec::new(
-            Opts::new("dhi_admission_violations_total", "Policy violations found."),
+        let violations = families.counters(
+            "dhi_admission_violations_total",
+            "Policy violations found.",
             &["rule", "mode"],
         )?;
-        let mutations = IntCounterVec::new(
-            Opts::new(
-                "dhi_admission_mutations_total",
-                "Changes made by patches returned.",
-            ),
+        let mutations = families.counters(
+            "dhi_admission_mutations_total",
+            "Changes made by patches returned.",
             &["type"],
         )?;
-        let skipped = IntCounterVec::new(
-            Opts::new(
-                "dhi_admission_rewrites_skipped_total",
-                "Upstream images left alone because the rewrite would not be admitted.",
-            ),
+        let skipped = families.counters(
+            "dhi_admission_rewrites_skipped_total",
+            "Upstream images left alone because the rewrite would not be admitted.",
             &["reason"],
         )?;
-        let requests = register(registry, requests)?;
-        let duration = register(registry, duration)?;
-        let violations = register(registry, violations)?;
-        let mutations = register(registry, mutations)?;
-        let skipped = register(registry, skipped)?;
         Ok(Self {
             requests,
             duration: WEBHOOKS
@@ -223,45 +260,35 @@ struct LoadFamilies {
 }
 
 impl LoadFamilies {
-    fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "dhi_admission_reloads_total",
-                "Certificate, client CA, policy and catalog reloads.",
-            ),
+    fn register(families: Families<'_>) -> prometheus::Result<Self> {
+        let reloads = families.counters(
+            "dhi_admission_reloads_total",
+            "Certificate, client CA, policy and catalog reloads.",
             &["what", "result"],
         )?;
-        let reloaded_at = GaugeVec::new(
-            Opts::new(
-                "dhi_admission_reload_last_success_timestamp_seconds",
-                "When each file was last loaded successfully (at start or on reload), as a Unix \
+        let reloaded_at = families.gauges(
+            "dhi_admission_reload_last_success_timestamp_seconds",
+            "When each file was last loaded successfully (at start or on reload), as a Unix \
                  timestamp; 0 until then.",
-            ),
             &["what"],
         )?;
-        let cert_expiry = Gauge::new(
+        let cert_expiry = families.gauge(
             "dhi_admission_tls_cert_expiry_timestamp_seconds",
             "Expiry (notAfter) of the serving certificate, as a Unix timestamp.",
         )?;
-        let build_info = IntGaugeVec::new(
-            Opts::new("dhi_admission_build_info", "Build information; always 1."),
+        let build_info = families.int_gauges(
+            "dhi_admission_build_info",
+            "Build information; always 1.",
             &["version"],
         )?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let catalog_info = IntGaugeVec::new(
-            Opts::new(
-                "dhi_admission_catalog_info",
-                "The catalog snapshot the decisions come from; always 1.",
-            ),
+        let catalog_info = families.int_gauges(
+            "dhi_admission_catalog_info",
+            "The catalog snapshot the decisions come from; always 1.",
             &["snapshot", "source"],
         )?;
-        let reloads = register(registry, reloads)?;
-        let reloaded_at = register(registry, reloaded_at)?;
-        let cert_expiry = register(registry, cert_expiry)?;
-        register(registry, build_info)?;
-        let catalog_info = register(registry, catalog_info)?;
         Ok(Self {
             reloads: RELOADED.map(|what| {
                 ["failure", "success"]
@@ -285,28 +312,21 @@ struct ConnFamilies {
 }
 
 impl ConnFamilies {
-    fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let closed = IntCounterVec::new(
-            Opts::new(
-                "dhi_admission_connections_closed_total",
-                "Connections closed by the server, by reason.",
-            ),
+    fn register(families: Families<'_>) -> prometheus::Result<Self> {
+        let closed = families.counters(
+            "dhi_admission_connections_closed_total",
+            "Connections closed by the server, by reason.",
             &["reason"],
         )?;
-        let open = IntGauge::new(
+        let open = families.int_gauge(
             "dhi_admission_connections",
             "TLS connections open (handshaking, serving or closing).",
         )?;
-        let shed = IntCounterVec::new(
-            Opts::new(
-                "dhi_admission_requests_shed_total",
-                "Requests refused with 503 before their body was read, by reason.",
-            ),
+        let shed = families.counters(
+            "dhi_admission_requests_shed_total",
+            "Requests refused with 503 before their body was read, by reason.",
             &["reason"],
         )?;
-        let closed = register(registry, closed)?;
-        let open = register(registry, open)?;
-        let shed = register(registry, shed)?;
         Ok(Self {
             closed: ConnClosed::ALL.map(|r| closed.with_label_values(&[r.as_str()])),
             open,
@@ -318,13 +338,13 @@ impl ConnFamilies {
 impl Metrics {
     /// Registers the families into `registry`.
     pub fn new(registry: Registry) -> prometheus::Result<Self> {
-        let answers = AnswerFamilies::register(&registry)?;
-        let loads = LoadFamilies::register(&registry)?;
+        let answers = AnswerFamilies::register(Families(&registry))?;
+        let loads = LoadFamilies::register(Families(&registry))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        let conns = ConnFamilies::register(&registry)?;
+        let conns = ConnFamilies::register(Families(&registry))?;
         let metrics = Self {
             registry,
             answers,
@@ -520,39 +540,17 @@ mod tests {
     /// declaration order, or a count would land on another label.
     #[test]
     fn label_arrays_follow_declaration_order() {
-        assert!(WEBHOOKS.iter().enumerate().all(|(i, &w)| w as usize == i));
-        assert!(MODES.iter().enumerate().all(|(i, &m)| m as usize == i));
-        assert!(OUTCOMES.iter().enumerate().all(|(i, &o)| o as usize == i));
-        assert!(RELOADED.iter().enumerate().all(|(i, &r)| r as usize == i));
-        assert!(
-            RuleId::ALL
-                .iter()
-                .enumerate()
-                .all(|(i, &r)| r as usize == i)
-        );
-        assert!(
-            MutationKind::ALL
-                .iter()
-                .enumerate()
-                .all(|(i, &m)| m as usize == i)
-        );
-        assert!(
-            SkipReason::ALL
-                .iter()
-                .enumerate()
-                .all(|(i, &r)| r as usize == i)
-        );
-        assert!(
-            ConnClosed::ALL
-                .iter()
-                .enumerate()
-                .all(|(i, &r)| r as usize == i)
-        );
-        assert!(
-            ShedReason::ALL
-                .iter()
-                .enumerate()
-                .all(|(i, &r)| r as usize == i)
-        );
+        fn in_order<T: Copy>(all: &[T], index: fn(T) -> usize) -> bool {
+            all.iter().enumerate().all(|(i, &x)| index(x) == i)
+        }
+        assert!(in_order(&WEBHOOKS, |x| x as usize));
+        assert!(in_order(&MODES, |x| x as usize));
+        assert!(in_order(&OUTCOMES, |x| x as usize));
+        assert!(in_order(&RELOADED, |x| x as usize));
+        assert!(in_order(&RuleId::ALL, |x| x as usize));
+        assert!(in_order(&MutationKind::ALL, |x| x as usize));
+        assert!(in_order(&SkipReason::ALL, |x| x as usize));
+        assert!(in_order(&ConnClosed::ALL, |x| x as usize));
+        assert!(in_order(&ShedReason::ALL, |x| x as usize));
     }
 }

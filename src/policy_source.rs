@@ -26,12 +26,8 @@ pub struct PolicyArgs {
     /// Policy file (YAML), as given to the webhook; the built-in policy when absent.
     /// `serve` and `audit` poll it: a new valid version applies, an invalid one is
     /// refused and the last good one stays.
-    #[arg(
-        long,
-        visible_alias = "policy",
-        value_name = "FILE",
-        env = "DHI_CONFIG"
-    )]
+    #[arg(long, visible_alias = "policy", value_name = "FILE")]
+    #[arg(env = "DHI_CONFIG")]
     pub config: Option<PathBuf>,
     /// The webhook's mode; wins over the policy file's `mode` [default: enforce]. `scan`
     /// applies it to namespaces without a `dhi.io/mode` label.

@@ -35,12 +35,8 @@ pub struct ScanArgs {
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Scan this namespace [default: the kubeconfig context's namespace].
-    #[arg(
-        long,
-        short = 'n',
-        value_name = "NAME",
-        conflicts_with = "all_namespaces"
-    )]
+    #[arg(long, short = 'n', value_name = "NAME")]
+    #[arg(conflicts_with = "all_namespaces")]
     pub namespace: Option<String>,
     /// Scan every namespace.
     #[arg(long, short = 'A')]

@@ -8,8 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use tokio::sync::watch;
+
+use crate::metrics::Families;
 
 /// Which report a write was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,59 +77,44 @@ pub(crate) struct AuditMetrics {
 impl AuditMetrics {
     /// Registers the families; `namespace_label` adds the namespace to the workloads gauge.
     pub(crate) fn new(registry: Registry, namespace_label: bool) -> prometheus::Result<Self> {
+        let families = Families(&registry);
         let labels: &[&str] = if namespace_label {
             &["namespace", "rule", "result"]
         } else {
             &["rule", "result"]
         };
-        let workloads = IntGaugeVec::new(
-            Opts::new(
-                "dhi_admission_audit_workloads",
-                "Workloads in the cluster by rule and result, as last judged by the background audit.",
-            ),
+        let workloads = families.int_gauges(
+            "dhi_admission_audit_workloads",
+            "Workloads in the cluster by rule and result, as last judged by the background audit.",
             labels,
         )?;
-        let writes = IntCounterVec::new(
-            Opts::new(
-                "dhi_admission_audit_report_writes_total",
-                "Report writes (server-side apply) sent by the leader, by report kind and result.",
-            ),
+        let writes = families.counters(
+            "dhi_admission_audit_report_writes_total",
+            "Report writes (server-side apply) sent by the leader, by report kind and result.",
             &["kind", "result"],
         )?;
-        let unchanged = IntCounterVec::new(
-            Opts::new(
-                "dhi_admission_audit_report_writes_skipped_total",
-                "Reports rendered but not written because they equal the last one written.",
-            ),
+        let unchanged = families.counters(
+            "dhi_admission_audit_report_writes_skipped_total",
+            "Reports rendered but not written because they equal the last one written.",
             &["kind"],
         )?;
-        let leader = IntGauge::new(
+        let leader = families.int_gauge(
             "dhi_admission_audit_leader",
             "1 while this replica holds the lease and writes the reports.",
         )?;
-        let port_start = IntGaugeVec::new(
-            Opts::new(
-                "dhi_admission_audit_unprivileged_port_start",
-                "The runtime's unprivileged port start the audit judges pods off the host network \
+        let port_start = families.int_gauges(
+            "dhi_admission_audit_unprivileged_port_start",
+            "The runtime's unprivileged port start the audit judges pods off the host network \
                  with (hostNetwork pods: 1024), by where it comes from; 0 means privileged-port \
                  applies to hostNetwork pods only.",
-            ),
             &["source"],
         )?;
-        let rejudged = IntCounterVec::new(
-            Opts::new(
-                "dhi_admission_audit_judged_total",
-                "Workloads judged, by why: a watch event (the first list included) or a relist (the \
+        let rejudged = families.counters(
+            "dhi_admission_audit_judged_total",
+            "Workloads judged, by why: a watch event (the first list included) or a relist (the \
                  resync interval, a new policy, catalog or runtime detection, an expired watch).",
-            ),
             &["trigger"],
         )?;
-        registry.register(Box::new(workloads.clone()))?;
-        registry.register(Box::new(writes.clone()))?;
-        registry.register(Box::new(unchanged.clone()))?;
-        registry.register(Box::new(leader.clone()))?;
-        registry.register(Box::new(port_start.clone()))?;
-        registry.register(Box::new(rejudged.clone()))?;
         for kind in [ReportKind::Namespaced, ReportKind::Cluster] {
             for result in ["applied", "failed"] {
                 writes.with_label_values(&[kind.as_str(), result]);
