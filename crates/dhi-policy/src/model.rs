@@ -389,6 +389,18 @@ impl fmt::Display for Warning {
                     lines => write!(f, "; available lines: {}", lines.join(", ")),
                 }
             }
+            // A digest makes the image the longest part: the reason comes before it.
+            Self::RewriteSkipped {
+                container,
+                image,
+                target,
+                reason: reason @ SkipReason::Digest,
+                ..
+            } => write!(
+                f,
+                "container {container:?}: not rewritten to {target}: {}; image {image}",
+                reason.explain()
+            ),
             Self::RewriteSkipped {
                 container,
                 image,
