@@ -34,6 +34,8 @@ mod audit;
 mod background_audit;
 #[path = "e2e/certs.rs"]
 mod certs;
+#[path = "e2e/guides_root.rs"]
+mod guides_root;
 #[path = "e2e/guides_warnings.rs"]
 mod guides_warnings;
 #[path = "e2e/reinvocation.rs"]

@@ -95,6 +95,9 @@ pub struct Snapshot {
     origin: String,
     /// Sorted by name.
     repos: Vec<Repo>,
+    /// Repositories whose own guide's Kubernetes examples run them with `runAsUser: 0`,
+    /// with where the guide says so (`image/clamav/guides.md:201`).
+    root_by_guide: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -272,7 +275,10 @@ impl Snapshot {
             }
             repos.push(Repo::new(name, variants, tags));
         }
-        Self::new(export.source, origin, repos)
+        let mut snapshot = Self::new(export.source, origin, repos)?;
+        // The export says nothing of the guides: their facts stay those compiled in.
+        snapshot.root_by_guide = Self::builtin().root_by_guide.clone();
+        Ok(snapshot)
     }
 
     /// A snapshot of these repositories; its date is the last one its source names.
@@ -289,6 +295,7 @@ impl Snapshot {
             date,
             origin: origin.to_owned(),
             repos,
+            root_by_guide: BTreeMap::new(),
         })
     }
 
@@ -403,6 +410,12 @@ impl Catalog {
 
     fn builtin(&self, repo: &str) -> Option<&Repo> {
         self.snapshot.repo(repo)
+    }
+
+    /// Where the repository's own guide runs it with `runAsUser: 0`
+    /// (`image/clamav/guides.md:201`), if it does: root by design for that image.
+    pub fn root_by_guide(&self, repo: &str) -> Option<&str> {
+        self.snapshot.root_by_guide.get(repo).map(String::as_str)
     }
 
     /// Whether the catalog (built-in or extended) has this repository.

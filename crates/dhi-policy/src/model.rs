@@ -301,6 +301,15 @@ pub enum Warning {
         /// The UID it would need.
         uid: i64,
     },
+    /// `runAsUser: 0` admitted because the image's own guide prescribes it.
+    RootByGuide {
+        /// Container name.
+        container: String,
+        /// The image.
+        image: String,
+        /// Where the guide says so (`image/clamav/guides.md:201`).
+        guide: String,
+    },
     /// A hardened image the catalog does not know: its user is assumed.
     NotInCatalog {
         /// Container name.
@@ -358,6 +367,16 @@ impl fmt::Display for Warning {
                 "container {container:?}: switched to {image} in a running pod, whose \
                  securityContext cannot change: without runAsUser {uid} the kubelet refuses it \
                  under runAsNonRoot. Change the workload's template instead"
+            ),
+            Self::RootByGuide {
+                container,
+                image,
+                guide,
+            } => write!(
+                f,
+                "container {container:?}: runAsUser: 0 admitted as root by design, as the image's \
+                 own guide prescribes ({guide} in DHI's catalog); to deny it, set \
+                 guides.rootByDesign: false in the dhi-admission policy. Image: {image}"
             ),
             Self::NotInCatalog {
                 container,

@@ -163,7 +163,7 @@ impl Pass<'_, '_, '_> {
         }
         let spec = self.spec;
         let explicit_uid = effective(c, spec, |s| s.run_as_user, |p| p.run_as_user);
-        let (user, shown) = match image.hardened_repo() {
+        let (mut user, shown) = match image.hardened_repo() {
             Some(repo) => {
                 let user = engine.catalog().lookup(repo, image.tag_or_latest());
                 // A digest alone names content, whatever tags the catalog lists.
@@ -216,6 +216,9 @@ impl Pass<'_, '_, '_> {
                 (user, Shown::Rewritten(target.image))
             }
         };
+        if explicit_uid == Some(0) && !user.root_allowed {
+            user.root_allowed = self.root_by_guide(&c.name, &shown);
+        }
         if explicit_uid.is_none() && user.ids.uid != 0 && self.switched_image(c, list) {
             // A running pod's security context cannot change: the mutating webhook cannot
             // give the new image its numeric user, and the kubelet refuses an image that
@@ -397,6 +400,31 @@ impl Pass<'_, '_, '_> {
             .flatten()
             .find(|b| b.name == c.name)
             .is_some_and(|b| b.image != c.image)
+    }
+
+    /// Whether the hardened image's own guide sets the `runAsUser: 0` this container has,
+    /// and the policy takes the guide's word (`guides.rootByDesign`): then its root is
+    /// by design (it binds low ports as root does), admitted with a warning citing the
+    /// guide. A rewritten image is judged on the catalog alone: its guide describes the
+    /// hardened image, not the upstream manifest.
+    fn root_by_guide(&mut self, container: &str, shown: &Shown<'_>) -> bool {
+        let Shown::Hardened(image) = shown else {
+            return false;
+        };
+        let engine = self.engine;
+        let guide = image
+            .hardened_repo()
+            .filter(|_| engine.policy_file().guides.root_by_design)
+            .and_then(|repo| engine.catalog().root_by_guide(repo));
+        let Some(guide) = guide else {
+            return false;
+        };
+        self.eval.warnings.push(Warning::RootByGuide {
+            container: container.to_owned(),
+            image: image.to_string(),
+            guide: guide.to_owned(),
+        });
+        true
     }
 
     /// Rewrite only what would then be admitted.
