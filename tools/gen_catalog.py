@@ -15,7 +15,10 @@ export for every repository and tag.
 From guides.json (what DHI's own guides tell users to set, see GUIDES.md beside it) the
 header keeps `root_by_guide`: each repository whose guide's Kubernetes examples set
 `runAsUser: 0` for its own image, with the first place that says so. The engine admits
-that setting for that image as root by design.
+that setting for that image as root by design. It also keeps `bind_by_file_cap`: each
+repository whose definitions give a binary the file capability cap_net_bind_service, with
+where; through it a nonroot process binds ports below 1024 (Kubernetes sets no ambient
+capabilities, so `capabilities.add` alone cannot).
 """
 import json
 import re
@@ -110,6 +113,25 @@ def root_by_guide(guides):
     return out
 
 
+# setcap in the catalog repository's package/ definitions, which guides.json does not read
+# (GUIDES.md, Caveats, names coredns among the packages that run setcap there): its binary
+# gets cap_net_bind_service so that it binds port 53 as nonroot.
+PACKAGE_BIND_CAPS = {"coredns": "package/coredns definition (setcap cap_net_bind_service=+ep)"}
+
+
+def bind_by_file_cap(guides):
+    """`{repo: "DEFINITION (PATH CAPS)"}` for each repository with a binary whose file
+    capabilities include cap_net_bind_service, in the runtime variant where it says."""
+    out = dict(PACKAGE_BIND_CAPS)
+    for name, facts in sorted(guides["repos"].items()):
+        caps = [c for c in facts["file_capabilities"] if "cap_net_bind_service" in c["caps"]]
+        caps.sort(key=lambda c: c.get("variant") != "runtime")
+        if caps:
+            c = caps[0]
+            out[name] = f"{c['definition']} ({c['path']} {c['caps']})"
+    return dict(sorted(out.items()))
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else "../shared/dhi-catalog/images.json"
     with open(path) as f:
@@ -124,7 +146,8 @@ def main():
     shared = [list(s) for s, n in used.most_common() if n > 1]
     tails = {tuple(s): i for i, s in enumerate(shared)}
     print(compact({"source": export["source"], "tails": shared,
-                   "guides": guides["source"], "root_by_guide": root_by_guide(guides)}))
+                   "guides": guides["source"], "root_by_guide": root_by_guide(guides),
+                   "bind_by_file_cap": bind_by_file_cap(guides)}))
     for name, variants, groups in repos:
         out_variants, start = [], ([], [])
         for dev, uid, gid, entrypoint, cmd in variants:

@@ -28,6 +28,9 @@ pub struct Evaluation {
     pub warnings: Vec<Warning>,
 }
 
+/// The capability that lets a process bind ports below 1024.
+const NET_BIND_SERVICE: &str = "NET_BIND_SERVICE";
+
 /// Shell binaries: a command starting with one needs an image that has a shell.
 const SHELLS: &[&str] = &["sh", "bash", "ash", "dash", "zsh", "ksh", "busybox"];
 
@@ -292,39 +295,7 @@ impl Pass<'_, '_, '_> {
             );
             self.report(RuleId::RunAsRoot, j.name, &j.image, message);
         }
-        if !self.may_bind_low_ports(&j.user, j.uid) {
-            let ports = self.blocked_ports(c);
-            if let Some(&port) = ports.first() {
-                let list = ports
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let high = port + 8000;
-                let alternative = if spec.host_network == Some(true) {
-                    String::new()
-                } else {
-                    format!(
-                        ", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port} (if \
-                         the container runtime already sets it for pods, as containerd 2.x, \
-                         Docker and k3s do, set runtime.unprivilegedPortStart: 0 in the \
-                         dhi-admission policy)"
-                    )
-                };
-                let runs_as = if j.uid == 0 {
-                    "must run as nonroot".to_owned()
-                } else {
-                    format!("runs as UID {}", j.uid)
-                };
-                let message = format!(
-                    "container {:?} ({}) declares port {list} but {runs_as} and cannot bind \
-                     ports below 1024. Fix: listen on {high} and map Service port {port} to it \
-                     (targetPort: {high}){alternative}",
-                    j.name, j.image
-                );
-                self.report(RuleId::PrivilegedPort, j.name, &j.image, message);
-            }
-        }
+        self.judge_ports(c, j);
         if j.user.variant == Variant::Dev {
             self.eval.warnings.push(Warning::DevVariant {
                 container: j.name.to_owned(),
@@ -332,6 +303,79 @@ impl Pass<'_, '_, '_> {
                 uid: j.uid,
             });
         }
+    }
+
+    /// Applies privileged-port. A nonroot process binds below 1024 only through a file
+    /// capability on its binary: Kubernetes sets no ambient capabilities, so
+    /// `capabilities.add: [NET_BIND_SERVICE]` alone does nothing for it, and the file
+    /// capability works only while the bounding set keeps NET_BIND_SERVICE.
+    fn judge_ports(&mut self, c: &ContainerView<'_>, j: &Judged<'_>) {
+        if self.may_bind_low_ports(&j.user, j.uid) {
+            return;
+        }
+        let ports = self.blocked_ports(c);
+        let Some(&port) = ports.first() else {
+            return;
+        };
+        let caps = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.capabilities.as_ref());
+        let file_cap = match &j.image {
+            Shown::Hardened(image) => image
+                .hardened_repo()
+                .and_then(|repo| self.engine.catalog().bind_by_file_cap(repo)),
+            Shown::Rewritten(_) => None,
+        };
+        let bounded = caps.is_some_and(|caps| caps.removes(NET_BIND_SERVICE));
+        if file_cap.is_some() && !bounded {
+            return;
+        }
+        let list = ports
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let high = port + 8000;
+        let alternative = if self.spec.host_network == Some(true) {
+            String::new()
+        } else {
+            format!(
+                ", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port} (if \
+                 the container runtime already sets it for pods, as containerd 2.x, \
+                 Docker and k3s do, set runtime.unprivilegedPortStart: 0 in the \
+                 dhi-admission policy)"
+            )
+        };
+        let runs_as = if j.uid == 0 {
+            "must run as nonroot".to_owned()
+        } else {
+            format!("runs as UID {}", j.uid)
+        };
+        let (why, first_fix) = match file_cap {
+            Some(definition) => (
+                format!(
+                    ", and its capabilities drop NET_BIND_SERVICE, which the file capability \
+                     of the image's binary needs ({definition})"
+                ),
+                "add NET_BIND_SERVICE to capabilities.add, or ",
+            ),
+            None if caps.is_some_and(|caps| caps.adds(NET_BIND_SERVICE)) => (
+                "; capabilities.add: [NET_BIND_SERVICE] does not help, since Kubernetes gives \
+                 a nonroot process no ambient capabilities and no binary of this image has \
+                 the file capability"
+                    .to_owned(),
+                "",
+            ),
+            None => (String::new(), ""),
+        };
+        let message = format!(
+            "container {:?} ({}) declares port {list} but {runs_as} and cannot bind ports \
+             below 1024{why}. Fix: {first_fix}listen on {high} and map Service port {port} to \
+             it (targetPort: {high}){alternative}",
+            j.name, j.image
+        );
+        self.report(RuleId::PrivilegedPort, j.name, &j.image, message);
     }
 
     fn report(&mut self, rule: RuleId, container: &str, image: &dyn fmt::Display, message: String) {

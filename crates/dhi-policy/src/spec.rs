@@ -157,6 +157,44 @@ pub struct SecurityContextView {
     /// `windowsOptions`: only Windows containers have them.
     #[serde(default)]
     pub windows_options: Option<WindowsOptionsView>,
+    /// `capabilities`: whether NET_BIND_SERVICE stays in the bounding set.
+    #[serde(default)]
+    pub capabilities: Option<CapabilitiesView>,
+}
+
+/// `capabilities`
+#[derive(Debug, Default, Deserialize, PartialEq)]
+pub struct CapabilitiesView {
+    /// `add`
+    #[serde(default)]
+    pub add: Option<Vec<String>>,
+    /// `drop`
+    #[serde(default)]
+    pub drop: Option<Vec<String>>,
+}
+
+impl CapabilitiesView {
+    /// Whether `list` names `cap` (`NET_BIND_SERVICE`, `CAP_NET_BIND_SERVICE`, any case),
+    /// or `ALL` when `all` counts.
+    fn names(list: Option<&[String]>, cap: &str, all: bool) -> bool {
+        list.into_iter().flatten().any(|c| {
+            let c = c.strip_prefix("CAP_").unwrap_or(c);
+            c.eq_ignore_ascii_case(cap) || all && c.eq_ignore_ascii_case("ALL")
+        })
+    }
+
+    /// Whether `add` names the capability.
+    pub fn adds(&self, cap: &str) -> bool {
+        Self::names(self.add.as_deref(), cap, false)
+    }
+
+    /// Whether the container's bounding set lacks the capability. containerd starts from
+    /// its default set (which has NET_BIND_SERVICE), empties it for `drop: [ALL]`, adds
+    /// `add`, then removes each capability `drop` names.
+    pub fn removes(&self, cap: &str) -> bool {
+        Self::names(self.drop.as_deref(), cap, false)
+            || Self::names(self.drop.as_deref(), "ALL", false) && !self.adds(cap)
+    }
 }
 
 /// `windowsOptions`

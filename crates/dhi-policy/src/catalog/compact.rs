@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! {"source": "...", "tails": [["", "-debian", "-debian13"], ...],      header
-//!  "guides": "...", "root_by_guide": {"clamav": "image/clamav/guides.md:201", ...}}
+//!  "guides": "...", "root_by_guide": {"clamav": "image/clamav/guides.md:201", ...},
+//!  "bind_by_file_cap": {"nginx-ingress": "image/nginx-ingress/... (/usr/sbin/nginx ...)"}}
 //! ["adc", [["dev 0", ["node", "/opt/adc/main.cjs"]], ["run 65532"]],     name, variants,
 //!  ["0.29.0"], [[1, 0, 0], [0, 0, 1]]]                                   versions, groups
 //! ```
@@ -19,7 +20,9 @@
 //!   suffix; suffixes are an index into the header's `tails`, `[heads, index]` (each
 //!   head followed by each of those tails), or a list;
 //! * `root_by_guide` names the repositories whose own guide's Kubernetes examples set
-//!   `runAsUser: 0`, with where (from guides.json, whose source `guides` names).
+//!   `runAsUser: 0`, with where (from guides.json, whose source `guides` names);
+//!   `bind_by_file_cap` those with a binary given the file capability
+//!   cap_net_bind_service by their definitions.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +41,8 @@ struct Header {
     guides: Option<String>,
     #[serde(default)]
     root_by_guide: BTreeMap<String, String>,
+    #[serde(default)]
+    bind_by_file_cap: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +128,7 @@ pub(super) fn decode(text: &str, origin: &str) -> Result<Snapshot, SnapshotError
     }
     let mut snapshot = Snapshot::new(header.source, origin, repos)?;
     snapshot.root_by_guide = header.root_by_guide;
+    snapshot.bind_by_file_cap = header.bind_by_file_cap;
     Ok(snapshot)
 }
 
