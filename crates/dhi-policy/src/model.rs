@@ -310,6 +310,19 @@ pub enum Warning {
         /// Where the guide says so (`image/clamav/guides.md:201`).
         guide: String,
     },
+    /// A privileged node agent (host network or PID namespace, a writable host path) on a
+    /// nonroot image: not given the nonroot UID, since it could not write the root-owned
+    /// host paths it mounts; the fix is root, by its guide or by the policy.
+    NodeAgentNeedsRoot {
+        /// Container name.
+        container: String,
+        /// The image.
+        image: String,
+        /// The image's nonroot UID, not injected.
+        uid: i64,
+        /// How to give it root: where its guide prescribes it, else the policy's word.
+        fix: String,
+    },
     /// A hardened image the catalog does not know: its user is assumed.
     NotInCatalog {
         /// Container name.
@@ -377,6 +390,17 @@ impl fmt::Display for Warning {
                 "container {container:?}: runAsUser: 0 admitted as root by design, as the image's \
                  own guide prescribes ({guide} in DHI's catalog); to deny it, set \
                  guides.rootByDesign: false in the dhi-admission policy. Image: {image}"
+            ),
+            Self::NodeAgentNeedsRoot {
+                container,
+                image,
+                uid,
+                fix,
+            } => write!(
+                f,
+                "container {container:?}: privileged node agent writing host paths, not given \
+                 UID {uid}: as nonroot it cannot write the root-owned host paths it mounts. \
+                 Fix: {fix}. Image: {image}"
             ),
             Self::NotInCatalog {
                 container,

@@ -234,7 +234,8 @@ impl Pass<'_, '_, '_> {
                 });
             }
         }
-        if explicit_uid.is_none() && user.ids.uid != 0 {
+        if explicit_uid.is_none() && user.ids.uid != 0 && !self.leaves_node_agent(c, &shown, &user)
+        {
             let inject = InjectedUser {
                 uid: user.ids.uid,
                 gid: effective(c, spec, |s| s.run_as_group, |p| p.run_as_group)
@@ -471,6 +472,50 @@ impl Pass<'_, '_, '_> {
         true
     }
 
+    /// Whether `c` is a privileged node agent (privileged, on the host network or PID
+    /// namespace, writing a host path) that the nonroot UID would break: then it is left
+    /// without the injected user, with a warning giving the fix (root, which its guide
+    /// prescribes or the policy must allow). Read-only host paths (node-exporter's /proc
+    /// and /sys) and unprivileged agents keep the usual patch.
+    fn leaves_node_agent(
+        &mut self,
+        c: &ContainerView<'_>,
+        shown: &Shown<'_>,
+        user: &ImageUser,
+    ) -> bool {
+        let spec = self.spec;
+        let privileged = c.security_context.as_ref().and_then(|s| s.privileged) == Some(true);
+        let host = spec.host_network == Some(true) || spec.host_pid == Some(true);
+        if !privileged || !host || !writes_host_path(spec, c) {
+            return false;
+        }
+        let repo = match shown {
+            Shown::Hardened(image) => image.hardened_repo().map(str::to_owned),
+            Shown::Rewritten(image) => match ImageField::parse(image) {
+                Ok(ImageField::Ref(image)) => image.hardened_repo().map(str::to_owned),
+                _ => None,
+            },
+        };
+        let repo = repo.unwrap_or_default();
+        let catalog = self.engine.catalog();
+        let fix = match catalog.root_by_guide(&repo) {
+            Some(guide) if self.engine.policy_file().guides.root_by_design => {
+                format!("set runAsUser: 0, as the image's own guide prescribes ({guide})")
+            }
+            _ => format!(
+                "set runAsUser: 0 and allow root for this image in the dhi-admission policy \
+                 (catalog: {{{repo}: {{allowRoot: true}}}})"
+            ),
+        };
+        self.eval.warnings.push(Warning::NodeAgentNeedsRoot {
+            container: c.name.to_string(),
+            image: shown.to_string(),
+            uid: user.ids.uid,
+            fix,
+        });
+        true
+    }
+
     /// Rewrite only what would then be admitted.
     fn skip_reason(
         &self,
@@ -548,6 +593,17 @@ impl Pass<'_, '_, '_> {
 fn existed(old: Option<&SpecView<'_>>, c: &ContainerView<'_>) -> bool {
     old.and_then(|o| o.ephemeral_containers.as_deref())
         .is_some_and(|before| before.iter().any(|b| b.name == c.name))
+}
+
+/// Whether the container mounts a host path without `readOnly`.
+fn writes_host_path(spec: &SpecView<'_>, c: &ContainerView<'_>) -> bool {
+    let volumes = spec.volumes.as_deref().unwrap_or_default();
+    c.volume_mounts.iter().flatten().any(|m| {
+        m.read_only != Some(true)
+            && volumes
+                .iter()
+                .any(|v| v.name == m.name && v.host_path.is_some())
+    })
 }
 
 fn explicit_pod_uid(spec: &SpecView<'_>) -> Option<i64> {

@@ -91,6 +91,12 @@ pub struct SpecView<'a> {
     /// Containers bind their ports on the node.
     #[serde(default)]
     pub host_network: Option<bool>,
+    /// The pod shares the node's process namespace.
+    #[serde(default, rename = "hostPID")]
+    pub host_pid: Option<bool>,
+    /// Volumes, for which of them are host paths.
+    #[serde(borrow, default)]
+    pub volumes: Option<Vec<VolumeView<'a>>>,
     /// `linux` or `windows`.
     #[serde(borrow, default)]
     pub os: Option<OsView<'a>>,
@@ -127,6 +133,33 @@ pub struct ContainerView<'a> {
     /// Container-level security context.
     #[serde(default)]
     pub security_context: Option<SecurityContextView>,
+    /// Mounted volumes, for whether a host path is written.
+    #[serde(borrow, default)]
+    pub volume_mounts: Option<Vec<VolumeMountView<'a>>>,
+}
+
+/// A volume: its name, and whether it is a host path.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeView<'a> {
+    /// `name`
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    /// `hostPath`, whose fields do not matter here.
+    #[serde(default)]
+    pub host_path: Option<serde::de::IgnoredAny>,
+}
+
+/// A volume mount.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMountView<'a> {
+    /// The volume's name.
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    /// `readOnly`
+    #[serde(default)]
+    pub read_only: Option<bool>,
 }
 
 /// A declared port.
@@ -157,6 +190,9 @@ pub struct SecurityContextView {
     /// `windowsOptions`: only Windows containers have them.
     #[serde(default)]
     pub windows_options: Option<WindowsOptionsView>,
+    /// `privileged`
+    #[serde(default)]
+    pub privileged: Option<bool>,
     /// `capabilities`: whether NET_BIND_SERVICE stays in the bounding set.
     #[serde(default)]
     pub capabilities: Option<CapabilitiesView>,
