@@ -220,6 +220,20 @@ impl Cluster {
         Self { lists, namespaces }
     }
 
+    /// Adds a PodTemplate `name` in `ns` whose template runs `image`: a kind that runs no
+    /// pod itself but that the webhook judges, and so `scan` too.
+    // tests/scan_cli.rs adds one; the benchmark's example does not.
+    #[allow(dead_code)]
+    pub fn with_pod_template(mut self, ns: &str, name: &str, image: &str) -> Self {
+        let object = json!({"apiVersion": "v1", "kind": "PodTemplate",
+            "metadata": meta(name, ns, &format!("{ns}-{name}"), None), "template": template(image)});
+        self.lists
+            .entry("podtemplates")
+            .or_default()
+            .push((ns.to_owned(), object.to_string()));
+        self
+    }
+
     /// Serves the cluster on `listener` until the process ends.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         let app = Router::new().fallback(handle).with_state(Arc::new(self));

@@ -28,6 +28,10 @@ mod state;
 mod store;
 mod watch;
 
+// scan's tests check that both list every kind.
+#[cfg(test)]
+pub(crate) use watch::WATCHED;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -584,13 +584,17 @@ fn verdicts_warnings_and_pod_patches_are_the_webhooks() {
                     .flat_map(|r| r["warnings"].as_array().into_iter().flatten())
                     .filter_map(Value::as_str)
                     .collect();
-                // The webhook cuts warnings to kube-apiserver's limit; `check` keeps them whole.
-                let reported: BTreeSet<String> = object["warnings"]
+                // The webhook sends the warnings `check` prints, cut only as kube-apiserver
+                // would cut them.
+                let reported: Vec<String> = object["warnings"]
                     .as_array()
                     .unwrap()
                     .iter()
                     .filter_map(Value::as_str)
-                    .map(|w| dhi_policy::shorten(w.to_owned()))
+                    .map(str::to_owned)
+                    .collect();
+                let reported: BTreeSet<String> = dhi_policy::as_api_server_sends(&reported)
+                    .into_iter()
                     .collect();
                 let expected: BTreeSet<String> = expected.into_iter().map(str::to_owned).collect();
                 assert_eq!(reported, expected, "{context}");

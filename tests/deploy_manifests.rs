@@ -1809,7 +1809,7 @@ fn the_audit_runs_least_privileged_and_passes_its_own_policy() {
         [
             rule(
                 &[""],
-                &["pods", "replicationcontrollers"],
+                &["pods", "replicationcontrollers", "podtemplates"],
                 &[],
                 &["list", "watch"]
             ),

@@ -34,6 +34,10 @@ mod audit;
 mod background_audit;
 #[path = "e2e/certs.rs"]
 mod certs;
+#[path = "e2e/guides_root.rs"]
+mod guides_root;
+#[path = "e2e/guides_warnings.rs"]
+mod guides_warnings;
 #[path = "e2e/reinvocation.rs"]
 mod reinvocation;
 #[path = "e2e/safe_install.rs"]

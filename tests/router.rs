@@ -148,10 +148,9 @@ async fn audit_paths_report_without_enforcing() {
             warning.starts_with(&prefix),
             "{warning:?} should start with {prefix:?}"
         );
-        assert!(
-            warning.len() <= 255,
-            "kube-apiserver truncates longer warnings"
-        );
+        // kube-apiserver may cut a warning to its first 256 characters: the fix is there.
+        let head = &warning[..warning.len().min(dhi_policy::WARNING_CUT)];
+        assert!(head.contains(": Fix: "), "{warning:?}");
     }
     assert_eq!(audit.warnings[4], DEV_WARNING);
     let expected: std::collections::BTreeMap<String, String> = [
@@ -168,7 +167,31 @@ async fn audit_paths_report_without_enforcing() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    assert_eq!(audit.audit_annotations, expected);
+    let (listed, findings): (
+        std::collections::BTreeMap<_, _>,
+        std::collections::BTreeMap<_, _>,
+    ) = audit
+        .audit_annotations
+        .clone()
+        .into_iter()
+        .partition(|(key, _)| key.starts_with("violation."));
+    assert_eq!(listed, expected);
+    // Beside each rule's list, its complete findings, each with its fix.
+    assert_eq!(
+        findings.keys().collect::<Vec<_>>(),
+        [
+            "finding.invalid-image",
+            "finding.privileged-port",
+            "finding.run-as-root"
+        ]
+    );
+    assert_eq!(findings["finding.run-as-root"].lines().count(), 2);
+    for finding in findings.values().flat_map(|f| f.lines()) {
+        assert!(
+            finding.starts_with("container \"") && finding.contains(". Fix: "),
+            "{finding}"
+        );
+    }
 
     let planned =
         "image_rewrite x1, run_as_user x1, run_as_group x1, run_as_non_root x1, fs_group x1";
@@ -257,7 +280,8 @@ async fn mode_paths_are_never_stricter_than_the_server() {
         .await
         .review();
     assert!(r.allowed);
-    assert_eq!(r.audit_annotations.len(), 3, "{:?}", r.audit_annotations);
+    // Three rules, each with its list of containers and its complete findings.
+    assert_eq!(r.audit_annotations.len(), 6, "{:?}", r.audit_annotations);
     assert!(r.warnings[0].starts_with("audit: "), "{:?}", r.warnings);
     let r = warn_server.post_json("/validate", &request).await.review();
     assert!(r.allowed && r.audit_annotations.is_empty());
@@ -284,7 +308,7 @@ async fn request_kinds_operations_and_namespaces() {
         .post("/validate/audit?timeout=5s", body(&review(&bad)))
         .await
         .review();
-    assert!(r.allowed && r.audit_annotations.len() == 3);
+    assert!(r.allowed && r.audit_annotations.len() == 6);
     let r = conn
         .post("/mutate?timeout=10s", fixture_bytes(ISTIO_POD))
         .await

@@ -26,29 +26,60 @@ fn scan(args: &[&str]) -> Run {
 fn standin() -> &'static Path {
     static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
     KUBECONFIG.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let path = dir.join("kubeconfig");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let shape = Shape {
-                    namespaces: 1,
-                    workloads: 10,
-                    pods: 2,
-                };
-                Cluster::generate(shape).serve(listener).await.unwrap();
-            });
-        });
-        let addr = rx.recv().unwrap();
-        std::fs::write(&path, standin::kubeconfig(addr)).unwrap();
-        path
+        serve(Cluster::generate(Shape {
+            namespaces: 1,
+            workloads: 10,
+            pods: 2,
+        }))
     })
+}
+
+/// Serves `cluster` on a loopback port for the rest of the test binary; its kubeconfig.
+fn serve(cluster: Cluster) -> PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("kubeconfig");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            cluster.serve(listener).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    std::fs::write(&path, standin::kubeconfig(addr)).unwrap();
+    path
+}
+
+/// PodTemplates are judged by the webhook and `check`, and so by `scan`.
+#[test]
+fn pod_templates_are_scanned() {
+    let cluster = Cluster::generate(Shape {
+        namespaces: 1,
+        workloads: 0,
+        pods: 0,
+    })
+    .with_pod_template("ns-000", "legacy-template", "dhi.io/python:3.13-dev");
+    let kubeconfig = serve(cluster);
+    let run = scan(&[
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "-n",
+        "ns-000",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = json(&run);
+    let workloads = report["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 1, "{report:#}");
+    assert_eq!(workloads[0]["kind"], "PodTemplate", "{report:#}");
+    assert_eq!(workloads[0]["name"], "legacy-template");
+    assert_eq!(workloads[0]["verdict"], "denied", "{report:#}");
 }
 
 fn kubeconfig() -> &'static str {

@@ -1111,7 +1111,7 @@ async fn policy_reloads_keep_the_last_good_policy() {
     assert!(allowed.status.is_none());
     assert_eq!(allowed.warnings.len(), 1);
     assert!(
-        allowed.warnings[0].starts_with("[privileged-port] container \"web\" (dhi.io/nginx:1.31)"),
+        allowed.warnings[0].starts_with("[privileged-port] container \"web\": Fix: listen on 8080"),
         "{:?}",
         allowed.warnings
     );
@@ -1126,7 +1126,8 @@ async fn policy_reloads_keep_the_last_good_policy() {
             &review(&violating_pod("web-1")),
         )
         .await;
-    assert_eq!(audited.audit_annotations.len(), 3);
+    // Three rules, each with its list of containers and its complete findings.
+    assert_eq!(audited.audit_annotations.len(), 6);
     let metrics = t.metrics().await;
     assert_eq!(
         counter(

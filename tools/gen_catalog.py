@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generate crates/dhi-policy/src/catalog/builtin.jsonl from the DHI catalog export (images.json).
 
-Usage: tools/gen_catalog.py [../shared/dhi-catalog/images.json] > crates/dhi-policy/src/catalog/builtin.jsonl
+Usage: tools/gen_catalog.py [../shared/dhi-catalog/images.json [../shared/dhi-catalog/guides.json]] \
+           > crates/dhi-policy/src/catalog/builtin.jsonl
 
 The export lists every tag of every variant definition (18,000 tags, 1 MiB). Tags are
 generated in the catalog as version x suffix products (`1.30.3`, `1.30`, `1` times ``,
@@ -10,6 +11,14 @@ expands them when the binary starts. One line per repository keeps a refresh rev
 in a diff. The format is documented in crates/dhi-policy/src/catalog/compact.rs, which
 reads it; `crates/dhi-policy/tests/policy/catalog_facts.rs` proves that the expansion answers exactly as the
 export for every repository and tag.
+
+From guides.json (what DHI's own guides tell users to set, see GUIDES.md beside it) the
+header keeps `root_by_guide`: each repository whose guide's Kubernetes examples set
+`runAsUser: 0` for its own image, with the first place that says so. The engine admits
+that setting for that image as root by design. It also keeps `bind_by_file_cap`: each
+repository whose definitions give a binary the file capability cap_net_bind_service, with
+where; through it a nonroot process binds ports below 1024 (Kubernetes sets no ambient
+capabilities, so `capabilities.add` alone cannot).
 """
 import json
 import re
@@ -86,17 +95,59 @@ def repository(export_repo):
     return variants, groups
 
 
+def root_by_guide(guides):
+    """`{repo: "image/REPO/guides.md:LINE"}` for each repository whose guide's Kubernetes
+    examples run its own image (`image_repo` unset or the repository) with `runAsUser: 0`
+    on the container or the pod. Prose and `docker run` lines are not prescriptions for
+    a cluster, and an example for another image (piraeus-operator's busybox) is that
+    image's business."""
+    out = {}
+    for name, facts in sorted(guides["repos"].items()):
+        for example in facts["kubernetes_examples"]:
+            if example.get("image_repo") not in (None, name):
+                continue
+            contexts = (example.get("securityContext") or {}, example.get("podSecurityContext") or {})
+            if any(c.get("runAsUser") == 0 for c in contexts):
+                out[name] = f"{facts['guide'].rsplit('/', 1)[0]}/{example['at']}"
+                break
+    return out
+
+
+# setcap in the catalog repository's package/ definitions, which guides.json does not read
+# (GUIDES.md, Caveats, names coredns among the packages that run setcap there): its binary
+# gets cap_net_bind_service so that it binds port 53 as nonroot.
+PACKAGE_BIND_CAPS = {"coredns": "package/coredns definition (setcap cap_net_bind_service=+ep)"}
+
+
+def bind_by_file_cap(guides):
+    """`{repo: "DEFINITION (PATH CAPS)"}` for each repository with a binary whose file
+    capabilities include cap_net_bind_service, in the runtime variant where it says."""
+    out = dict(PACKAGE_BIND_CAPS)
+    for name, facts in sorted(guides["repos"].items()):
+        caps = [c for c in facts["file_capabilities"] if "cap_net_bind_service" in c["caps"]]
+        caps.sort(key=lambda c: c.get("variant") != "runtime")
+        if caps:
+            c = caps[0]
+            out[name] = f"{c['definition']} ({c['path']} {c['caps']})"
+    return dict(sorted(out.items()))
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else "../shared/dhi-catalog/images.json"
     with open(path) as f:
         export = json.load(f)
+    guides_path = sys.argv[2] if len(sys.argv) > 2 else "../shared/dhi-catalog/guides.json"
+    with open(guides_path) as f:
+        guides = json.load(f)
     repos = [(name, *repository(export["images"][name])) for name in sorted(export["images"])]
     # Suffix lists that more than one group uses (`["", "-debian", "-debian13"]`) are
     # written once, in the header.
     used = Counter(tuple(s) for _, _, groups in repos for s in groups.values())
     shared = [list(s) for s, n in used.most_common() if n > 1]
     tails = {tuple(s): i for i, s in enumerate(shared)}
-    print(compact({"source": export["source"], "tails": shared}))
+    print(compact({"source": export["source"], "tails": shared,
+                   "guides": guides["source"], "root_by_guide": root_by_guide(guides),
+                   "bind_by_file_cap": bind_by_file_cap(guides)}))
     for name, variants, groups in repos:
         out_variants, start = [], ([], [])
         for dev, uid, gid, entrypoint, cmd in variants:

@@ -14,7 +14,8 @@ use dhi_policy::answer;
 use dhi_policy::glob::glob_match;
 use dhi_policy::image_ref::{ImageField, ImageRef};
 use dhi_policy::{
-    Engine, MAX_WARNING_LEN, Mode, PolicyFile, Scope, Subject, Webhook, WorkloadKind, decode_object,
+    Engine, Mode, PolicyFile, Scope, Subject, WARNING_CUT, WARNINGS_TOTAL, Webhook, WorkloadKind,
+    decode_object,
 };
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
@@ -177,11 +178,19 @@ pub fn check_admission_once(
     let allowed = response["allowed"]
         .as_bool()
         .expect("response.allowed is a bool");
-    for w in response["warnings"].as_array().into_iter().flatten() {
-        let w = w.as_str().expect("warnings are strings");
+    let warnings: Vec<String> = response["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| w.as_str().expect("warnings are strings").to_owned())
+        .collect();
+    // What the webhook sends is what kube-apiserver passes on: ASCII, and past the total
+    // already cut as the API server cuts.
+    assert!(warnings.iter().all(|w| w.is_ascii()), "{warnings:?}");
+    if warnings.iter().map(String::len).sum::<usize>() > WARNINGS_TOTAL {
         assert!(
-            w.len() <= MAX_WARNING_LEN,
-            "warning longer than {MAX_WARNING_LEN} bytes: {w:?}"
+            warnings.iter().all(|w| w.len() <= WARNING_CUT),
+            "{warnings:?}"
         );
     }
     if !allowed {

@@ -24,18 +24,9 @@ use tokio::sync::{mpsc, watch};
 use crate::report::MODE_LABEL;
 use dhi_policy::WorkloadKind;
 
-/// The kinds the audit watches: every kind the engine reads that runs pods.
-/// (`PodTemplate` runs nothing and is left to `check` and `scan`.)
-pub(crate) const WATCHED: [WorkloadKind; 8] = [
-    WorkloadKind::Pod,
-    WorkloadKind::ReplicationController,
-    WorkloadKind::Deployment,
-    WorkloadKind::StatefulSet,
-    WorkloadKind::DaemonSet,
-    WorkloadKind::ReplicaSet,
-    WorkloadKind::Job,
-    WorkloadKind::CronJob,
-];
+/// The kinds the audit watches: every kind the engine judges, as the webhook and `scan`
+/// judge them (a PodTemplate runs no pod itself, but the pods made from it will run it).
+pub(crate) const WATCHED: [WorkloadKind; WorkloadKind::ALL.len()] = WorkloadKind::ALL;
 
 /// A workload as the audit keeps it while judging it: what the engine reads, and who
 /// owns it. Decoding skips every other field without allocating for it.

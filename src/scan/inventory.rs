@@ -10,17 +10,41 @@ use super::cluster::Item;
 use crate::report::{self, NamespaceMode, OwnerRef, Workload, WorkloadReport};
 use dhi_policy::{Engine, Mode, WorkloadKind, decode_object};
 
-/// The order kinds are listed in: owners before what they own.
-pub(super) const LIST_ORDER: [WorkloadKind; 8] = [
-    WorkloadKind::CronJob,
-    WorkloadKind::Job,
-    WorkloadKind::Deployment,
-    WorkloadKind::ReplicaSet,
-    WorkloadKind::StatefulSet,
-    WorkloadKind::DaemonSet,
-    WorkloadKind::ReplicationController,
-    WorkloadKind::Pod,
-];
+/// The order kinds are listed in: every kind the engine judges ([`WorkloadKind::ALL`]),
+/// owners before what they own.
+pub(super) const LIST_ORDER: [WorkloadKind; WorkloadKind::ALL.len()] = list_order();
+
+/// How many owners stand above a kind's objects at most: the lists are sorted by it.
+/// The match has no catch-all, so a new kind must be placed here to compile.
+const fn depth(kind: WorkloadKind) -> u8 {
+    match kind {
+        WorkloadKind::CronJob
+        | WorkloadKind::Deployment
+        | WorkloadKind::StatefulSet
+        | WorkloadKind::DaemonSet
+        | WorkloadKind::ReplicationController
+        | WorkloadKind::PodTemplate => 0,
+        WorkloadKind::Job | WorkloadKind::ReplicaSet => 1,
+        WorkloadKind::Pod => 2,
+    }
+}
+
+/// [`WorkloadKind::ALL`], stably sorted by [`depth`].
+const fn list_order() -> [WorkloadKind; WorkloadKind::ALL.len()] {
+    let mut order = WorkloadKind::ALL;
+    let mut i = 1;
+    while i < order.len() {
+        let mut j = i;
+        while j > 0 && depth(order[j - 1]) > depth(order[j]) {
+            let swap = order[j - 1];
+            order[j - 1] = order[j];
+            order[j] = swap;
+            j -= 1;
+        }
+        i += 1;
+    }
+    order
+}
 
 /// What a uid stands for.
 enum Node {
@@ -178,6 +202,38 @@ mod tests {
 
     use super::*;
     use crate::report::Verdict;
+
+    /// `scan` and the background audit list every kind the webhook judges, so that a new
+    /// kind cannot be missed by one of them; owners come before what they own.
+    #[test]
+    fn scan_and_audit_list_every_kind_the_engine_judges() {
+        let engine: std::collections::BTreeSet<&str> =
+            WorkloadKind::ALL.iter().map(|k| k.as_str()).collect();
+        let set = |kinds: &[WorkloadKind]| {
+            assert_eq!(kinds.len(), engine.len());
+            kinds
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(set(&LIST_ORDER), engine);
+        assert_eq!(set(&crate::background_audit::WATCHED), engine);
+        let at = |kind| LIST_ORDER.iter().position(|k| *k == kind).unwrap();
+        for (owner, owned) in [
+            (WorkloadKind::CronJob, WorkloadKind::Job),
+            (WorkloadKind::Deployment, WorkloadKind::ReplicaSet),
+            (WorkloadKind::ReplicaSet, WorkloadKind::Pod),
+            (WorkloadKind::Job, WorkloadKind::Pod),
+            (WorkloadKind::StatefulSet, WorkloadKind::Pod),
+            (WorkloadKind::DaemonSet, WorkloadKind::Pod),
+            (WorkloadKind::ReplicationController, WorkloadKind::Pod),
+        ] {
+            assert!(
+                at(owner) < at(owned),
+                "{owner} before {owned}: {LIST_ORDER:?}"
+            );
+        }
+    }
 
     fn raw(value: Value) -> Box<RawValue> {
         RawValue::from_string(value.to_string()).unwrap()

@@ -49,8 +49,8 @@ async fn audit_namespace_gets_warnings_and_audit_annotations() {
         out.stdout
     );
     for expected in [
-        "Warning: audit: [privileged-port] container \"nginx\" (dhi.io/nginx:1.31)",
-        "Warning: audit: [run-as-root] container \"debug-tools\" (dhi.io/python:3.13-dev)",
+        "Warning: audit: [privileged-port] container \"nginx\": Fix: listen on 8080",
+        "Warning: audit: [run-as-root] container \"debug-tools\": Fix: remove runAsUser: 0",
     ] {
         assert!(
             out.stderr.contains(expected),
@@ -74,6 +74,13 @@ async fn audit_namespace_gets_warnings_and_audit_annotations() {
     assert_eq!(
         annotations["validate-audit.dhi.io/violation.run-as-root"],
         "debug-tools (dhi.io/python:3.13-dev)",
+        "{annotations}"
+    );
+    // The complete finding, fix included, beside the list.
+    assert!(
+        annotations["validate-audit.dhi.io/finding.privileged-port"]
+            .as_str()
+            .is_some_and(|f| f.contains("Fix: listen on 8080")),
         "{annotations}"
     );
 

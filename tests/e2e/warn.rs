@@ -26,7 +26,8 @@ async fn warn_namespace_patches_and_warns_without_denying() {
         answer
             .warnings
             .iter()
-            .any(|w| w.starts_with("warn: [run-as-root] container \"app\" (dhi.io/python:3.13)")),
+            .any(|w| w
+                .starts_with("warn: [run-as-root] container \"app\": Fix: remove runAsUser: 0")),
         "{:?}",
         answer.warnings
     );

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::decision::{MAX_LISTED, shorten};
+use crate::decision::as_api_server_sends;
 use crate::spec::borrowed;
 use crate::{
     Admission, Decision, Engine, Mode, MutationKind, ObjectSource, ObjectView, Operation, Request,
@@ -285,20 +285,7 @@ fn respond(uid: &str, d: &Decision, kind: WorkloadKind, name: &str) -> Answer {
         reason: "Forbidden",
         message: d.denial_message(kind, display_name(name)),
     });
-    // kube-apiserver truncates warnings over 256 characters; cut them ourselves, marked.
-    let mut warnings: Vec<String> = d
-        .warnings
-        .iter()
-        .take(MAX_LISTED)
-        .cloned()
-        .map(shorten)
-        .collect();
-    if d.warnings.len() > MAX_LISTED {
-        warnings.push(format!(
-            "and {} more warnings",
-            d.warnings.len() - MAX_LISTED
-        ));
-    }
+    let warnings = as_api_server_sends(&d.warnings);
     let out = ReviewOut {
         api_version: API_VERSION,
         kind: KIND,

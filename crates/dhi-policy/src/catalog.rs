@@ -95,6 +95,12 @@ pub struct Snapshot {
     origin: String,
     /// Sorted by name.
     repos: Vec<Repo>,
+    /// Repositories whose own guide's Kubernetes examples run them with `runAsUser: 0`,
+    /// with where the guide says so (`image/clamav/guides.md:201`).
+    root_by_guide: BTreeMap<String, String>,
+    /// Repositories with a binary that has the file capability cap_net_bind_service,
+    /// with which definition sets it.
+    bind_by_file_cap: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -272,7 +278,12 @@ impl Snapshot {
             }
             repos.push(Repo::new(name, variants, tags));
         }
-        Self::new(export.source, origin, repos)
+        let mut snapshot = Self::new(export.source, origin, repos)?;
+        // The export says nothing of the guides: their facts stay those compiled in.
+        let builtin = Self::builtin();
+        snapshot.root_by_guide = builtin.root_by_guide.clone();
+        snapshot.bind_by_file_cap = builtin.bind_by_file_cap.clone();
+        Ok(snapshot)
     }
 
     /// A snapshot of these repositories; its date is the last one its source names.
@@ -289,6 +300,8 @@ impl Snapshot {
             date,
             origin: origin.to_owned(),
             repos,
+            root_by_guide: BTreeMap::new(),
+            bind_by_file_cap: BTreeMap::new(),
         })
     }
 
@@ -403,6 +416,19 @@ impl Catalog {
 
     fn builtin(&self, repo: &str) -> Option<&Repo> {
         self.snapshot.repo(repo)
+    }
+
+    /// Where the repository's own guide runs it with `runAsUser: 0`
+    /// (`image/clamav/guides.md:201`), if it does: root by design for that image.
+    pub fn root_by_guide(&self, repo: &str) -> Option<&str> {
+        self.snapshot.root_by_guide.get(repo).map(String::as_str)
+    }
+
+    /// Which definition gives a binary of the repository the file capability
+    /// cap_net_bind_service, if one does: the only way its nonroot process can bind a
+    /// port below 1024 under Kubernetes, which sets no ambient capabilities.
+    pub fn bind_by_file_cap(&self, repo: &str) -> Option<&str> {
+        self.snapshot.bind_by_file_cap.get(repo).map(String::as_str)
     }
 
     /// Whether the catalog (built-in or extended) has this repository.

@@ -39,6 +39,15 @@ impl Context {
         &self.catalog
     }
 
+    /// The guide that prescribes root for this hardened repository, when the policy
+    /// takes the guides' word (`guides.rootByDesign`).
+    pub(crate) fn guide_prescribing_root(&self, repo: &str) -> Option<&str> {
+        if !self.policy.guides.root_by_design {
+            return None;
+        }
+        self.catalog.root_by_guide(repo)
+    }
+
     /// Requests in these namespaces are allowed untouched.
     pub(crate) fn is_exempt_namespace(&self, namespace: &str) -> bool {
         self.policy

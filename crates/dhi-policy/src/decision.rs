@@ -8,9 +8,17 @@ use crate::model::{Mode, MutationKind, SkipReason, Violation, Warning};
 use crate::rules::Evaluation;
 use crate::workload::WorkloadKind;
 
-/// kube-apiserver truncates longer warnings; the admission layer shortens them itself,
-/// on a char boundary, marking the cut.
+/// The cut of earlier releases ([`shorten`]); the webhook now cuts as kube-apiserver does
+/// ([`as_api_server_sends`]).
 pub const MAX_WARNING_LEN: usize = 255;
+
+/// kube-apiserver's warning recorder (k8s.io/apiserver) cuts each warning to this many
+/// characters, but only once the warnings of one response pass [`WARNINGS_TOTAL`].
+pub const WARNING_CUT: usize = 256;
+
+/// The characters of warnings one response carries whole; past it kube-apiserver cuts each
+/// warning to [`WARNING_CUT`] and drops those that start beyond it.
+pub const WARNINGS_TOTAL: usize = 4096;
 
 /// Findings listed one by one in a denial, in warnings and in audit annotations; the
 /// rest are counted. Bounds the answer to a hostile object with thousands of containers.
@@ -80,16 +88,25 @@ impl Decision {
             // as audit annotations.
             let prefix = mode.as_str();
             for v in eval.violations.iter().take(MAX_LISTED) {
-                decision.warnings.push(format!("{prefix}: {v}"));
+                decision.warnings.push(format!("{prefix}: {}", headline(v)));
                 if mode == Mode::Warn {
                     continue;
                 }
-                let key = format!("violation.{}", v.rule);
-                let entry = decision.audit_annotations.entry(key).or_default();
-                if !entry.is_empty() {
-                    entry.push_str("; ");
-                }
-                entry.push_str(&format!("{} ({})", v.container, v.image));
+                let listed = format!("{} ({})", v.container, v.image);
+                append(
+                    &mut decision.audit_annotations,
+                    format!("violation.{}", v.rule),
+                    "; ",
+                    &listed,
+                );
+                // The whole finding, fix included: the audit log is where an audited
+                // cluster's findings are read later, and a warning may have been cut.
+                append(
+                    &mut decision.audit_annotations,
+                    format!("finding.{}", v.rule),
+                    "\n",
+                    &v.message,
+                );
             }
             if eval.violations.len() > MAX_LISTED {
                 let more = eval.violations.len() - MAX_LISTED;
@@ -99,8 +116,10 @@ impl Decision {
             }
         }
         for w in &eval.warnings {
-            if !matches!(w, Warning::RewriteSkipped { .. }) {
-                decision.warnings.push(w.to_string());
+            match w {
+                Warning::RewriteSkipped { .. } => {}
+                Warning::Rule(v) => decision.warnings.push(headline(v)),
+                w => decision.warnings.push(w.to_string()),
             }
         }
         decision.violations = eval.violations;
@@ -198,6 +217,84 @@ pub(crate) fn merge_warnings(first: Vec<String>, second: Vec<String>) -> Vec<Str
     out
 }
 
+/// A finding as a warning: the rule, the container and the fix first, where they fit in
+/// kube-apiserver's cut to [`WARNING_CUT`] characters, and what was found after them.
+/// A message is written `container "NAME" (IMAGE) WHAT. Fix: FIX`; the full message
+/// stays in the violation, for denials, `check` and the audit annotations.
+pub(crate) fn headline(v: &Violation) -> String {
+    let Some((what, fix)) = v.message.split_once(". Fix: ") else {
+        return format!("[{}] {}", v.rule, v.message);
+    };
+    let named = format!("container {:?}", v.container);
+    let what = what.strip_prefix(&named).unwrap_or(what);
+    let what = what.trim_start_matches(':').trim_start();
+    let image = format!("({}) ", v.image);
+    let why = match what.strip_prefix(&image) {
+        Some(rest) => format!("{} {rest}", v.image),
+        None => what.to_owned(),
+    };
+    format!("[{}] {named}: Fix: {fix}. Why: {why}", v.rule)
+}
+
+fn append(map: &mut BTreeMap<String, String>, key: String, separator: &str, value: &str) {
+    let entry = map.entry(key).or_default();
+    if !entry.is_empty() {
+        entry.push_str(separator);
+    }
+    entry.push_str(value);
+}
+
+/// The warnings of one answer as kube-apiserver passes them on: at most [`MAX_LISTED`]
+/// and a count of the rest, in ASCII (clients that need ASCII header values drop any
+/// other warning), and cut the way the API server's warning recorder cuts them, so that
+/// what the webhook sends is exactly what the client gets.
+pub fn as_api_server_sends(warnings: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in warnings.iter().take(MAX_LISTED) {
+        let w = ascii(w);
+        // The recorder sends each text once.
+        if !w.is_empty() && !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    if warnings.len() > MAX_LISTED {
+        out.push(format!("and {} more warnings", warnings.len() - MAX_LISTED));
+    }
+    if out.iter().map(String::len).sum::<usize>() <= WARNINGS_TOTAL {
+        return out;
+    }
+    // Past the total, the recorder cuts every warning and adds more only while what it
+    // has written stays below the total.
+    let mut written = 0;
+    let mut cut = Vec::with_capacity(out.len());
+    for mut w in out {
+        if written >= WARNINGS_TOTAL {
+            break;
+        }
+        w.truncate(WARNING_CUT);
+        written += w.len();
+        cut.push(w);
+    }
+    cut
+}
+
+/// Non-ASCII characters written as Rust escapes (`\u{e9}`); ASCII is kept as is, so one
+/// byte is one character from here on.
+fn ascii(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                c.escape_unicode().to_string()
+            }
+        })
+        .collect()
+}
+
 /// `image_rewrite x2, run_as_user x2`
 fn summarize(mutations: &[MutationKind]) -> String {
     MutationKind::ALL
@@ -210,7 +307,8 @@ fn summarize(mutations: &[MutationKind]) -> String {
         .join(", ")
 }
 
-/// Cuts a warning to [`MAX_WARNING_LEN`] bytes on a char boundary, marking the cut.
+/// Cuts a warning to [`MAX_WARNING_LEN`] bytes on a char boundary, marking the cut: the
+/// cut of earlier releases, which lost the fix at the end. The webhook no longer uses it.
 pub fn shorten(mut s: String) -> String {
     if s.len() > MAX_WARNING_LEN {
         let mut end = MAX_WARNING_LEN - '…'.len_utf8();

@@ -49,7 +49,10 @@ pub mod spec;
 pub mod workload;
 
 pub use catalog::Catalog;
-pub use decision::{Decision, Finding, MAX_LISTED, MAX_WARNING_LEN, PatchedBy, shorten};
+pub use decision::{
+    Decision, Finding, MAX_LISTED, MAX_WARNING_LEN, PatchedBy, WARNING_CUT, WARNINGS_TOTAL,
+    as_api_server_sends, shorten,
+};
 pub use engine::{Admission, Bypass, Engine, RequestInfo, Route, Subject};
 pub use model::{
     Action, Mode, MutationKind, Operation, RuleId, Scope, SkipReason, Violation, Warning, Webhook,

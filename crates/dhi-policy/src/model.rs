@@ -301,6 +301,28 @@ pub enum Warning {
         /// The UID it would need.
         uid: i64,
     },
+    /// `runAsUser: 0` admitted because the image's own guide prescribes it.
+    RootByGuide {
+        /// Container name.
+        container: String,
+        /// The image.
+        image: String,
+        /// Where the guide says so (`image/clamav/guides.md:201`).
+        guide: String,
+    },
+    /// A privileged node agent (host network or PID namespace, a writable host path) on a
+    /// nonroot image: not given the nonroot UID, since it could not write the root-owned
+    /// host paths it mounts; the fix is root, by its guide or by the policy.
+    NodeAgentNeedsRoot {
+        /// Container name.
+        container: String,
+        /// The image.
+        image: String,
+        /// The image's nonroot UID, not injected.
+        uid: i64,
+        /// How to give it root: where its guide prescribes it, else the policy's word.
+        fix: String,
+    },
     /// A hardened image the catalog does not know: its user is assumed.
     NotInCatalog {
         /// Container name.
@@ -359,6 +381,27 @@ impl fmt::Display for Warning {
                  securityContext cannot change: without runAsUser {uid} the kubelet refuses it \
                  under runAsNonRoot. Change the workload's template instead"
             ),
+            Self::RootByGuide {
+                container,
+                image,
+                guide,
+            } => write!(
+                f,
+                "container {container:?}: runAsUser: 0 admitted as root by design, as the image's \
+                 own guide prescribes ({guide} in DHI's catalog); to deny it, set \
+                 guides.rootByDesign: false in the dhi-admission policy. Image: {image}"
+            ),
+            Self::NodeAgentNeedsRoot {
+                container,
+                image,
+                uid,
+                fix,
+            } => write!(
+                f,
+                "container {container:?}: privileged node agent writing host paths, not given \
+                 UID {uid}: as nonroot it cannot write the root-owned host paths it mounts. \
+                 Fix: {fix}. Image: {image}"
+            ),
             Self::NotInCatalog {
                 container,
                 what,
@@ -389,6 +432,18 @@ impl fmt::Display for Warning {
                     lines => write!(f, "; available lines: {}", lines.join(", ")),
                 }
             }
+            // A digest makes the image the longest part: the reason comes before it.
+            Self::RewriteSkipped {
+                container,
+                image,
+                target,
+                reason: reason @ SkipReason::Digest,
+                ..
+            } => write!(
+                f,
+                "container {container:?}: not rewritten to {target}: {}; image {image}",
+                reason.explain()
+            ),
             Self::RewriteSkipped {
                 container,
                 image,

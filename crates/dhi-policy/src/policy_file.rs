@@ -29,6 +29,26 @@ pub struct PolicyFile {
     pub catalog: HashMap<String, RepoOverride>,
     /// What the cluster's container runtime does for pods.
     pub runtime: RuntimeSettings,
+    /// What DHI's own image guides prescribe.
+    pub guides: GuideSettings,
+}
+
+/// `guides:`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct GuideSettings {
+    /// `runAsUser: 0` on an image whose own guide sets it (multus-cni, clamav,
+    /// node-problem-detector...) is root by design, admitted with a warning citing the
+    /// guide. `false` judges it as any other root container (`run-as-root`).
+    pub root_by_design: bool,
+}
+
+impl Default for GuideSettings {
+    fn default() -> Self {
+        Self {
+            root_by_design: true,
+        }
+    }
 }
 
 /// `runtime:`

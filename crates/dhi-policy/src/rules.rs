@@ -28,6 +28,9 @@ pub struct Evaluation {
     pub warnings: Vec<Warning>,
 }
 
+/// The capability that lets a process bind ports below 1024.
+const NET_BIND_SERVICE: &str = "NET_BIND_SERVICE";
+
 /// Shell binaries: a command starting with one needs an image that has a shell.
 const SHELLS: &[&str] = &["sh", "bash", "ash", "dash", "zsh", "ksh", "busybox"];
 
@@ -142,80 +145,23 @@ impl Pass<'_, '_, '_> {
         list: ContainerList,
         index: usize,
     ) -> Option<Judged<'c>> {
-        let raw = c.image.as_deref()?;
-        let image = match ImageField::parse(raw) {
-            Ok(ImageField::Ref(image)) => image,
-            Ok(ImageField::Placeholder) => return None,
-            Err(err) => {
-                let message = format!(
-                    "container {:?}: image {raw:?} is not a valid reference ({err}), so the kubelet \
-                     cannot pull it. Fix: write it as [registry/]repository[:tag][@digest], \
-                     repository in lower case",
-                    c.name
-                );
-                self.report(RuleId::InvalidImage, &c.name, &raw, message);
-                return None;
-            }
-        };
-        let context = self.context;
-        if context.is_exempt_image(&image) {
+        let image = self.image_of(c)?;
+        if self.context.is_exempt_image(&image) {
             return None;
         }
         let spec = self.spec;
         let explicit_uid = effective(c, spec, |s| s.run_as_user, |p| p.run_as_user);
-        let (user, shown) = match image.hardened_repo() {
+        let (mut user, shown) = match image.hardened_repo() {
             Some(repo) => {
-                let user = context.catalog().lookup(repo, image.tag_or_latest());
-                // A digest alone names content, whatever tags the catalog lists.
-                let unknown = image.tag.is_some() || image.digest.is_none();
-                let what = match user.resolution {
-                    Resolution::Listed => None,
-                    _ if !unknown => None,
-                    Resolution::UnknownTag => Some(image.to_string()),
-                    Resolution::UnknownRepository => Some(image.location()),
-                };
-                if let Some(what) = what {
-                    self.eval.warnings.push(Warning::NotInCatalog {
-                        container: c.name.to_string(),
-                        what,
-                        snapshot: context.catalog().snapshot_date().to_owned(),
-                        uid: explicit_uid.unwrap_or(user.ids.uid),
-                    });
-                }
+                let user = self.hardened_user(c, &image, repo, explicit_uid);
                 (user, Shown::Hardened(image))
             }
             None if !self.rewrite => return None,
-            None => {
-                let target = context.rewrite_target(&image)?;
-                let catalog = context.catalog();
-                let user = catalog.lookup(target.repo, target.tag);
-                let listed = context.policy_file().rewrite.tags == TagCheck::Any
-                    || catalog.has_tag(target.repo, target.tag);
-                if let Some(reason) = self.skip_reason(c, &image, &user, explicit_uid, listed) {
-                    if self.patch.is_some() {
-                        let available = if reason == SkipReason::UnknownTag {
-                            catalog.nearest_lines(target.repo, target.tag)
-                        } else {
-                            Vec::new()
-                        };
-                        self.eval.warnings.push(Warning::RewriteSkipped {
-                            container: c.name.to_string(),
-                            image: image.to_string(),
-                            target: target.image,
-                            reason,
-                            available,
-                        });
-                    }
-                    return None;
-                }
-                if let Some(patch) = &mut self.patch {
-                    patch.set_image(list, index, target.image.clone());
-                }
-                self.eval.mutations.push(MutationKind::ImageRewrite);
-                self.rewrote = true;
-                (user, Shown::Rewritten(target.image))
-            }
+            None => self.plan_rewrite(c, list, index, &image, explicit_uid)?,
         };
+        if explicit_uid == Some(0) && !user.root_allowed {
+            user.root_allowed = self.root_by_guide(&c.name, &shown);
+        }
         if explicit_uid.is_none() && user.ids.uid != 0 && self.switched_image(c, list) {
             // A running pod's security context cannot change: the mutating webhook cannot
             // give the new image its numeric user, and the kubelet refuses an image that
@@ -228,25 +174,9 @@ impl Pass<'_, '_, '_> {
                 });
             }
         }
-        if explicit_uid.is_none() && user.ids.uid != 0 {
-            let inject = InjectedUser {
-                uid: user.ids.uid,
-                gid: effective(c, spec, |s| s.run_as_group, |p| p.run_as_group)
-                    .is_none()
-                    .then_some(user.ids.gid),
-                non_root: effective(c, spec, |s| s.run_as_non_root, |p| p.run_as_non_root)
-                    .is_none(),
-            };
-            self.eval.mutations.push(MutationKind::RunAsUser);
-            if inject.gid.is_some() {
-                self.eval.mutations.push(MutationKind::RunAsGroup);
-            }
-            if inject.non_root {
-                self.eval.mutations.push(MutationKind::RunAsNonRoot);
-            }
-            if let Some(patch) = &mut self.patch {
-                patch.add_container_security(list, index, c.security_context.is_some(), inject);
-            }
+        if explicit_uid.is_none() && user.ids.uid != 0 && !self.leaves_node_agent(c, &shown, &user)
+        {
+            self.inject_user(c, list, index, &user);
         }
         Some(Judged {
             name: &c.name,
@@ -254,6 +184,124 @@ impl Pass<'_, '_, '_> {
             user,
             uid: explicit_uid.unwrap_or(user.ids.uid),
         })
+    }
+
+    /// The container's image, if it names one; an unparsable one is an `invalid-image`.
+    fn image_of<'c>(&mut self, c: &'c ContainerView<'_>) -> Option<ImageRef<'c>> {
+        let raw = c.image.as_deref()?;
+        match ImageField::parse(raw) {
+            Ok(ImageField::Ref(image)) => Some(image),
+            Ok(ImageField::Placeholder) => None,
+            Err(err) => {
+                let message = format!(
+                    "container {:?}: image {raw:?} is not a valid reference ({err}), so the kubelet \
+                     cannot pull it. Fix: write it as [registry/]repository[:tag][@digest], \
+                     repository in lower case",
+                    c.name
+                );
+                self.report(RuleId::InvalidImage, &c.name, &raw, message);
+                None
+            }
+        }
+    }
+
+    /// The catalog's user for a hardened image, with a warning if the catalog does not
+    /// list it (a digest alone names content, whatever tags the catalog lists).
+    fn hardened_user(
+        &mut self,
+        c: &ContainerView<'_>,
+        image: &ImageRef<'_>,
+        repo: &str,
+        explicit_uid: Option<i64>,
+    ) -> ImageUser {
+        let catalog = self.context.catalog();
+        let user = catalog.lookup(repo, image.tag_or_latest());
+        let unknown = image.tag.is_some() || image.digest.is_none();
+        let what = match user.resolution {
+            Resolution::Listed => None,
+            _ if !unknown => None,
+            Resolution::UnknownTag => Some(image.to_string()),
+            Resolution::UnknownRepository => Some(image.location()),
+        };
+        if let Some(what) = what {
+            self.eval.warnings.push(Warning::NotInCatalog {
+                container: c.name.to_string(),
+                what,
+                snapshot: catalog.snapshot_date().to_owned(),
+                uid: explicit_uid.unwrap_or(user.ids.uid),
+            });
+        }
+        user
+    }
+
+    /// Rewrites an upstream image to its hardened equivalent, unless that would not be
+    /// admitted (then a warning says why); returns the target's user and name.
+    fn plan_rewrite<'c>(
+        &mut self,
+        c: &ContainerView<'_>,
+        list: ContainerList,
+        index: usize,
+        image: &ImageRef<'_>,
+        explicit_uid: Option<i64>,
+    ) -> Option<(ImageUser, Shown<'c>)> {
+        let context = self.context;
+        let target = context.rewrite_target(image)?;
+        let catalog = context.catalog();
+        let user = catalog.lookup(target.repo, target.tag);
+        let listed = context.policy_file().rewrite.tags == TagCheck::Any
+            || catalog.has_tag(target.repo, target.tag);
+        if let Some(reason) = self.skip_reason(c, image, &user, explicit_uid, listed) {
+            if self.patch.is_some() {
+                let available = if reason == SkipReason::UnknownTag {
+                    catalog.nearest_lines(target.repo, target.tag)
+                } else {
+                    Vec::new()
+                };
+                self.eval.warnings.push(Warning::RewriteSkipped {
+                    container: c.name.to_string(),
+                    image: image.to_string(),
+                    target: target.image,
+                    reason,
+                    available,
+                });
+            }
+            return None;
+        }
+        if let Some(patch) = &mut self.patch {
+            patch.set_image(list, index, target.image.clone());
+        }
+        self.eval.mutations.push(MutationKind::ImageRewrite);
+        self.rewrote = true;
+        Some((user, Shown::Rewritten(target.image)))
+    }
+
+    /// Gives a container without a user of its own the image's numeric user (and group
+    /// and `runAsNonRoot` where it sets none).
+    fn inject_user(
+        &mut self,
+        c: &ContainerView<'_>,
+        list: ContainerList,
+        index: usize,
+        user: &ImageUser,
+    ) {
+        let spec = self.spec;
+        let inject = InjectedUser {
+            uid: user.ids.uid,
+            gid: effective(c, spec, |s| s.run_as_group, |p| p.run_as_group)
+                .is_none()
+                .then_some(user.ids.gid),
+            non_root: effective(c, spec, |s| s.run_as_non_root, |p| p.run_as_non_root).is_none(),
+        };
+        self.eval.mutations.push(MutationKind::RunAsUser);
+        if inject.gid.is_some() {
+            self.eval.mutations.push(MutationKind::RunAsGroup);
+        }
+        if inject.non_root {
+            self.eval.mutations.push(MutationKind::RunAsNonRoot);
+        }
+        if let Some(patch) = &mut self.patch {
+            patch.add_container_security(list, index, c.security_context.is_some(), inject);
+        }
     }
 
     /// Applies run-as-root and privileged-port to a hardened container.
@@ -289,39 +337,7 @@ impl Pass<'_, '_, '_> {
             );
             self.report(RuleId::RunAsRoot, j.name, &j.image, message);
         }
-        if !self.may_bind_low_ports(&j.user, j.uid) {
-            let ports = self.blocked_ports(c);
-            if let Some(&port) = ports.first() {
-                let list = ports
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let high = port + 8000;
-                let alternative = if spec.host_network == Some(true) {
-                    String::new()
-                } else {
-                    format!(
-                        ", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port} (if \
-                         the container runtime already sets it for pods, as containerd 2.x, \
-                         Docker and k3s do, set runtime.unprivilegedPortStart: 0 in the \
-                         dhi-admission policy)"
-                    )
-                };
-                let runs_as = if j.uid == 0 {
-                    "must run as nonroot".to_owned()
-                } else {
-                    format!("runs as UID {}", j.uid)
-                };
-                let message = format!(
-                    "container {:?} ({}) declares port {list} but {runs_as} and cannot bind \
-                     ports below 1024. Fix: listen on {high} and map Service port {port} to it \
-                     (targetPort: {high}){alternative}",
-                    j.name, j.image
-                );
-                self.report(RuleId::PrivilegedPort, j.name, &j.image, message);
-            }
-        }
+        self.judge_ports(c, j);
         if j.user.variant == Variant::Dev {
             self.eval.warnings.push(Warning::DevVariant {
                 container: j.name.to_owned(),
@@ -329,6 +345,79 @@ impl Pass<'_, '_, '_> {
                 uid: j.uid,
             });
         }
+    }
+
+    /// Applies privileged-port. A nonroot process binds below 1024 only through a file
+    /// capability on its binary: Kubernetes sets no ambient capabilities, so
+    /// `capabilities.add: [NET_BIND_SERVICE]` alone does nothing for it, and the file
+    /// capability works only while the bounding set keeps NET_BIND_SERVICE.
+    fn judge_ports(&mut self, c: &ContainerView<'_>, j: &Judged<'_>) {
+        if self.may_bind_low_ports(&j.user, j.uid) {
+            return;
+        }
+        let ports = self.blocked_ports(c);
+        let Some(&port) = ports.first() else {
+            return;
+        };
+        let caps = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.capabilities.as_ref());
+        let file_cap = match &j.image {
+            Shown::Hardened(image) => image
+                .hardened_repo()
+                .and_then(|repo| self.context.catalog().bind_by_file_cap(repo)),
+            Shown::Rewritten(_) => None,
+        };
+        let bounded = caps.is_some_and(|caps| caps.removes(NET_BIND_SERVICE));
+        if file_cap.is_some() && !bounded {
+            return;
+        }
+        let list = ports
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let high = port + 8000;
+        let alternative = if self.spec.host_network == Some(true) {
+            String::new()
+        } else {
+            format!(
+                ", or set the pod sysctl net.ipv4.ip_unprivileged_port_start={port} (if \
+                 the container runtime already sets it for pods, as containerd 2.x, \
+                 Docker and k3s do, set runtime.unprivilegedPortStart: 0 in the \
+                 dhi-admission policy)"
+            )
+        };
+        let runs_as = if j.uid == 0 {
+            "must run as nonroot".to_owned()
+        } else {
+            format!("runs as UID {}", j.uid)
+        };
+        let (why, first_fix) = match file_cap {
+            Some(definition) => (
+                format!(
+                    ", and its capabilities drop NET_BIND_SERVICE, which the file capability \
+                     of the image's binary needs ({definition})"
+                ),
+                "add NET_BIND_SERVICE to capabilities.add, or ",
+            ),
+            None if caps.is_some_and(|caps| caps.adds(NET_BIND_SERVICE)) => (
+                "; capabilities.add: [NET_BIND_SERVICE] does not help, since Kubernetes gives \
+                 a nonroot process no ambient capabilities and no binary of this image has \
+                 the file capability"
+                    .to_owned(),
+                "",
+            ),
+            None => (String::new(), ""),
+        };
+        let message = format!(
+            "container {:?} ({}) declares port {list} but {runs_as} and cannot bind ports \
+             below 1024{why}. Fix: {first_fix}listen on {high} and map Service port {port} to \
+             it (targetPort: {high}){alternative}",
+            j.name, j.image
+        );
+        self.report(RuleId::PrivilegedPort, j.name, &j.image, message);
     }
 
     fn report(&mut self, rule: RuleId, container: &str, image: &dyn fmt::Display, message: String) {
@@ -397,6 +486,72 @@ impl Pass<'_, '_, '_> {
             .flatten()
             .find(|b| b.name == c.name)
             .is_some_and(|b| b.image != c.image)
+    }
+
+    /// Whether the hardened image's own guide sets the `runAsUser: 0` this container has,
+    /// and the policy takes the guide's word (`guides.rootByDesign`): then its root is
+    /// by design (it binds low ports as root does), admitted with a warning citing the
+    /// guide. A rewritten image is judged on the catalog alone: its guide describes the
+    /// hardened image, not the upstream manifest.
+    fn root_by_guide(&mut self, container: &str, shown: &Shown<'_>) -> bool {
+        let Shown::Hardened(image) = shown else {
+            return false;
+        };
+        let guide = image
+            .hardened_repo()
+            .and_then(|repo| self.context.guide_prescribing_root(repo));
+        let Some(guide) = guide else {
+            return false;
+        };
+        self.eval.warnings.push(Warning::RootByGuide {
+            container: container.to_owned(),
+            image: image.to_string(),
+            guide: guide.to_owned(),
+        });
+        true
+    }
+
+    /// Whether `c` is a privileged node agent (privileged, on the host network or PID
+    /// namespace, writing a host path) that the nonroot UID would break: then it is left
+    /// without the injected user, with a warning giving the fix (root, which its guide
+    /// prescribes or the policy must allow). Read-only host paths (node-exporter's /proc
+    /// and /sys) and unprivileged agents keep the usual patch.
+    fn leaves_node_agent(
+        &mut self,
+        c: &ContainerView<'_>,
+        shown: &Shown<'_>,
+        user: &ImageUser,
+    ) -> bool {
+        let spec = self.spec;
+        let privileged = c.security_context.as_ref().and_then(|s| s.privileged) == Some(true);
+        let host = spec.host_network == Some(true) || spec.host_pid == Some(true);
+        if !privileged || !host || !writes_host_path(spec, c) {
+            return false;
+        }
+        let repo = match shown {
+            Shown::Hardened(image) => image.hardened_repo().map(str::to_owned),
+            Shown::Rewritten(image) => match ImageField::parse(image) {
+                Ok(ImageField::Ref(image)) => image.hardened_repo().map(str::to_owned),
+                _ => None,
+            },
+        };
+        let repo = repo.unwrap_or_default();
+        let fix = match self.context.guide_prescribing_root(&repo) {
+            Some(guide) => {
+                format!("set runAsUser: 0, as the image's own guide prescribes ({guide})")
+            }
+            _ => format!(
+                "set runAsUser: 0 and allow root for this image in the dhi-admission policy \
+                 (catalog: {{{repo}: {{allowRoot: true}}}})"
+            ),
+        };
+        self.eval.warnings.push(Warning::NodeAgentNeedsRoot {
+            container: c.name.to_string(),
+            image: shown.to_string(),
+            uid: user.ids.uid,
+            fix,
+        });
+        true
     }
 
     /// Rewrite only what would then be admitted.
@@ -476,6 +631,17 @@ impl Pass<'_, '_, '_> {
 fn existed(old: Option<&SpecView<'_>>, c: &ContainerView<'_>) -> bool {
     old.and_then(|o| o.ephemeral_containers.as_deref())
         .is_some_and(|before| before.iter().any(|b| b.name == c.name))
+}
+
+/// Whether the container mounts a host path without `readOnly`.
+fn writes_host_path(spec: &SpecView<'_>, c: &ContainerView<'_>) -> bool {
+    let volumes = spec.volumes.as_deref().unwrap_or_default();
+    c.volume_mounts.iter().flatten().any(|m| {
+        m.read_only != Some(true)
+            && volumes
+                .iter()
+                .any(|v| v.name == m.name && v.host_path.is_some())
+    })
 }
 
 fn explicit_pod_uid(spec: &SpecView<'_>) -> Option<i64> {

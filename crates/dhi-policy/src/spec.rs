@@ -91,6 +91,12 @@ pub struct SpecView<'a> {
     /// Containers bind their ports on the node.
     #[serde(default)]
     pub host_network: Option<bool>,
+    /// The pod shares the node's process namespace.
+    #[serde(default, rename = "hostPID")]
+    pub host_pid: Option<bool>,
+    /// Volumes, for which of them are host paths.
+    #[serde(borrow, default)]
+    pub volumes: Option<Vec<VolumeView<'a>>>,
     /// `linux` or `windows`.
     #[serde(borrow, default)]
     pub os: Option<OsView<'a>>,
@@ -127,6 +133,33 @@ pub struct ContainerView<'a> {
     /// Container-level security context.
     #[serde(default)]
     pub security_context: Option<SecurityContextView>,
+    /// Mounted volumes, for whether a host path is written.
+    #[serde(borrow, default)]
+    pub volume_mounts: Option<Vec<VolumeMountView<'a>>>,
+}
+
+/// A volume: its name, and whether it is a host path.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeView<'a> {
+    /// `name`
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    /// `hostPath`, whose fields do not matter here.
+    #[serde(default)]
+    pub host_path: Option<serde::de::IgnoredAny>,
+}
+
+/// A volume mount.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMountView<'a> {
+    /// The volume's name.
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
+    /// `readOnly`
+    #[serde(default)]
+    pub read_only: Option<bool>,
 }
 
 /// A declared port.
@@ -157,6 +190,47 @@ pub struct SecurityContextView {
     /// `windowsOptions`: only Windows containers have them.
     #[serde(default)]
     pub windows_options: Option<WindowsOptionsView>,
+    /// `privileged`
+    #[serde(default)]
+    pub privileged: Option<bool>,
+    /// `capabilities`: whether NET_BIND_SERVICE stays in the bounding set.
+    #[serde(default)]
+    pub capabilities: Option<CapabilitiesView>,
+}
+
+/// `capabilities`
+#[derive(Debug, Default, Deserialize, PartialEq)]
+pub struct CapabilitiesView {
+    /// `add`
+    #[serde(default)]
+    pub add: Option<Vec<String>>,
+    /// `drop`
+    #[serde(default)]
+    pub drop: Option<Vec<String>>,
+}
+
+impl CapabilitiesView {
+    /// Whether `list` names `cap` (`NET_BIND_SERVICE`, `CAP_NET_BIND_SERVICE`, any case),
+    /// or `ALL` when `all` counts.
+    fn names(list: Option<&[String]>, cap: &str, all: bool) -> bool {
+        list.into_iter().flatten().any(|c| {
+            let c = c.strip_prefix("CAP_").unwrap_or(c);
+            c.eq_ignore_ascii_case(cap) || all && c.eq_ignore_ascii_case("ALL")
+        })
+    }
+
+    /// Whether `add` names the capability.
+    pub fn adds(&self, cap: &str) -> bool {
+        Self::names(self.add.as_deref(), cap, false)
+    }
+
+    /// Whether the container's bounding set lacks the capability. containerd starts from
+    /// its default set (which has NET_BIND_SERVICE), empties it for `drop: [ALL]`, adds
+    /// `add`, then removes each capability `drop` names.
+    pub fn removes(&self, cap: &str) -> bool {
+        Self::names(self.drop.as_deref(), cap, false)
+            || Self::names(self.drop.as_deref(), "ALL", false) && !self.adds(cap)
+    }
 }
 
 /// `windowsOptions`

@@ -5,7 +5,9 @@
 //! of version aliases and suffixes, so that is what is stored, one line per repository:
 //!
 //! ```text
-//! {"source": "...", "tails": [["", "-debian", "-debian13"], ...]}        header
+//! {"source": "...", "tails": [["", "-debian", "-debian13"], ...],      header
+//!  "guides": "...", "root_by_guide": {"clamav": "image/clamav/guides.md:201", ...},
+//!  "bind_by_file_cap": {"nginx-ingress": "image/nginx-ingress/... (/usr/sbin/nginx ...)"}}
 //! ["adc", [["dev 0", ["node", "/opt/adc/main.cjs"]], ["run 65532"]],     name, variants,
 //!  ["0.29.0"], [[1, 0, 0], [0, 0, 1]]]                                   versions, groups
 //! ```
@@ -16,7 +18,11 @@
 //!   and its prefixes (`0.29.0` is `0`, `0.29`, `0.29.0`), or a list of exactly those;
 //! * a group `[variant, version set, suffixes]` lists every version followed by every
 //!   suffix; suffixes are an index into the header's `tails`, `[heads, index]` (each
-//!   head followed by each of those tails), or a list.
+//!   head followed by each of those tails), or a list;
+//! * `root_by_guide` names the repositories whose own guide's Kubernetes examples set
+//!   `runAsUser: 0`, with where (from guides.json, whose source `guides` names);
+//!   `bind_by_file_cap` those with a binary given the file capability
+//!   cap_net_bind_service by their definitions.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +35,14 @@ use super::{Repo, Snapshot, SnapshotError, VariantInfo};
 struct Header {
     source: String,
     tails: Vec<Vec<String>>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    // Provenance for a reader of the file; the engine needs only the facts.
+    guides: Option<String>,
+    #[serde(default)]
+    root_by_guide: BTreeMap<String, String>,
+    #[serde(default)]
+    bind_by_file_cap: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -112,7 +126,10 @@ pub(super) fn decode(text: &str, origin: &str) -> Result<Snapshot, SnapshotError
         }
         repos.push(Repo::new(name, variants, tags));
     }
-    Snapshot::new(header.source, origin, repos)
+    let mut snapshot = Snapshot::new(header.source, origin, repos)?;
+    snapshot.root_by_guide = header.root_by_guide;
+    snapshot.bind_by_file_cap = header.bind_by_file_cap;
+    Ok(snapshot)
 }
 
 fn decode_variants(
