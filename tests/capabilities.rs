@@ -7,22 +7,13 @@
 mod common;
 
 use common::app::App;
+use common::engine::decide_pod;
 use common::*;
-use dhi_policy::{
-    Decision, Engine, Mode, RuleId, Scope, Subject, Webhook, WorkloadKind, decode_object,
-};
+use dhi_policy::{Decision, Engine, RuleId, Webhook};
 use serde_json::{Value, json};
 
 fn validate(object: &Value) -> Decision {
-    let text = object.to_string();
-    let view = decode_object(&text).expect("decodes");
-    let subject = Subject {
-        kind: WorkloadKind::Pod,
-        object: &view,
-        old_object: None,
-        scope: Scope::All,
-    };
-    Engine::default().review(&subject, Webhook::Validate, Mode::Enforce)
+    decide_pod(&Engine::default(), object, Webhook::Validate)
 }
 
 fn pod(image: &str, port: i64, caps: Option<Value>) -> Value {
@@ -42,6 +33,15 @@ fn ports(d: &Decision) -> Vec<&str> {
         .collect()
 }
 
+/// The one privileged-port denial of a pod with these capabilities.
+fn the_port_denial(image: &str, port: i64, caps: Value) -> String {
+    let d = validate(&pod(image, port, Some(caps)));
+    let [message] = ports(&d)[..] else {
+        panic!("{:?}", d.violations)
+    };
+    message.to_owned()
+}
+
 #[test]
 fn a_file_capability_binds_while_the_bounding_set_keeps_net_bind_service() {
     let drop_all_add = Some(json!({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}));
@@ -58,14 +58,7 @@ fn a_file_capability_binds_while_the_bounding_set_keeps_net_bind_service() {
     // coredns's usual manifest: drop ALL, add NET_BIND_SERVICE, port 53.
     assert!(ports(&validate(&pod("dhi.io/coredns:1.14.7", 53, drop_all_add))).is_empty());
     // drop: [ALL] alone takes it away: the denial says so and gives the fix that works.
-    let d = validate(&pod(
-        "dhi.io/coredns:1.14.7",
-        53,
-        Some(json!({"drop": ["ALL"]})),
-    ));
-    let [message] = ports(&d)[..] else {
-        panic!("{:?}", d.violations)
-    };
+    let message = the_port_denial("dhi.io/coredns:1.14.7", 53, json!({"drop": ["ALL"]}));
     assert!(
         message.contains("and its capabilities drop NET_BIND_SERVICE, which the file capability of the image's binary needs")
             && message.contains(". Fix: add NET_BIND_SERVICE to capabilities.add, or listen on 8053"),
@@ -82,14 +75,11 @@ fn a_file_capability_binds_while_the_bounding_set_keeps_net_bind_service() {
 
 #[test]
 fn net_bind_service_without_a_file_capability_is_denied_and_says_why() {
-    let d = validate(&pod(
+    let message = the_port_denial(
         "dhi.io/nginx:1.31",
         80,
-        Some(json!({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]})),
-    ));
-    let [message] = ports(&d)[..] else {
-        panic!("{:?}", d.violations)
-    };
+        json!({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}),
+    );
     assert!(
         message.contains("capabilities.add: [NET_BIND_SERVICE] does not help, since Kubernetes gives a nonroot process no ambient capabilities")
             && message.contains(". Fix: listen on 8080 and map Service port 80 to it (targetPort: 8080)"),

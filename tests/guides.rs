@@ -5,13 +5,10 @@
 
 mod common;
 
-use std::process::Command;
-
+use common::cli::{Run, dhi};
+use common::engine::decide_pod;
 use common::*;
-use dhi_policy::{
-    Decision, Engine, Mode, PolicyFile, RuleId, Scope, Subject, Webhook, WorkloadKind,
-    decode_object,
-};
+use dhi_policy::{Decision, Engine, PolicyFile, RuleId, Webhook};
 use serde_json::{Value, json};
 
 fn engine(yaml: &str) -> Engine {
@@ -24,15 +21,7 @@ fn pod(spec: Value) -> Value {
 }
 
 fn validate(engine: &Engine, object: &Value) -> Decision {
-    let text = object.to_string();
-    let view = decode_object(&text).expect("decodes");
-    let subject = Subject {
-        kind: WorkloadKind::Pod,
-        object: &view,
-        old_object: None,
-        scope: Scope::All,
-    };
-    engine.review(&subject, Webhook::Validate, Mode::Enforce)
+    decide_pod(engine, object, Webhook::Validate)
 }
 
 fn root(image: &str) -> Value {
@@ -139,17 +128,9 @@ fn a_policy_can_still_deny_it_and_unknown_keys_stay_errors() {
 #[test]
 fn check_admits_the_guides_own_examples() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/guides");
-    let out = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .args(["check", "-o", "json", dir])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = Run::from(dhi(&["check", "-o", "json", dir]).output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let report = run.json();
     let objects = report["objects"].as_array().unwrap();
     assert_eq!(objects.len(), 2);
     for object in objects {
@@ -167,18 +148,9 @@ fn check_admits_the_guides_own_examples() {
     }
     let policy = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(policy.path(), "guides: {rootByDesign: false}\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .args(["check", "--config"])
-        .arg(policy.path())
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let mut check = dhi(&["check", "--config"]);
+    let run = Run::from(check.arg(policy.path()).arg(dir).output().unwrap());
+    assert_eq!(run.code, 1, "{}", run.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

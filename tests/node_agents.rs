@@ -7,21 +7,10 @@
 mod common;
 
 use common::app::App;
+use common::engine::decide_pod as decide;
 use common::*;
-use dhi_policy::{Decision, Engine, Mode, Scope, Subject, Webhook, WorkloadKind, decode_object};
+use dhi_policy::{Decision, Engine, Webhook};
 use serde_json::{Value, json};
-
-fn decide(engine: &Engine, object: &Value, webhook: Webhook) -> Decision {
-    let text = object.to_string();
-    let view = decode_object(&text).expect("decodes");
-    let subject = Subject {
-        kind: WorkloadKind::Pod,
-        object: &view,
-        old_object: None,
-        scope: Scope::All,
-    };
-    engine.review(&subject, webhook, Mode::Enforce)
-}
 
 fn agent(image: &str, privileged: bool, read_only: bool, host: &str) -> Value {
     let mut spec = json!({

@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::app::App;
+use common::cli::{Run, dhi};
 use common::*;
 use dhi_policy::{WARNING_CUT, WARNINGS_TOTAL, as_api_server_sends};
 use serde_json::{Value, json};
@@ -181,12 +180,8 @@ async fn check_prints_what_the_webhook_sends() {
     let path = dir.path().join("long.yaml");
     std::fs::write(&path, serde_json::to_string(&long_pod()).unwrap()).unwrap();
     for mode in ["enforce", "warn", "audit"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-            .args(["check", "-o", "json", "--mode", mode])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut check = dhi(&["check", "-o", "json", "--mode", mode]);
+        let report = Run::from(check.arg(&path).output().unwrap()).json();
         let object = &report["objects"][0];
         let printed: Vec<String> = object["warnings"]
             .as_array()

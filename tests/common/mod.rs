@@ -14,6 +14,7 @@ pub mod app;
 mod binary;
 pub mod cli;
 mod client;
+pub mod engine;
 pub mod expect;
 pub mod fixtures;
 mod material;
