@@ -138,45 +138,61 @@ impl Reloaded {
 #[derive(Clone, Copy)]
 pub(crate) struct Families<'r>(pub(crate) &'r Registry);
 
+/// A family of series by labels (`IntCounterVec`, `IntGaugeVec`, `GaugeVec`).
+pub(crate) trait ByLabels: Collector + Clone + Sized + 'static {
+    /// The family, unregistered.
+    fn make(opts: Opts, labels: &[&str]) -> prometheus::Result<Self>;
+}
+
+/// A family of one series (`IntGauge`, `Gauge`).
+pub(crate) trait Single: Collector + Clone + Sized + 'static {
+    /// The series, unregistered.
+    fn make(name: &str, help: &str) -> prometheus::Result<Self>;
+}
+
+/// Implements a family trait with the same constructor for each of `$family`.
+macro_rules! families {
+    ($trait:ident, $make:item, $($family:ty),*) => {
+        $(impl $trait for $family { $make })*
+    };
+}
+families!(
+    ByLabels,
+    fn make(opts: Opts, labels: &[&str]) -> prometheus::Result<Self> {
+        Self::new(opts, labels)
+    },
+    IntCounterVec,
+    IntGaugeVec,
+    GaugeVec
+);
+families!(
+    Single,
+    fn make(name: &str, help: &str) -> prometheus::Result<Self> {
+        Self::new(name, help)
+    },
+    IntGauge,
+    Gauge
+);
+
 impl Families<'_> {
     fn register<C: Collector + Clone + 'static>(self, collector: C) -> prometheus::Result<C> {
         self.0.register(Box::new(collector.clone()))?;
         Ok(collector)
     }
 
-    /// Integer counters by `labels`.
-    pub(crate) fn counters(
+    /// A family of series by `labels`.
+    pub(crate) fn by<F: ByLabels>(
         self,
         name: &str,
         help: &str,
         labels: &[&str],
-    ) -> prometheus::Result<IntCounterVec> {
-        self.register(IntCounterVec::new(Opts::new(name, help), labels)?)
+    ) -> prometheus::Result<F> {
+        self.register(F::make(Opts::new(name, help), labels)?)
     }
 
-    /// Integer gauges by `labels`.
-    pub(crate) fn int_gauges(
-        self,
-        name: &str,
-        help: &str,
-        labels: &[&str],
-    ) -> prometheus::Result<IntGaugeVec> {
-        self.register(IntGaugeVec::new(Opts::new(name, help), labels)?)
-    }
-
-    /// Gauges by `labels`.
-    fn gauges(self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
-        self.register(GaugeVec::new(Opts::new(name, help), labels)?)
-    }
-
-    /// One integer gauge.
-    pub(crate) fn int_gauge(self, name: &str, help: &str) -> prometheus::Result<IntGauge> {
-        self.register(IntGauge::new(name, help)?)
-    }
-
-    /// One gauge.
-    fn gauge(self, name: &str, help: &str) -> prometheus::Result<Gauge> {
-        self.register(Gauge::new(name, help)?)
+    /// A family of one series.
+    pub(crate) fn one<S: Single>(self, name: &str, help: &str) -> prometheus::Result<S> {
+        self.register(S::make(name, help)?)
     }
 
     /// Histograms over `buckets`, by `labels`.
@@ -208,7 +224,7 @@ struct AnswerFamilies {
 
 impl AnswerFamilies {
     fn register(families: Families<'_>) -> prometheus::Result<Self> {
-        let requests = families.counters(
+        let requests: IntCounterVec = families.by(
             "dhi_admission_requests_total",
             "Admission requests answered.",
             &["webhook", "kind", "operation", "mode", "decision"],
@@ -219,17 +235,17 @@ impl AnswerFamilies {
             LATENCY_BUCKETS,
             &["webhook", "decision"],
         )?;
-        let violations = families.counters(
+        let violations: IntCounterVec = families.by(
             "dhi_admission_violations_total",
             "Policy violations found.",
             &["rule", "mode"],
         )?;
-        let mutations = families.counters(
+        let mutations: IntCounterVec = families.by(
             "dhi_admission_mutations_total",
             "Changes made by patches returned.",
             &["type"],
         )?;
-        let skipped = families.counters(
+        let skipped: IntCounterVec = families.by(
             "dhi_admission_rewrites_skipped_total",
             "Upstream images left alone because the rewrite would not be admitted.",
             &["reason"],
@@ -261,22 +277,22 @@ struct LoadFamilies {
 
 impl LoadFamilies {
     fn register(families: Families<'_>) -> prometheus::Result<Self> {
-        let reloads = families.counters(
+        let reloads: IntCounterVec = families.by(
             "dhi_admission_reloads_total",
             "Certificate, client CA, policy and catalog reloads.",
             &["what", "result"],
         )?;
-        let reloaded_at = families.gauges(
+        let reloaded_at: GaugeVec = families.by(
             "dhi_admission_reload_last_success_timestamp_seconds",
             "When each file was last loaded successfully (at start or on reload), as a Unix \
                  timestamp; 0 until then.",
             &["what"],
         )?;
-        let cert_expiry = families.gauge(
+        let cert_expiry: Gauge = families.one(
             "dhi_admission_tls_cert_expiry_timestamp_seconds",
             "Expiry (notAfter) of the serving certificate, as a Unix timestamp.",
         )?;
-        let build_info = families.int_gauges(
+        let build_info: IntGaugeVec = families.by(
             "dhi_admission_build_info",
             "Build information; always 1.",
             &["version"],
@@ -284,7 +300,7 @@ impl LoadFamilies {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let catalog_info = families.int_gauges(
+        let catalog_info: IntGaugeVec = families.by(
             "dhi_admission_catalog_info",
             "The catalog snapshot the decisions come from; always 1.",
             &["snapshot", "source"],
@@ -313,16 +329,16 @@ struct ConnFamilies {
 
 impl ConnFamilies {
     fn register(families: Families<'_>) -> prometheus::Result<Self> {
-        let closed = families.counters(
+        let closed: IntCounterVec = families.by(
             "dhi_admission_connections_closed_total",
             "Connections closed by the server, by reason.",
             &["reason"],
         )?;
-        let open = families.int_gauge(
+        let open: IntGauge = families.one(
             "dhi_admission_connections",
             "TLS connections open (handshaking, serving or closing).",
         )?;
-        let shed = families.counters(
+        let shed: IntCounterVec = families.by(
             "dhi_admission_requests_shed_total",
             "Requests refused with 503 before their body was read, by reason.",
             &["reason"],

@@ -83,33 +83,33 @@ impl AuditMetrics {
         } else {
             &["rule", "result"]
         };
-        let workloads = families.int_gauges(
+        let workloads: IntGaugeVec = families.by(
             "dhi_admission_audit_workloads",
             "Workloads in the cluster by rule and result, as last judged by the background audit.",
             labels,
         )?;
-        let writes = families.counters(
+        let writes: IntCounterVec = families.by(
             "dhi_admission_audit_report_writes_total",
             "Report writes (server-side apply) sent by the leader, by report kind and result.",
             &["kind", "result"],
         )?;
-        let unchanged = families.counters(
+        let unchanged: IntCounterVec = families.by(
             "dhi_admission_audit_report_writes_skipped_total",
             "Reports rendered but not written because they equal the last one written.",
             &["kind"],
         )?;
-        let leader = families.int_gauge(
+        let leader: IntGauge = families.one(
             "dhi_admission_audit_leader",
             "1 while this replica holds the lease and writes the reports.",
         )?;
-        let port_start = families.int_gauges(
+        let port_start: IntGaugeVec = families.by(
             "dhi_admission_audit_unprivileged_port_start",
             "The runtime's unprivileged port start the audit judges pods off the host network \
                  with (hostNetwork pods: 1024), by where it comes from; 0 means privileged-port \
                  applies to hostNetwork pods only.",
             &["source"],
         )?;
-        let rejudged = families.counters(
+        let rejudged: IntCounterVec = families.by(
             "dhi_admission_audit_judged_total",
             "Workloads judged, by why: a watch event (the first list included) or a relist (the \
                  resync interval, a new policy, catalog or runtime detection, an expired watch).",
