@@ -353,10 +353,7 @@ async fn connections_past_their_maximum_age_close_gracefully() {
         let mut stream = h2.stream();
         let mut r = fixture(SMALL_POD);
         set_uid(&mut r, &format!("age-{answered}"));
-        match stream
-            .try_send(Method::POST, "/validate", Some(JSON), body(&r).into())
-            .await
-        {
+        match stream.try_send(Outgoing::json("/validate", body(&r))).await {
             Ok(reply) => {
                 assert_eq!(reply.review().uid, format!("age-{answered}"));
                 answered += 1;
@@ -474,12 +471,7 @@ async fn the_client_ca_is_reloaded() {
         async move {
             match t.try_connect_with(Proto::H1, config, None).await {
                 Ok(mut conn) => conn
-                    .try_send(
-                        Method::POST,
-                        "/validate",
-                        Some(JSON),
-                        fixture_bytes(SMALL_POD).into(),
-                    )
+                    .try_send(Outgoing::json("/validate", fixture_bytes(SMALL_POD)))
                     .await
                     .is_ok_and(|reply| reply.status == 200),
                 Err(_) => false,
@@ -753,9 +745,7 @@ async fn probe(conn: &mut Conn, n: u64) -> Result<(), String> {
     let mut r = fixture(SMALL_POD);
     let uid = format!("probe-{n}");
     set_uid(&mut r, &uid);
-    let reply = conn
-        .try_send(Method::POST, "/validate", Some(JSON), body(&r).into())
-        .await?;
+    let reply = conn.try_send(Outgoing::json("/validate", body(&r))).await?;
     if reply.status != 200 {
         return Err(format!(
             "status {}: {}",

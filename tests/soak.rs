@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use http::Method;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -205,7 +204,7 @@ async fn client(
         let sent = conn
             .as_mut()
             .unwrap()
-            .try_send(Method::POST, case.path, Some(JSON), case.body(&uid))
+            .try_send(Outgoing::json(case.path, case.body(&uid)))
             .await;
         let mut s = stats.lock().unwrap();
         match sent {

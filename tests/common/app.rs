@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use dhi_admission::policy_source::ActivePolicy;
 use dhi_admission::server::{AppState, webhook_router};
-use http::{Method, Request, header};
+use http::{Request, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use super::{Client, DEFAULT_POLICY, Reply, test_limits};
+use super::{Client, DEFAULT_POLICY, Outgoing, Reply, test_limits};
 
 /// The webhook's routes with the tests' default policy.
 pub struct App {
@@ -35,19 +34,13 @@ impl App {
 }
 
 impl Client for App {
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(content_type) = content_type {
+    async fn deliver(&mut self, out: Outgoing<'_>) -> Reply {
+        let mut request = Request::builder().method(out.method).uri(out.path);
+        if let Some(content_type) = out.content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
         }
         let request = request
-            .body(axum::body::Body::from(body.into()))
+            .body(axum::body::Body::from(out.body))
             .expect("request");
         let response = webhook_router(self.state.clone())
             .oneshot(request)

@@ -267,13 +267,13 @@ impl Target {
 
 impl Conn {
     /// Sends one request; the error is returned (for load tests).
-    pub async fn try_send(
-        &mut self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: Bytes,
-    ) -> Result<Reply, String> {
+    pub async fn try_send(&mut self, out: Outgoing<'_>) -> Result<Reply, String> {
+        let Outgoing {
+            method,
+            path,
+            content_type,
+            body,
+        } = out;
         let uri = match self.proto {
             Proto::H1 => path.to_owned(),
             Proto::H2 => format!("https://{}{path}", self.authority),
@@ -351,18 +351,50 @@ impl Conn {
     }
 }
 
+/// One request to send.
+pub struct Outgoing<'p> {
+    pub method: Method,
+    pub path: &'p str,
+    pub content_type: Option<&'p str>,
+    pub body: Bytes,
+}
+
+impl<'p> Outgoing<'p> {
+    /// A POST of `body` as `application/json`.
+    pub fn json(path: &'p str, body: impl Into<Bytes>) -> Self {
+        Self {
+            method: Method::POST,
+            path,
+            content_type: Some(JSON),
+            body: body.into(),
+        }
+    }
+}
+
 /// Where webhook requests go: a TLS connection, or the router in process
 /// ([`super::app::App`]).
 #[allow(async_fn_in_trait)]
 pub trait Client {
     /// Sends one request; panics on transport errors.
+    async fn deliver(&mut self, out: Outgoing<'_>) -> Reply;
+
+    /// Sends `body` with `method` to `path`, with this content type if any.
     async fn send(
         &mut self,
         method: Method,
         path: &str,
         content_type: Option<&str>,
         body: impl Into<Bytes>,
-    ) -> Reply;
+    ) -> Reply {
+        let body = body.into();
+        self.deliver(Outgoing {
+            method,
+            path,
+            content_type,
+            body,
+        })
+        .await
+    }
 
     /// POSTs `body` as `application/json`.
     async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> Reply {
@@ -382,15 +414,9 @@ pub trait Client {
 }
 
 impl Client for Conn {
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let proto = self.proto;
-        self.try_send(method.clone(), path, content_type, body.into())
+    async fn deliver(&mut self, out: Outgoing<'_>) -> Reply {
+        let (proto, method, path) = (self.proto, out.method.clone(), out.path);
+        self.try_send(out)
             .await
             .unwrap_or_else(|err| panic!("{method} {path} over {proto:?}: {err}"))
     }
