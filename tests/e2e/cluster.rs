@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Once, OnceLock};
@@ -13,6 +14,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The label that routes a test's namespace to that test's webhook configurations.
 pub const TEST_LABEL: &str = "e2e.dhi.io/test";
@@ -369,6 +371,24 @@ fn decode_warning(header: &str) -> String {
     text.replace("\\\"", "\"").replace("\\\\", "\\")
 }
 
+/// GETs `path`.
+pub async fn get(client: &Client, path: &str) -> Answer {
+    send(client, "GET", path, "application/json", None).await
+}
+
+/// DELETEs `path`.
+pub async fn delete(client: &Client, path: &str) -> Answer {
+    send(client, "DELETE", path, "application/json", None).await
+}
+
+/// The content type of a JSON Patch (RFC 6902).
+pub const JSON_PATCH: &str = "application/json-patch+json";
+
+/// PATCHes `path` with `patch`, of `content_type` (e.g. [`JSON_PATCH`]).
+pub async fn patch(client: &Client, path: &str, content_type: &str, patch: &Value) -> Answer {
+    send(client, "PATCH", path, content_type, Some(patch)).await
+}
+
 /// POSTs `object` to the collection at `path` (with `?dryRun=All` when `dry_run`).
 pub async fn create(client: &Client, path: &str, object: &Value, dry_run: bool) -> Answer {
     let path = if dry_run {
@@ -377,6 +397,14 @@ pub async fn create(client: &Client, path: &str, object: &Value, dry_run: bool) 
         path.to_owned()
     };
     send(client, "POST", &path, "application/json", Some(object)).await
+}
+
+/// Creates each of `objects` in the collection at `path`, asserting each is created.
+pub async fn create_all(client: &Client, path: &str, objects: impl IntoIterator<Item = Value>) {
+    for object in objects {
+        let created = create(client, path, &object, false).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+    }
 }
 
 /// The collection path of an RBAC kind, namespaced ones in `ns`.
@@ -399,6 +427,25 @@ pub fn pods(ns: &str) -> String {
 /// The collection path of `apps/v1` `plural` in `ns`.
 pub fn apps(ns: &str, plural: &str) -> String {
     format!("/apis/apps/v1/namespaces/{ns}/{plural}")
+}
+
+/// GET over plain HTTP/1.1; the body of a 200, else `None`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Retries `check` until it returns `Some`, or panics after `within`.

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use kube::Client;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::cluster::{Answer, TEST_LABEL, create, pods, send, yaml};
+use super::cluster::{Answer, TEST_LABEL, create, delete, free_port, http_get, pods, yaml};
 
 const MUTATING: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
 const VALIDATING: &str = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
@@ -25,20 +24,51 @@ pub struct Server {
     child: Child,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_dhi-admission")
 }
 
+/// The binary, to be given its arguments.
+pub fn command() -> Command {
+    Command::new(binary())
+}
+
+/// Spawns `cmd` (the binary with its arguments) for a test: without the `DHI_*` environment
+/// of whoever runs the tests, its stderr to `log`; then waits until it answers 200 on `path`
+/// of `metrics`, and panics with the log if it exits first or is not up in 30 s.
+pub async fn spawn_serving(mut cmd: Command, log: &Path, metrics: SocketAddr, path: &str) -> Child {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DHI_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn dhi-admission");
+    let what = cmd.get_args().nth(2).unwrap_or_default().to_string_lossy();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(metrics, path).await.is_none() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "dhi-admission {what} exited ({status}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dhi-admission {what} not up on {path} in 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
 /// Runs the binary with `args` to completion.
 pub fn run(args: &[&str]) -> std::process::Output {
-    Command::new(binary())
+    command()
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -87,7 +117,7 @@ impl Server {
         let port = port.unwrap_or_else(free_port);
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.join(format!("dhi-admission-{port}.log"));
-        let mut cmd = Command::new(binary());
+        let mut cmd = command();
         cmd.args(["--log-level", "info", "serve", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--metrics-listen")
@@ -103,34 +133,7 @@ impl Server {
                 "1",
             ])
             .args(extra);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DHI_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn dhi-admission serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "dhi-admission serve exited ({status}):\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            if ready(metrics).await {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("dhi-admission serve not ready in 30s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let child = spawn_serving(cmd, &log, metrics, "/readyz").await;
         Server {
             url: format!("https://127.0.0.1:{port}"),
             ca_pem,
@@ -145,19 +148,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn ready(metrics: SocketAddr) -> bool {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(metrics).await else {
-        return false;
-    };
-    let request = "GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer).await;
-    answer.starts_with("HTTP/1.1 200")
 }
 
 /// The shipped configurations (deploy/base; the validating one with its generated
@@ -260,14 +250,7 @@ pub async fn wait_active(client: &Client, ns: &str, audit: bool) -> Answer {
 /// Deletes both configurations named `name`.
 pub async fn unregister(client: &Client, name: &str) {
     for path in [MUTATING, VALIDATING] {
-        send(
-            client,
-            "DELETE",
-            &format!("{path}/{name}"),
-            "application/json",
-            None,
-        )
-        .await;
+        delete(client, &format!("{path}/{name}")).await;
     }
 }
 
