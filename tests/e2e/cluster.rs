@@ -9,7 +9,7 @@ use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt as _;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -180,6 +180,27 @@ impl ControlPlane {
             .collect()
     }
 
+    /// Waits until the audit event of the creation of `name` (of `resource`, in `ns`) has
+    /// been written, and returns it.
+    pub async fn create_event(&self, ns: &str, resource: &str, name: &str) -> Value {
+        let what = format!("the audit event of {resource} {ns}/{name}");
+        self.audit_event(&what, |e| {
+            e["objectRef"]["namespace"] == ns
+                && e["objectRef"]["resource"] == resource
+                && e["objectRef"]["name"] == name
+                && e["verb"] == "create"
+                && e["stage"] == "ResponseComplete"
+        })
+        .await
+    }
+
+    /// `kubectl apply -n ns -f` a file of the repository.
+    pub async fn kubectl_apply(&self, ns: &str, path: &str) -> Kubectl {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        let file = file.to_str().unwrap();
+        self.kubectl(&["apply", "-n", ns, "-f", file], None).await
+    }
+
     /// Waits until an audit event matching `pred` has been written, and returns it.
     pub async fn audit_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         eventually(what, Duration::from_secs(15), || async {
@@ -323,6 +344,43 @@ impl Answer {
     pub fn message(&self) -> &str {
         self.body["message"].as_str().unwrap_or_default()
     }
+
+    /// Asserts the HTTP status, showing the body otherwise.
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "{}", self.body);
+        self
+    }
+
+    /// Asserts that the Status message satisfies `pred`, showing it otherwise.
+    #[track_caller]
+    pub fn assert_message(&self, pred: impl Fn(&str) -> bool) -> &Self {
+        assert!(pred(self.message()), "{}", self.message());
+        self
+    }
+
+    /// Asserts that there is no warning, showing them otherwise.
+    #[track_caller]
+    pub fn assert_no_warnings(&self) -> &Self {
+        assert!(self.warnings.is_empty(), "{:?}", self.warnings);
+        self
+    }
+
+    /// Asserts that a warning satisfies `pred`, showing every warning otherwise.
+    #[track_caller]
+    pub fn assert_warning(&self, pred: impl Fn(&str) -> bool) -> &Self {
+        self.warning(pred);
+        self
+    }
+
+    /// The first warning satisfying `pred`; panics showing every warning when none does.
+    #[track_caller]
+    pub fn warning(&self, pred: impl Fn(&str) -> bool) -> &str {
+        match self.warnings.iter().find(|w| pred(w)) {
+            Some(w) => w,
+            None => panic!("no such warning in {:?}", self.warnings),
+        }
+    }
 }
 
 /// Sends a request with a JSON body (`Content-Type` as given) and returns the answer.
@@ -419,6 +477,15 @@ pub fn rbac_collection(kind: &str, ns: &str) -> String {
     }
 }
 
+/// The stored pod `name` of `ns`, as JSON.
+pub async fn stored_pod(client: &Client, ns: &str, name: &str) -> Value {
+    let pod = Api::<Pod>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    serde_json::to_value(pod).unwrap()
+}
+
 /// The collection path of pods in `ns`.
 pub fn pods(ns: &str) -> String {
     format!("/api/v1/namespaces/{ns}/pods")
@@ -479,6 +546,15 @@ pub fn yaml_documents(path: &str) -> Vec<Value> {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_saphyr::from_multiple::<Value>(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A bare pod named `name` running `containers`.
+pub fn pod(name: &str, containers: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": containers},
+    })
 }
 
 /// A pod as the controller of `workload` would create it from its template.

@@ -9,7 +9,10 @@ use base64::Engine as _;
 use kube::Client;
 use serde_json::{Value, json};
 
-use super::cluster::{Answer, TEST_LABEL, create, delete, free_port, http_get, pods, yaml};
+use super::cluster::{
+    Answer, TEST_LABEL, apps, create, delete, free_port, http_get, pod, pods, service_accounts,
+    yaml,
+};
 
 const MUTATING: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
 const VALIDATING: &str = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
@@ -212,12 +215,16 @@ pub async fn register(client: &Client, test: &str, server: &Server) {
 
 /// A pod that every mode reports: a hardened nginx declaring port 80.
 pub fn probe_pod() -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "probe"},
-        "spec": {"containers": [{"name": "nginx", "image": "dhi.io/nginx:1.31",
-                                 "ports": [{"containerPort": 80}]}]},
-    })
+    let nginx = json!({"name": "nginx", "image": "dhi.io/nginx:1.31",
+                       "ports": [{"containerPort": 80}]});
+    pod("probe", json!([nginx]))
+}
+
+/// A pod that every mode reports as run-as-root: a hardened container `app` forced to root.
+pub fn root_pod() -> Value {
+    let app = json!({"name": "app", "image": "dhi.io/python:3.13",
+                     "securityContext": {"runAsUser": 0}});
+    pod("root-python", json!([app]))
 }
 
 /// Waits until the API server sends `ns`'s pods to the webhook (its configuration informer
@@ -263,6 +270,39 @@ pub struct Env {
     pub ns: String,
     /// Kept running for the test.
     _server: Server,
+}
+
+impl Env {
+    /// POSTs `pod` to the namespace's pods (a dry run when `dry_run`).
+    pub async fn create_pod(&self, pod: &Value, dry_run: bool) -> Answer {
+        create(&self.client, &pods(&self.ns), pod, dry_run).await
+    }
+
+    /// POSTs `deployment` to the namespace's Deployments.
+    pub async fn create_deployment(&self, deployment: &Value) -> Answer {
+        create(
+            &self.client,
+            &apps(&self.ns, "deployments"),
+            deployment,
+            false,
+        )
+        .await
+    }
+
+    /// The example `file` (deploy/examples/) placed in the namespace, with the ServiceAccount
+    /// its pod (or its pod template) runs as created.
+    pub async fn example(&self, file: &str) -> Value {
+        let mut example = yaml(&format!("deploy/examples/{file}"));
+        example["metadata"]["namespace"] = json!(self.ns);
+        let spec = match example["kind"].as_str() {
+            Some("Pod") => &example["spec"],
+            _ => &example["spec"]["template"]["spec"],
+        };
+        if let Some(account) = spec["serviceAccountName"].as_str() {
+            service_accounts(&self.client, &self.ns, &[account]).await;
+        }
+        example
+    }
 }
 
 /// `None` when the suite is skipped (see [`super::cluster::control_plane`]).
