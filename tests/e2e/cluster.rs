@@ -279,6 +279,30 @@ impl Kubectl {
     }
 }
 
+/// What a test that runs its own webhook, or none, starts from.
+pub struct Bare {
+    pub cp: &'static ControlPlane,
+    pub client: Client,
+    /// `e2e-<test>`, see [`namespace_with`].
+    pub ns: String,
+    /// See [`ControlPlane::test_dir`].
+    pub dir: PathBuf,
+}
+
+/// The control plane, a client, the test's namespace (routed to the test's webhooks when
+/// `routed`) and its directory; `None` when the suite is skipped (see [`control_plane`]).
+pub async fn bare(test: &str, routed: bool) -> Option<Bare> {
+    let cp = control_plane()?;
+    let client = cp.client().await;
+    let ns = namespace_with(&client, test, routed, &[]).await;
+    Some(Bare {
+        cp,
+        dir: cp.test_dir(test),
+        client,
+        ns,
+    })
+}
+
 /// Creates the namespace `e2e-<test>` with the test label and `labels`, and the
 /// ServiceAccounts `default` (there is no controller-manager to make it) and `accounts`.
 pub async fn namespace(client: &Client, test: &str, labels: &[(&str, &str)]) -> String {
@@ -391,16 +415,30 @@ pub async fn send(
     content_type: &str,
     body: Option<&Value>,
 ) -> Answer {
+    send_with(client, method, path, content_type, body, &[]).await
+}
+
+/// Like [`send`], with extra `headers` (e.g. `Impersonate-User`).
+pub async fn send_with(
+    client: &Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Answer {
     let bytes = body
         .map(|b| serde_json::to_vec(b).unwrap())
         .unwrap_or_default();
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method(method)
         .uri(path)
         .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::ACCEPT, "application/json")
-        .body(kube::client::Body::from(bytes))
-        .unwrap();
+        .header(http::header::ACCEPT, "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(kube::client::Body::from(bytes)).unwrap();
     let response = client.send(request).await.unwrap();
     let status = response.status().as_u16();
     let warnings = response

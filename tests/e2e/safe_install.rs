@@ -289,11 +289,7 @@ async fn fail_is_armed_only_once_a_replica_is_ready() {
         "fail closed without a webhook: {}",
         answer.body
     );
-    assert!(
-        answer.message().contains("failed calling webhook"),
-        "{}",
-        answer.message()
-    );
+    answer.assert_message(|m| m.contains("failed calling webhook"));
 
     // Every endpoint gone: arming never goes back to Ignore by itself.
     endpoint(&client, &ns, false).await;
@@ -429,11 +425,7 @@ async fn large_pods_stay_within_the_cel_cost_budget() {
         },
     )
     .await;
-    assert!(
-        denied.message().contains("[privileged-port]"),
-        "{}",
-        denied.message()
-    );
+    denied.assert_message(|m| m.contains("[privileged-port]"));
 
     drop(server);
     let answer = create(&client, &pods(&ns), &large_pod(false), true).await;
@@ -452,12 +444,8 @@ async fn large_pods_stay_within_the_cel_cost_budget() {
     // evaluation is an error and the Fail entry refuses the pod: never waved through.
     let answer = create(&client, &pods(&ns), &sized_pod(1000, false), true).await;
     assert_eq!(answer.status, 403, "{}", answer.body);
-    assert!(
-        answer
-            .message()
-            .ends_with("resulted in error: operation cancelled: actual cost limit exceeded"),
-        "{}",
-        answer.message()
-    );
+    answer.assert_message(|m| {
+        m.ends_with("resulted in error: operation cancelled: actual cost limit exceeded")
+    });
     unregister(&client, &name).await;
 }

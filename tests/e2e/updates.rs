@@ -90,11 +90,7 @@ async fn deployment_updates_are_judged_when_the_pod_spec_changes() {
     )
     .await;
     assert_eq!(answer.status, 403, "{}", answer.body);
-    assert!(
-        answer.message().contains("[privileged-port]"),
-        "{}",
-        answer.message()
-    );
+    answer.assert_message(|m| m.contains("[privileged-port]"));
 
     // A change to a judged field is judged: the old violations are still there.
     let answer = send(
@@ -107,11 +103,7 @@ async fn deployment_updates_are_judged_when_the_pod_spec_changes() {
     )
     .await;
     assert_eq!(answer.status, 403, "{}", answer.body);
-    assert!(
-        answer.message().contains("declares port 81") && answer.message().contains("[run-as-root]"),
-        "{}",
-        answer.message()
-    );
+    answer.assert_message(|m| m.contains("declares port 81") && m.contains("[run-as-root]"));
 
     // Fixing both violations is admitted.
     let fixed = json!({"spec": {"template": {"spec": {"containers": [
