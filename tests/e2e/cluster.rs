@@ -268,6 +268,13 @@ impl Kubectl {
         self
     }
 
+    /// Asserts that what it printed on stderr satisfies `pred`, showing it otherwise.
+    #[track_caller]
+    pub fn assert_stderr(&self, pred: impl Fn(&str) -> bool) -> &Self {
+        assert!(pred(&self.stderr), "{}", self.stderr);
+        self
+    }
+
     #[track_caller]
     pub fn assert_failed(&self) -> &Self {
         assert!(
