@@ -94,15 +94,10 @@ async fn excluded_pods_do_not_depend_on_the_webhook() {
 #[tokio::test]
 async fn bootstrap_publishes_the_conditions() {
     const TEST: &str = "scope-bootstrap";
-    let Some(Bare {
-        cp,
-        client,
-        ns,
-        dir,
-    }) = bare(TEST, true).await
-    else {
+    let Some(bare) = bare(TEST, true).await else {
         return;
     };
+    let (cp, client, ns, dir) = (bare.cp, bare.client, bare.ns, bare.dir);
     let name = format!("dhi-e2e-{TEST}");
     let mut configs = configurations(&name, TEST, "https://127.0.0.1:9", None);
     let expected = configs[1]["webhooks"][0]["matchConditions"].clone();

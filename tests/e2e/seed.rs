@@ -181,18 +181,13 @@ async fn violations_reach_the_client_with_rule_ids_and_fixes() {
     );
 
     // kubectl, as a person would run it.
-    let out = env
-        .cp
+    env.cp
         .kubectl_apply(&env.ns, "deploy/examples/violations-deployment.yaml")
-        .await;
-    out.assert_failed();
-    assert!(
-        out.stderr.contains("[privileged-port]")
-            && out.stderr.contains("[run-as-root]")
-            && out.stderr.contains("Fix: "),
-        "{}",
-        out.stderr
-    );
+        .await
+        .assert_failed()
+        .assert_stderr(|e| {
+            e.contains("[privileged-port]") && e.contains("[run-as-root]") && e.contains("Fix: ")
+        });
 
     // A pod is judged after it is patched: a hardened container forced to root.
     let answer = env.create_pod(&root_pod(), false).await;

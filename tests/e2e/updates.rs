@@ -11,8 +11,8 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::cluster::{
-    Bare, ControlPlane, JSON_PATCH, Kubectl, TEST_LABEL, apps, bare, create, eventually, patch,
-    pod, pods, yaml,
+    ControlPlane, JSON_PATCH, Kubectl, TEST_LABEL, apps, bare, create, eventually, patch, pod,
+    pods, yaml,
 };
 use super::webhook::{Server, register, setup, wait_active};
 
@@ -40,15 +40,10 @@ async fn debug(cp: &ControlPlane, ns: &str, image: &str, container: &str) -> Kub
 async fn deployment_updates_are_judged_when_the_pod_spec_changes() {
     let test = "updates-deploy";
     // Created before the webhook sees the namespace: a Deployment the policy would deny.
-    let Some(Bare {
-        cp,
-        client,
-        ns,
-        dir,
-    }) = bare(test, false).await
-    else {
+    let Some(bare) = bare(test, false).await else {
         return;
     };
+    let (cp, client, ns, dir) = (bare.cp, bare.client, bare.ns, bare.dir);
     let violating = yaml("deploy/examples/violations-deployment.yaml");
     let answer = create(&client, &apps(&ns, "deployments"), &violating, false).await;
     assert_eq!(answer.status, 201, "{}", answer.body);
