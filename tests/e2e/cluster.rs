@@ -14,7 +14,6 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The label that routes a test's namespace to that test's webhook configurations.
 pub const TEST_LABEL: &str = "e2e.dhi.io/test";
@@ -541,42 +540,25 @@ pub fn apps(ns: &str, plural: &str) -> String {
     format!("/apis/apps/v1/namespaces/{ns}/{plural}")
 }
 
-/// GET over plain HTTP/1.1; the body of a 200, else `None`.
+/// GET over plain HTTP/1.1 (the harness's [`super::common::http_get`]); the body of a
+/// 200, else `None`.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    match super::common::http_get(addr, path).await {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
 }
 
 /// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use super::common::free_port;
 
-/// Retries `check` until it returns `Some`, or panics after `within`.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+/// Retries `check` every 200 ms until it returns `Some`, or panics after `within` (the
+/// harness's [`super::common::eventually`]).
+pub async fn eventually<T, Fut>(what: &str, within: Duration, check: impl FnMut() -> Fut) -> T
 where
-    F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    super::common::eventually(what, within, Duration::from_millis(200), check).await
 }
 
 /// Reads a YAML file of the repository into JSON.
