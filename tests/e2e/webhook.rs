@@ -53,6 +53,7 @@ pub async fn spawn_serving(mut cmd: Command, log: &Path, metrics: SocketAddr, pa
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("spawn dhi-admission");
+    // The subcommand, after `--log-level LEVEL`.
     let what = cmd.get_args().nth(2).unwrap_or_default().to_string_lossy();
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_get(metrics, path).await.is_none() {
