@@ -82,8 +82,7 @@ fn arm(kubeconfig: &Path, ns: &str, config: &str, once: bool) -> Command {
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(["--namespace", ns, "--service", SERVICE])
-        .args(["--webhook-config", config])
-        .stdin(Stdio::null());
+        .args(["--webhook-config", config]);
     cmd
 }
 

@@ -33,22 +33,22 @@ fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_dhi-admission")
 }
 
-/// The binary, to be given its arguments.
+/// The binary, to be given its arguments: nothing on its stdin, and without the `DHI_*`
+/// environment of whoever runs the tests (the flags' fallbacks must not leak in).
 pub fn command() -> Command {
-    Command::new(binary())
+    let mut command = Command::new(binary());
+    command.stdin(Stdio::null());
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("DHI_")) {
+        command.env_remove(key);
+    }
+    command
 }
 
-/// Spawns `cmd` (the binary with its arguments) for a test: without the `DHI_*` environment
-/// of whoever runs the tests, its stderr to `log`; then waits until it answers 200 on `path`
-/// of `metrics`, and panics with the log if it exits first or is not up in 30 s.
+/// Spawns `cmd` (see [`command`]) for a test, its stderr to `log`; then waits until it
+/// answers 200 on `path` of `metrics`, and panics with the log if it exits first or is not
+/// up in 30 s.
 pub async fn spawn_serving(mut cmd: Command, log: &Path, metrics: SocketAddr, path: &str) -> Child {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DHI_") {
-            cmd.env_remove(k);
-        }
-    }
     let mut child = cmd
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -74,11 +74,7 @@ pub async fn spawn_serving(mut cmd: Command, log: &Path, metrics: SocketAddr, pa
 
 /// Runs the binary with `args` to completion.
 pub fn run(args: &[&str]) -> std::process::Output {
-    command()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("dhi-admission runs")
+    command().args(args).output().expect("dhi-admission runs")
 }
 
 impl Server {
