@@ -6,28 +6,52 @@ use kube::api::PostParams;
 use serde_json::{Value, json};
 
 use super::cluster::{Answer, apps, create, pod_from_template, stored_pod, yaml, yaml_documents};
-use super::webhook::{Env, root_pod, setup};
+use super::webhook::{root_pod, setup};
 
-/// The seed workload `file` (deploy/examples/) and the pod `pod` its controller would make
-/// from it (there is no controller-manager here), both admitted: the stored template keeps
-/// `image` (templates are judged, not patched: templates.mutate is off by default), the
-/// stored pod's first container runs `hardened`, with the catalog's fsGroup. Returns the
-/// pod's answer and the stored pod.
-async fn workload_and_pod(env: &Env, file: &str, pod: &str, images: [&str; 2]) -> (Answer, Value) {
-    let [image, hardened] = images;
-    let manifest = env.example(file).await;
+/// A seed workload of deploy/examples/ and the pod its controller would make from it.
+struct Seed {
+    file: &'static str,
+    pod: &'static str,
+    /// The image of the first container, as written.
+    image: &'static str,
+    /// The image that container runs once admitted.
+    hardened: &'static str,
+}
+
+const HUBBLE_RELAY: Seed = Seed {
+    file: "hubble-relay-deployment.yaml",
+    pod: "hubble-relay-5d8f7c9b4-x2x9z",
+    image: "quay.io/cilium/hubble-relay:v1.20.1",
+    hardened: "dhi.io/hubble-relay:1.20.1",
+};
+
+const ISTIO_CNI: Seed = Seed {
+    file: "istio-cni-daemonset.yaml",
+    pod: "istio-cni-node-7xk2p",
+    image: "docker.io/istio/install-cni:1.30.3",
+    hardened: "dhi.io/istio-install-cni:1.30.3",
+};
+
+/// For `test`, the workload of `seed` and its pod (there is no controller-manager here),
+/// both admitted: the stored template keeps `image` (templates are judged, not patched:
+/// templates.mutate is off by default), the stored pod's first container runs `hardened`,
+/// with the catalog's fsGroup. Returns the pod's answer and the stored pod; `None` when
+/// the suite is skipped.
+async fn workload_and_pod(test: &str, seed: Seed) -> Option<(Answer, Value)> {
+    let env = setup(test, &[], &[]).await?;
+    let manifest = env.example(seed.file).await;
     let plural = format!("{}s", manifest["kind"].as_str().unwrap().to_lowercase());
     let stored = create(&env.client, &apps(&env.ns, &plural), &manifest, false).await;
     let template = &stored.assert_status(201).body["spec"]["template"];
-    assert_eq!(template["spec"]["containers"][0]["image"], image);
+    assert_eq!(template["spec"]["containers"][0]["image"], seed.image);
     let answer = env
-        .create_pod(&pod_from_template(&manifest, pod), false)
+        .create_pod(&pod_from_template(&manifest, seed.pod), false)
         .await;
     answer.assert_status(201);
-    let stored = stored_pod(&env.client, &env.ns, pod).await;
-    assert_eq!(stored["spec"]["containers"][0]["image"], hardened);
+    let stored = stored_pod(&env.client, &env.ns, seed.pod).await;
+    assert_eq!(stored["spec"]["containers"][0]["image"], seed.hardened);
     assert_eq!(stored["spec"]["securityContext"]["fsGroup"], 65532);
-    (answer, stored)
+    Some((answer, stored))
 }
 
 #[tokio::test]
@@ -76,15 +100,9 @@ async fn istio_injected_pod_is_stored_patched() {
 
 #[tokio::test]
 async fn hubble_relay_deployment_is_admitted_and_its_pods_rewritten() {
-    let Some(env) = setup("seed-hubble", &[], &[]).await else {
+    let Some((answer, pod)) = workload_and_pod("seed-hubble", HUBBLE_RELAY).await else {
         return;
     };
-    let images = [
-        "quay.io/cilium/hubble-relay:v1.20.1",
-        "dhi.io/hubble-relay:1.20.1",
-    ];
-    let file = "hubble-relay-deployment.yaml";
-    let (answer, pod) = workload_and_pod(&env, file, "hubble-relay-5d8f7c9b4-x2x9z", images).await;
     answer.assert_no_warnings();
     assert_eq!(
         pod["spec"]["containers"][0]["securityContext"]["runAsUser"], 65532,
@@ -98,15 +116,9 @@ async fn hubble_relay_deployment_is_admitted_and_its_pods_rewritten() {
 
 #[tokio::test]
 async fn istio_cni_daemonset_is_admitted_as_root_and_its_pods_rewritten() {
-    let Some(env) = setup("seed-istio-cni", &[], &[]).await else {
+    let Some((_, pod)) = workload_and_pod("seed-istio-cni", ISTIO_CNI).await else {
         return;
     };
-    let images = [
-        "docker.io/istio/install-cni:1.30.3",
-        "dhi.io/istio-install-cni:1.30.3",
-    ];
-    let file = "istio-cni-daemonset.yaml";
-    let (_, pod) = workload_and_pod(&env, file, "istio-cni-node-7xk2p", images).await;
     let security = &pod["spec"]["containers"][0]["securityContext"];
     assert_eq!(
         security["runAsUser"], 0,
