@@ -21,6 +21,9 @@
 //! Behaviour that belongs to an open issue is asserted but gated, see the
 //! `ISSUE_*` constants.
 
+// The harness of the other test binaries: its polling serves this suite too.
+mod common;
+
 #[path = "e2e/cluster.rs"]
 mod cluster;
 #[path = "e2e/injector.rs"]

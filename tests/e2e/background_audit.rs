@@ -6,15 +6,18 @@
 //! reports they write in every namespace of the shared control plane never meet.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
 
 use kube::Client;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::cluster::{ControlPlane, apps, control_plane, create, eventually, namespace, send};
+use super::cluster::{
+    ControlPlane, JSON_PATCH, apps, control_plane, create_all, delete, eventually, free_port, get,
+    http_get, namespace, patch,
+};
+use super::webhook::{command, spawn_serving};
 
 const CRDS: &str = "deploy/overlays/policyreport-crds";
 const GROUP: &str = "/apis/wgpolicyk8s.io/v1alpha2";
@@ -47,19 +50,12 @@ struct Audit {
     child: Child,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 impl Audit {
     /// Starts an audit named `identity` that writes reports named `report` and elects its
     /// writer on the Lease `lease` in `lease_ns`, with short lease timings.
     async fn start(
         cp: &ControlPlane,
-        dir: &std::path::Path,
+        dir: &Path,
         identity: &str,
         report: &str,
         lease_ns: &str,
@@ -68,7 +64,7 @@ impl Audit {
     ) -> Audit {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.join(format!("audit-{identity}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dhi-admission"));
+        let mut cmd = command();
         cmd.args(["--log-level", "info", "audit", "--kubeconfig"])
             .arg(&cp.kubeconfig)
             .args(["--metrics-listen", &metrics.to_string()])
@@ -85,32 +81,13 @@ impl Audit {
                 "100",
             ])
             .args(extra);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DHI_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn dhi-admission audit");
-        let mut audit = Audit {
+        let child = spawn_serving(cmd, &log, metrics, "/healthz").await;
+        Audit {
             identity: identity.to_owned(),
             metrics,
             log,
             child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while get(metrics, "/healthz").await.is_none() {
-            if let Ok(Some(status)) = audit.child.try_wait() {
-                panic!("audit exited ({status}):\n{}", audit.logs());
-            }
-            assert!(Instant::now() < deadline, "audit not up in 30s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        audit
     }
 
     fn logs(&self) -> String {
@@ -119,7 +96,7 @@ impl Audit {
 
     /// A metric's value (the first series whose line starts with `series`).
     async fn metric(&self, series: &str) -> f64 {
-        let text = get(self.metrics, "/metrics").await.unwrap_or_default();
+        let text = http_get(self.metrics, "/metrics").await.unwrap_or_default();
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("{series} not exported by {}:\n{text}", self.identity))
@@ -144,17 +121,6 @@ impl Drop for Audit {
     }
 }
 
-/// GET over plain HTTP/1.1; the body of a 200, else `None`.
-async fn get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
 fn deployment(name: &str, image: &str, port: u16) -> Value {
     json!({
         "apiVersion": "apps/v1",
@@ -175,26 +141,20 @@ fn deployment(name: &str, image: &str, port: u16) -> Value {
 /// Moves the Deployment `web` from port 80 to 8080 (a JSON Patch: a strategic merge
 /// would add the port, ports merge by number).
 async fn move_to_port_8080(client: &Client, ns: &str) {
-    let patch = json!([{
+    let ops = json!([{
         "op": "replace",
         "path": "/spec/template/spec/containers/0/ports/0/containerPort",
         "value": 8080
     }]);
-    let patched = send(
-        client,
-        "PATCH",
-        &format!("{}/web", apps(ns, "deployments")),
-        "application/json-patch+json",
-        Some(&patch),
-    )
-    .await;
+    let path = format!("{}/web", apps(ns, "deployments"));
+    let patched = patch(client, &path, JSON_PATCH, &ops).await;
     assert_eq!(patched.status, 200, "{:?}", patched.body);
 }
 
 /// The PolicyReport `name` in `ns`, once it exists.
 async fn report(client: &Client, ns: &str, name: &str) -> Option<Value> {
     let path = format!("{GROUP}/namespaces/{ns}/policyreports/{name}");
-    let answer = send(client, "GET", &path, "application/json", None).await;
+    let answer = get(client, &path).await;
     (answer.status == 200).then_some(answer.body)
 }
 
@@ -263,45 +223,69 @@ async fn report_with(client: &Client, ns: &str, name: &str, rows: &[(&str, [&str
     })
 }
 
+/// What each test starts from: the control plane with the CRDs installed, a client, the
+/// test's namespace holding `deployments`, its directory, and the name (`e2e-<test>`, the
+/// namespace's) its audits give their reports and their Lease.
+struct Case {
+    cp: &'static ControlPlane,
+    client: Client,
+    ns: String,
+    dir: PathBuf,
+    name: String,
+}
+
+impl Case {
+    /// `None` when the suite is skipped.
+    async fn start(test: &str, deployments: impl IntoIterator<Item = Value>) -> Option<Case> {
+        let cp = control_plane()?;
+        let client = cp.client().await;
+        install_crds(cp).await;
+        let ns = namespace(&client, test, &[]).await;
+        create_all(&client, &apps(&ns, "deployments"), deployments).await;
+        Some(Case {
+            cp,
+            dir: cp.test_dir(test),
+            name: format!("e2e-{test}"),
+            client,
+            ns,
+        })
+    }
+
+    /// An audit named `identity` over this case's report and Lease (in its namespace).
+    async fn audit(&self, identity: &str, extra: &[&str]) -> Audit {
+        let (ns, name) = (&self.ns, &self.name);
+        Audit::start(self.cp, &self.dir, identity, name, ns, name, extra).await
+    }
+
+    /// The namespace's report, once it exists.
+    async fn report(&self) -> Option<Value> {
+        report(&self.client, &self.ns, &self.name).await
+    }
+
+    /// Waits until the namespace's report holds exactly `rows`, see [`report_with`].
+    async fn report_with(&self, rows: &[(&str, [&str; 4])]) -> Value {
+        report_with(&self.client, &self.ns, &self.name, rows).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_report_follows_its_workloads() {
-    let Some(cp) = control_plane() else { return };
-    let client = cp.client().await;
-    install_crds(cp).await;
-    let test = "audit-reports";
-    let ns = namespace(&client, test, &[]).await;
-    let dir = cp.test_dir(test);
     // web: a hardened nginx on port 80, which its nonroot user cannot bind.
     // legacy: the upstream nginx, whose hardened equivalent the catalog lists.
-    for object in [
+    let deployments = [
         deployment("web", "dhi.io/nginx:1.31", 80),
         deployment("legacy", "docker.io/library/nginx:1.31", 8080),
-    ] {
-        let created = create(&client, &apps(&ns, "deployments"), &object, false).await;
-        assert_eq!(created.status, 201, "{:?}", created.body);
-    }
-    let report_name = "e2e-audit-reports";
-    let audit = Audit::start(
-        cp,
-        &dir,
-        "solo",
-        report_name,
-        &ns,
-        "e2e-audit-reports",
-        &["--resync-seconds", "1"],
-    )
-    .await;
+    ];
+    let Some(case) = Case::start("audit-reports", deployments).await else {
+        return;
+    };
+    let (client, ns, report_name) = (&case.client, &case.ns, &case.name);
+    let audit = case.audit("solo", &["--resync-seconds", "1"]).await;
 
-    let first = report_with(
-        &client,
-        &ns,
-        report_name,
-        &[
-            ("legacy", ["pass", "pass", "pass", "warn"]),
-            ("web", ["pass", "fail", "pass", "pass"]),
-        ],
-    )
-    .await;
+    let legacy = ("legacy", ["pass", "pass", "pass", "warn"]);
+    let first = case
+        .report_with(&[legacy, ("web", ["pass", "fail", "pass", "pass"])])
+        .await;
     assert_eq!(
         first["summary"],
         json!({"pass": 6, "fail": 1, "warn": 1, "error": 0, "skip": 0})
@@ -320,49 +304,23 @@ async fn a_namespace_report_follows_its_workloads() {
         "legacy=dhi.io/nginx:1.31"
     );
     // Written by server-side apply, under the audit's field manager.
-    let managers: Vec<(&str, &str)> = first["metadata"]["managedFields"]
+    let managers: Vec<Value> = first["metadata"]["managedFields"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            (
-                m["manager"].as_str().unwrap(),
-                m["operation"].as_str().unwrap(),
-            )
-        })
+        .map(|m| json!([m["manager"], m["operation"]]))
         .collect();
-    assert_eq!(managers, [("dhi-admission-audit", "Apply")]);
+    assert_eq!(managers, [json!(["dhi-admission-audit", "Apply"])]);
 
     // The fix lands: port 8080. Only web's privileged-port result changes.
-    move_to_port_8080(&client, &ns).await;
-    report_with(
-        &client,
-        &ns,
-        report_name,
-        &[
-            ("legacy", ["pass", "pass", "pass", "warn"]),
-            ("web", ["pass", "pass", "pass", "pass"]),
-        ],
-    )
-    .await;
+    move_to_port_8080(client, ns).await;
+    let web = ("web", ["pass", "pass", "pass", "pass"]);
+    case.report_with(&[legacy, web]).await;
 
     // A deleted workload leaves the report.
-    let deleted = send(
-        &client,
-        "DELETE",
-        &format!("{}/legacy", apps(&ns, "deployments")),
-        "application/json",
-        None,
-    )
-    .await;
+    let deleted = delete(client, &format!("{}/legacy", apps(ns, "deployments"))).await;
     assert_eq!(deleted.status, 200, "{:?}", deleted.body);
-    report_with(
-        &client,
-        &ns,
-        report_name,
-        &[("web", ["pass", "pass", "pass", "pass"])],
-    )
-    .await;
+    case.report_with(&[web]).await;
 
     // The cluster report has the namespace's line.
     let cluster = eventually(
@@ -370,7 +328,7 @@ async fn a_namespace_report_follows_its_workloads() {
         Duration::from_secs(15),
         || async {
             let path = format!("{GROUP}/clusterpolicyreports/{report_name}");
-            let answer = send(&client, "GET", &path, "application/json", None).await;
+            let answer = get(client, &path).await;
             answer.body["results"]
                 .as_array()?
                 .iter()
@@ -386,12 +344,12 @@ async fn a_namespace_report_follows_its_workloads() {
 
     // Nothing changes in the namespace: its report is not written again, though the
     // audit re-lists and re-judges every workload each second (--resync-seconds 1).
-    let settled = report(&client, &ns, report_name).await.unwrap();
+    let settled = case.report().await.unwrap();
     let resyncs = audit
         .metric("dhi_admission_audit_judged_total{trigger=\"resync\"}")
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let later = report(&client, &ns, report_name).await.unwrap();
+    let later = case.report().await.unwrap();
     assert_eq!(
         later["metadata"]["resourceVersion"],
         settled["metadata"]["resourceVersion"],
@@ -409,31 +367,15 @@ async fn a_namespace_report_follows_its_workloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_replicas_writes_and_the_other_takes_over() {
-    let Some(cp) = control_plane() else { return };
-    let client = cp.client().await;
-    install_crds(cp).await;
-    let test = "audit-lease";
-    let ns = namespace(&client, test, &[]).await;
-    let dir = cp.test_dir(test);
-    let created = create(
-        &client,
-        &apps(&ns, "deployments"),
-        &deployment("web", "dhi.io/nginx:1.31", 80),
-        false,
-    )
-    .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let report_name = "e2e-audit-lease";
-    let lease = "e2e-audit-lease";
-    let a = Audit::start(cp, &dir, "replica-a", report_name, &ns, lease, &[]).await;
-    let b = Audit::start(cp, &dir, "replica-b", report_name, &ns, lease, &[]).await;
-    report_with(
-        &client,
-        &ns,
-        report_name,
-        &[("web", ["pass", "fail", "pass", "pass"])],
-    )
-    .await;
+    let web = [deployment("web", "dhi.io/nginx:1.31", 80)];
+    let Some(case) = Case::start("audit-lease", web).await else {
+        return;
+    };
+    let (client, ns, lease) = (&case.client, &case.ns, &case.name);
+    let a = case.audit("replica-a", &[]).await;
+    let b = case.audit("replica-b", &[]).await;
+    case.report_with(&[("web", ["pass", "fail", "pass", "pass"])])
+        .await;
 
     // Exactly one leads, the Lease names it, and only it has written.
     let holder = eventually("one leader", Duration::from_secs(15), || async {
@@ -445,7 +387,7 @@ async fn one_of_two_replicas_writes_and_the_other_takes_over() {
     })
     .await;
     let lease_path = format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{lease}");
-    let read = send(&client, "GET", &lease_path, "application/json", None).await;
+    let read = get(client, &lease_path).await;
     assert_eq!(read.body["spec"]["holderIdentity"], holder);
     assert_eq!(read.body["spec"]["leaseDurationSeconds"], 3);
     let (leader, standby) = if holder == "replica-a" {
@@ -462,7 +404,7 @@ async fn one_of_two_replicas_writes_and_the_other_takes_over() {
         standby.leads().await.then_some(())
     })
     .await;
-    let read = send(&client, "GET", &lease_path, "application/json", None).await;
+    let read = get(client, &lease_path).await;
     assert_eq!(
         read.body["spec"]["holderIdentity"],
         standby.identity.as_str()
@@ -474,14 +416,9 @@ async fn one_of_two_replicas_writes_and_the_other_takes_over() {
     );
 
     // And it writes: the next change reaches the report through it.
-    move_to_port_8080(&client, &ns).await;
-    report_with(
-        &client,
-        &ns,
-        report_name,
-        &[("web", ["pass", "pass", "pass", "pass"])],
-    )
-    .await;
+    move_to_port_8080(client, ns).await;
+    case.report_with(&[("web", ["pass", "pass", "pass", "pass"])])
+        .await;
     assert!(standby.writes().await >= 1.0, "{}", standby.logs());
 }
 
@@ -501,51 +438,37 @@ fn node(name: &str, runtime: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_2_on_every_node_lifts_privileged_port_off_the_host_network() {
-    let Some(cp) = control_plane() else { return };
-    let client = cp.client().await;
-    install_crds(cp).await;
-    let test = "audit-runtime";
-    let ns = namespace(&client, test, &[]).await;
-    let dir = cp.test_dir(test);
+    let mut host = deployment("host", "dhi.io/nginx:1.31", 80);
+    host["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+    let Some(case) = Case::start(
+        "audit-runtime",
+        [deployment("web", "dhi.io/nginx:1.31", 80), host],
+    )
+    .await
+    else {
+        return;
+    };
+    let client = &case.client;
     // The control plane has no kubelet: the nodes are written as kubelets would register.
     // No other test reads nodes, and these are the only ones.
     let nodes = "/api/v1/nodes";
-    let created = create(
-        &client,
+    create_all(
+        client,
         nodes,
-        &node("e2e-audit-node-a", "containerd://2.1.4"),
-        false,
+        [node("e2e-audit-node-a", "containerd://2.1.4")],
     )
     .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let mut host = deployment("host", "dhi.io/nginx:1.31", 80);
-    host["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
-    for object in [deployment("web", "dhi.io/nginx:1.31", 80), host] {
-        let created = create(&client, &apps(&ns, "deployments"), &object, false).await;
-        assert_eq!(created.status, 201, "{:?}", created.body);
-    }
-    let report_name = "e2e-audit-runtime";
-    let audit = Audit::start(
-        cp,
-        &dir,
-        "runtime",
-        report_name,
-        &ns,
-        "e2e-audit-runtime",
-        &["--detect-runtime-ports", "--resync-seconds", "1"],
-    )
-    .await;
+    let audit = case
+        .audit(
+            "runtime",
+            &["--detect-runtime-ports", "--resync-seconds", "1"],
+        )
+        .await;
     // Port 80 is bindable off the host network; the hostNetwork pod keeps the rule.
-    let lifted = report_with(
-        &client,
-        &ns,
-        report_name,
-        &[
-            ("host", ["pass", "fail", "pass", "pass"]),
-            ("web", ["pass", "pass", "pass", "pass"]),
-        ],
-    )
-    .await;
+    let host = ("host", ["pass", "fail", "pass", "pass"]);
+    let lifted = case
+        .report_with(&[host, ("web", ["pass", "pass", "pass", "pass"])])
+        .await;
     assert_eq!(
         lifted["results"][5]["properties"]["unprivilegedPortStart"],
         "every Linux node (1) runs containerd 2.x: pods off the host network may bind ports \
@@ -559,24 +482,10 @@ async fn containerd_2_on_every_node_lifts_privileged_port_off_the_host_network()
     );
 
     // A CRI-O node joins: the rule applies to every pod again, from the next resync.
-    let created = create(
-        &client,
-        nodes,
-        &node("e2e-audit-node-b", "cri-o://1.31.0"),
-        false,
-    )
-    .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let kept = report_with(
-        &client,
-        &ns,
-        report_name,
-        &[
-            ("host", ["pass", "fail", "pass", "pass"]),
-            ("web", ["pass", "fail", "pass", "pass"]),
-        ],
-    )
-    .await;
+    create_all(client, nodes, [node("e2e-audit-node-b", "cri-o://1.31.0")]).await;
+    let kept = case
+        .report_with(&[host, ("web", ["pass", "fail", "pass", "pass"])])
+        .await;
     assert_eq!(
         kept["results"][5]["properties"]["unprivilegedPortStart"],
         "privileged-port applies to every pod: node e2e-audit-node-b runs cri-o://1.31.0"
@@ -588,34 +497,18 @@ async fn containerd_2_on_every_node_lifts_privileged_port_off_the_host_network()
         1024.0
     );
     for name in ["e2e-audit-node-a", "e2e-audit-node-b"] {
-        let deleted = send(
-            &client,
-            "DELETE",
-            &format!("{nodes}/{name}"),
-            "application/json",
-            None,
-        )
-        .await;
+        let deleted = delete(client, &format!("{nodes}/{name}")).await;
         assert_eq!(deleted.status, 200, "{:?}", deleted.body);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_policy_judges_every_workload_again() {
-    let Some(cp) = control_plane() else { return };
-    let client = cp.client().await;
-    install_crds(cp).await;
-    let test = "audit-policy";
-    let ns = namespace(&client, test, &[]).await;
-    let dir = cp.test_dir(test);
-    let created = create(
-        &client,
-        &apps(&ns, "deployments"),
-        &deployment("web", "dhi.io/nginx:1.31", 80),
-        false,
-    )
-    .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
+    let web = [deployment("web", "dhi.io/nginx:1.31", 80)];
+    let Some(case) = Case::start("audit-policy", web).await else {
+        return;
+    };
+    let dir = &case.dir;
     let policy = dir.join("policy.yaml");
     // Replaced whole, as the kubelet swaps a ConfigMap volume's files: a reader never sees
     // a half-written file (an empty one is the default policy, and valid).
@@ -625,32 +518,19 @@ async fn a_new_policy_judges_every_workload_again() {
         std::fs::rename(&next, &policy).unwrap();
     };
     write("rules: {}\n");
-    let report_name = "e2e-audit-policy";
-    let _audit = Audit::start(
-        cp,
-        &dir,
-        "policy",
-        report_name,
-        &ns,
-        "e2e-audit-policy",
-        &[
-            "--config",
-            policy.to_str().unwrap(),
-            "--reload-interval-ms",
-            "200",
-        ],
-    )
-    .await;
+    let config = policy.to_str().unwrap();
+    let reload = ["--config", config, "--reload-interval-ms", "200"];
+    let _audit = case.audit("policy", &reload).await;
     let rows = |port: &'static str| [("web", ["pass", port, "pass", "pass"])];
-    report_with(&client, &ns, report_name, &rows("fail")).await;
+    case.report_with(&rows("fail")).await;
     // The rule becomes a warning: the workload did not change, its report does.
     write("rules: {privileged-port: warn}\n");
-    report_with(&client, &ns, report_name, &rows("warn")).await;
+    case.report_with(&rows("warn")).await;
     // A broken policy is refused; the last good one stays in force.
     write("rules: {privileged-port: sometimes}\n");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    report_with(&client, &ns, report_name, &rows("warn")).await;
+    case.report_with(&rows("warn")).await;
     // Off: the rule is skipped.
     write("rules: {privileged-port: \"off\"}\n");
-    report_with(&client, &ns, report_name, &rows("skip")).await;
+    case.report_with(&rows("skip")).await;
 }

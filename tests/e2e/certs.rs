@@ -174,13 +174,7 @@ async fn bootstrap_creates_publishes_and_renews_against_the_real_api() {
         },
     )
     .await;
-    assert!(
-        refused
-            .message()
-            .contains("failed calling webhook \"mutate.dhi.io\""),
-        "{}",
-        refused.body
-    );
+    refused.assert_message(|m| m.contains("failed calling webhook \"mutate.dhi.io\""));
 
     // First run, as the ServiceAccount: creates the Secret and patches all four entries.
     let kubeconfig = service_account_kubeconfig(cp, &client, &ns, &dir).await;
@@ -283,11 +277,7 @@ async fn bootstrap_creates_publishes_and_renews_against_the_real_api() {
     .await;
     let answer = create(&client, &pods(&ns), &probe_pod(), true).await;
     assert_eq!(answer.status, 403, "{}", answer.body);
-    assert!(
-        answer.message().contains("[privileged-port]"),
-        "{}",
-        answer.message()
-    );
+    answer.assert_message(|m| m.contains("[privileged-port]"));
 
     // The Role names one Secret: any other is forbidden to the bootstrap.
     let out = bootstrap(&kubeconfig, "someone-elses-tls", &dir.join("other"));

@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt as _;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -178,6 +179,27 @@ impl ControlPlane {
             .collect()
     }
 
+    /// Waits until the audit event of the creation of `name` (of `resource`, in `ns`) has
+    /// been written, and returns it.
+    pub async fn create_event(&self, ns: &str, resource: &str, name: &str) -> Value {
+        let what = format!("the audit event of {resource} {ns}/{name}");
+        self.audit_event(&what, |e| {
+            e["objectRef"]["namespace"] == ns
+                && e["objectRef"]["resource"] == resource
+                && e["objectRef"]["name"] == name
+                && e["verb"] == "create"
+                && e["stage"] == "ResponseComplete"
+        })
+        .await
+    }
+
+    /// `kubectl apply -n ns -f` a file of the repository.
+    pub async fn kubectl_apply(&self, ns: &str, path: &str) -> Kubectl {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        let file = file.to_str().unwrap();
+        self.kubectl(&["apply", "-n", ns, "-f", file], None).await
+    }
+
     /// Waits until an audit event matching `pred` has been written, and returns it.
     pub async fn audit_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         eventually(what, Duration::from_secs(15), || async {
@@ -245,6 +267,13 @@ impl Kubectl {
         self
     }
 
+    /// Asserts that what it printed on stderr satisfies `pred`, showing it otherwise.
+    #[track_caller]
+    pub fn assert_stderr(&self, pred: impl Fn(&str) -> bool) -> &Self {
+        assert!(pred(&self.stderr), "{}", self.stderr);
+        self
+    }
+
     #[track_caller]
     pub fn assert_failed(&self) -> &Self {
         assert!(
@@ -254,6 +283,30 @@ impl Kubectl {
         );
         self
     }
+}
+
+/// What a test that runs its own webhook, or none, starts from.
+pub struct Bare {
+    pub cp: &'static ControlPlane,
+    pub client: Client,
+    /// `e2e-<test>`, see [`namespace_with`].
+    pub ns: String,
+    /// See [`ControlPlane::test_dir`].
+    pub dir: PathBuf,
+}
+
+/// The control plane, a client, the test's namespace (routed to the test's webhooks when
+/// `routed`) and its directory; `None` when the suite is skipped (see [`control_plane`]).
+pub async fn bare(test: &str, routed: bool) -> Option<Bare> {
+    let cp = control_plane()?;
+    let client = cp.client().await;
+    let ns = namespace_with(&client, test, routed, &[]).await;
+    Some(Bare {
+        cp,
+        dir: cp.test_dir(test),
+        client,
+        ns,
+    })
 }
 
 /// Creates the namespace `e2e-<test>` with the test label and `labels`, and the
@@ -321,6 +374,43 @@ impl Answer {
     pub fn message(&self) -> &str {
         self.body["message"].as_str().unwrap_or_default()
     }
+
+    /// Asserts the HTTP status, showing the body otherwise.
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "{}", self.body);
+        self
+    }
+
+    /// Asserts that the Status message satisfies `pred`, showing it otherwise.
+    #[track_caller]
+    pub fn assert_message(&self, pred: impl Fn(&str) -> bool) -> &Self {
+        assert!(pred(self.message()), "{}", self.message());
+        self
+    }
+
+    /// Asserts that there is no warning, showing them otherwise.
+    #[track_caller]
+    pub fn assert_no_warnings(&self) -> &Self {
+        assert!(self.warnings.is_empty(), "{:?}", self.warnings);
+        self
+    }
+
+    /// Asserts that a warning satisfies `pred`, showing every warning otherwise.
+    #[track_caller]
+    pub fn assert_warning(&self, pred: impl Fn(&str) -> bool) -> &Self {
+        self.warning(pred);
+        self
+    }
+
+    /// The first warning satisfying `pred`; panics showing every warning when none does.
+    #[track_caller]
+    pub fn warning(&self, pred: impl Fn(&str) -> bool) -> &str {
+        match self.warnings.iter().find(|w| pred(w)) {
+            Some(w) => w,
+            None => panic!("no such warning in {:?}", self.warnings),
+        }
+    }
 }
 
 /// Sends a request with a JSON body (`Content-Type` as given) and returns the answer.
@@ -331,16 +421,30 @@ pub async fn send(
     content_type: &str,
     body: Option<&Value>,
 ) -> Answer {
+    send_with(client, method, path, content_type, body, &[]).await
+}
+
+/// Like [`send`], with extra `headers` (e.g. `Impersonate-User`).
+pub async fn send_with(
+    client: &Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Answer {
     let bytes = body
         .map(|b| serde_json::to_vec(b).unwrap())
         .unwrap_or_default();
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method(method)
         .uri(path)
         .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::ACCEPT, "application/json")
-        .body(kube::client::Body::from(bytes))
-        .unwrap();
+        .header(http::header::ACCEPT, "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(kube::client::Body::from(bytes)).unwrap();
     let response = client.send(request).await.unwrap();
     let status = response.status().as_u16();
     let warnings = response
@@ -369,6 +473,24 @@ fn decode_warning(header: &str) -> String {
     text.replace("\\\"", "\"").replace("\\\\", "\\")
 }
 
+/// GETs `path`.
+pub async fn get(client: &Client, path: &str) -> Answer {
+    send(client, "GET", path, "application/json", None).await
+}
+
+/// DELETEs `path`.
+pub async fn delete(client: &Client, path: &str) -> Answer {
+    send(client, "DELETE", path, "application/json", None).await
+}
+
+/// The content type of a JSON Patch (RFC 6902).
+pub const JSON_PATCH: &str = "application/json-patch+json";
+
+/// PATCHes `path` with `patch`, of `content_type` (e.g. [`JSON_PATCH`]).
+pub async fn patch(client: &Client, path: &str, content_type: &str, patch: &Value) -> Answer {
+    send(client, "PATCH", path, content_type, Some(patch)).await
+}
+
 /// POSTs `object` to the collection at `path` (with `?dryRun=All` when `dry_run`).
 pub async fn create(client: &Client, path: &str, object: &Value, dry_run: bool) -> Answer {
     let path = if dry_run {
@@ -377,6 +499,14 @@ pub async fn create(client: &Client, path: &str, object: &Value, dry_run: bool) 
         path.to_owned()
     };
     send(client, "POST", &path, "application/json", Some(object)).await
+}
+
+/// Creates each of `objects` in the collection at `path`, asserting each is created.
+pub async fn create_all(client: &Client, path: &str, objects: impl IntoIterator<Item = Value>) {
+    for object in objects {
+        let created = create(client, path, &object, false).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+    }
 }
 
 /// The collection path of an RBAC kind, namespaced ones in `ns`.
@@ -391,6 +521,15 @@ pub fn rbac_collection(kind: &str, ns: &str) -> String {
     }
 }
 
+/// The stored pod `name` of `ns`, as JSON.
+pub async fn stored_pod(client: &Client, ns: &str, name: &str) -> Value {
+    let pod = Api::<Pod>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    serde_json::to_value(pod).unwrap()
+}
+
 /// The collection path of pods in `ns`.
 pub fn pods(ns: &str) -> String {
     format!("/api/v1/namespaces/{ns}/pods")
@@ -401,23 +540,25 @@ pub fn apps(ns: &str, plural: &str) -> String {
     format!("/apis/apps/v1/namespaces/{ns}/{plural}")
 }
 
-/// Retries `check` until it returns `Some`, or panics after `within`.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+/// GET over plain HTTP/1.1 (the harness's [`super::common::http_get`]); the body of a
+/// 200, else `None`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    match super::common::http_get(addr, path).await {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub use super::common::free_port;
+
+/// Retries `check` every 200 ms until it returns `Some`, or panics after `within` (the
+/// harness's [`super::common::eventually`]).
+pub async fn eventually<T, Fut>(what: &str, within: Duration, check: impl FnMut() -> Fut) -> T
 where
-    F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    super::common::eventually(what, within, Duration::from_millis(200), check).await
 }
 
 /// Reads a YAML file of the repository into JSON.
@@ -432,6 +573,15 @@ pub fn yaml_documents(path: &str) -> Vec<Value> {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_saphyr::from_multiple::<Value>(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A bare pod named `name` running `containers`.
+pub fn pod(name: &str, containers: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": containers},
+    })
 }
 
 /// A pod as the controller of `workload` would create it from its template.

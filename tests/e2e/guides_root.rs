@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::cluster::{create, pods};
+use super::cluster::pod;
 use super::webhook::setup;
 
 #[tokio::test]
@@ -13,39 +13,22 @@ async fn guides_root_the_guide_prescribes_is_admitted_through_kube_apiserver() {
         return;
     };
     let root = |name: &str, image: &str| {
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [{"name": "agent", "image": image,
-                "securityContext": {"runAsUser": 0}}]}})
+        let agent = json!({"name": "agent", "image": image, "securityContext": {"runAsUser": 0}});
+        pod(name, json!([agent]))
     };
-    let answer = create(
-        &env.client,
-        &pods(&env.ns),
-        &root("clamav", "dhi.io/clamav:1.5"),
-        true,
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{}", answer.body);
-    assert!(
-        answer.warnings.iter().any(|w| w.starts_with(
+    let answer = env
+        .create_pod(&root("clamav", "dhi.io/clamav:1.5"), true)
+        .await;
+    answer.assert_status(201).assert_warning(|w| {
+        w.starts_with(
             "container \"agent\": runAsUser: 0 admitted as root by design, as the image's own \
-             guide prescribes (image/clamav/guides.md:201 in DHI's catalog)"
-        )),
-        "{:?}",
-        answer.warnings
-    );
-    let answer = create(
-        &env.client,
-        &pods(&env.ns),
-        &root("nginx", "dhi.io/nginx:1.31"),
-        true,
-    )
-    .await;
-    assert_eq!(answer.status, 403, "{}", answer.body);
-    assert!(
-        answer
-            .message()
-            .contains("[run-as-root] container \"agent\""),
-        "{}",
-        answer.message()
-    );
+             guide prescribes (image/clamav/guides.md:201 in DHI's catalog)",
+        )
+    });
+    let answer = env
+        .create_pod(&root("nginx", "dhi.io/nginx:1.31"), true)
+        .await;
+    answer
+        .assert_status(403)
+        .assert_message(|m| m.contains("[run-as-root] container \"agent\""));
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::cluster::{create, pods};
+use super::cluster::pod;
 use super::webhook::setup;
 
 /// The longest container name the API server accepts (a DNS label).
@@ -12,13 +12,15 @@ fn long_name(tag: &str) -> String {
 }
 
 fn long_pod(name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-    "spec": {"containers": [
-        {"name": long_name("web"), "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]},
-        {"name": long_name("root"), "image": "dhi.io/python:3.13-dev", "securityContext": {"runAsUser": 0}},
-        {"name": long_name("pinned"),
-         "image": format!("docker.io/istio/proxyv2:1.30.3@sha256:{}", "a".repeat(64))},
-    ]}})
+    pod(
+        name,
+        json!([
+            {"name": long_name("web"), "image": "dhi.io/nginx:1.31", "ports": [{"containerPort": 80}]},
+            {"name": long_name("root"), "image": "dhi.io/python:3.13-dev", "securityContext": {"runAsUser": 0}},
+            {"name": long_name("pinned"),
+             "image": format!("docker.io/istio/proxyv2:1.30.3@sha256:{}", "a".repeat(64))},
+        ]),
+    )
 }
 
 #[tokio::test]
@@ -28,33 +30,20 @@ async fn guides_warnings_keep_their_fix_through_kube_apiserver() {
         let Some(env) = setup(&test, &[("dhi.io/mode", mode)], &[]).await else {
             return;
         };
-        let answer = create(&env.client, &pods(&env.ns), &long_pod("long"), true).await;
-        let pinned = answer
-            .warnings
-            .iter()
-            .find(|w| w.contains("not rewritten"))
-            .unwrap_or_else(|| panic!("{mode}: {:?}", answer.warnings));
+        let answer = env.create_pod(&long_pod("long"), true).await;
+        let pinned = answer.warning(|w| w.contains("not rewritten"));
         assert!(
             pinned.contains(": it is pinned by digest, which names the upstream content; image "),
             "{pinned}"
         );
         if mode == "enforce" {
-            assert_eq!(answer.status, 403, "{}", answer.body);
-            assert!(
-                answer
-                    .message()
-                    .contains("set runtime.unprivilegedPortStart: 0 in the dhi-admission policy)"),
-                "{}",
-                answer.message()
-            );
+            answer.assert_status(403).assert_message(|m| {
+                m.contains("set runtime.unprivilegedPortStart: 0 in the dhi-admission policy)")
+            });
             continue;
         }
         assert_eq!(answer.status, 201, "{mode}: {}", answer.body);
-        let port = answer
-            .warnings
-            .iter()
-            .find(|w| w.contains("[privileged-port]"))
-            .unwrap_or_else(|| panic!("{mode}: {:?}", answer.warnings));
+        let port = answer.warning(|w| w.contains("[privileged-port]"));
         // Below 4 KiB the API server cuts nothing: the fix with its runtime advice, whole.
         assert!(
             port.starts_with(&format!(
@@ -79,10 +68,8 @@ async fn guides_warnings_past_four_kib_are_cut_after_their_fix() {
             "ports": [{"containerPort": 80 + i}]})
         })
         .collect();
-    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "many"},
-        "spec": {"containers": containers}});
-    let answer = create(&env.client, &pods(&env.ns), &pod, true).await;
-    assert_eq!(answer.status, 201, "{}", answer.body);
+    let answer = env.create_pod(&pod("many", json!(containers)), true).await;
+    answer.assert_status(201);
     let ports: Vec<&String> = answer
         .warnings
         .iter()

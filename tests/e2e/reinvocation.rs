@@ -4,15 +4,13 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
 use serde_json::{Value, json};
 
-use super::cluster::{TEST_LABEL, create, eventually, namespace, pods};
+use super::cluster::{
+    TEST_LABEL, bare, create, delete, eventually, namespace, pod, pods, stored_pod,
+};
 use super::injector::Injector;
-use super::webhook::{Server, apply, configurations, wait_active};
-
-const MUTATING: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
+use super::webhook::{MUTATING, Server, apply, configurations, unregister, wait_active};
 
 /// The injector's configuration: named to sort after dhi-admission's (the API server calls
 /// mutating configurations in name order), never reinvoked itself.
@@ -42,12 +40,9 @@ fn injector_configuration(injector: &Injector, tests: &[&str]) -> Value {
 }
 
 fn app_pod(name: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {"containers": [{"name": "app", "image": "docker.io/library/busybox:1.37",
-                                 "command": ["sleep", "3600"]}]},
-    })
+    let app = json!({"name": "app", "image": "docker.io/library/busybox:1.37",
+                     "command": ["sleep", "3600"]});
+    pod(name, json!([app]))
 }
 
 fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
@@ -77,12 +72,10 @@ async fn wait_injecting(client: &kube::Client, ns: &str) {
 // worker threads, so a blocked one never stalls it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecars_injected_after_us_are_patched_on_reinvocation() {
-    let Some(cp) = super::cluster::control_plane() else {
+    let Some(bare) = bare("reinvoke", true).await else {
         return;
     };
-    let client = cp.client().await;
-    let dir = cp.test_dir("reinvoke");
-    let ns = namespace(&client, "reinvoke", &[]).await;
+    let (cp, client, ns, dir) = (bare.cp, bare.client, bare.ns, bare.dir);
     let ns_never = namespace(&client, "reinvoke-never", &[]).await;
     let server = Server::start(&dir, &[]).await;
 
@@ -124,13 +117,7 @@ async fn sidecars_injected_after_us_are_patched_on_reinvocation() {
     let answer = create(&client, &pods(&ns), &app_pod("web"), false).await;
     assert_eq!(answer.status, 201, "{}", answer.body);
     assert_eq!(injector.calls(), calls + 1, "the injector is called once");
-    let pod = serde_json::to_value(
-        Api::<Pod>::namespaced(client.clone(), &ns)
-            .get("web")
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let pod = stored_pod(&client, &ns, "web").await;
     assert_eq!(
         container(&pod, "app")["securityContext"],
         Value::Null,
@@ -147,14 +134,7 @@ async fn sidecars_injected_after_us_are_patched_on_reinvocation() {
     assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 65532);
 
     // The API server records each mutating call in the audit event: ours in round 1 changed it.
-    let event = cp
-        .audit_event("the audit event of pod web", |e| {
-            e["objectRef"]["name"] == "web"
-                && e["objectRef"]["namespace"] == ns.as_str()
-                && e["verb"] == "create"
-                && e["stage"] == "ResponseComplete"
-        })
-        .await;
+    let event = cp.create_event(&ns, "pods", "web").await;
     let rounds: Vec<(String, Value)> = event["annotations"]
         .as_object()
         .unwrap()
@@ -178,13 +158,7 @@ async fn sidecars_injected_after_us_are_patched_on_reinvocation() {
     // Never: the injected containers are stored as the injector wrote them.
     let answer = create(&client, &pods(&ns_never), &app_pod("web"), false).await;
     assert_eq!(answer.status, 201, "{}", answer.body);
-    let pod = serde_json::to_value(
-        Api::<Pod>::namespaced(client.clone(), &ns_never)
-            .get("web")
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let pod = stored_pod(&client, &ns_never, "web").await;
     assert_eq!(
         container(&pod, "log-shipper")["securityContext"],
         Value::Null
@@ -194,14 +168,7 @@ async fn sidecars_injected_after_us_are_patched_on_reinvocation() {
         "docker.io/istio/proxyv2:1.30.3"
     );
 
-    super::webhook::unregister(&client, "dhi-e2e-reinvoke").await;
-    super::webhook::unregister(&client, "dhi-e2e-reinvoke-never").await;
-    super::cluster::send(
-        &client,
-        "DELETE",
-        &format!("{MUTATING}/zz-e2e-injector"),
-        "application/json",
-        None,
-    )
-    .await;
+    unregister(&client, "dhi-e2e-reinvoke").await;
+    unregister(&client, "dhi-e2e-reinvoke-never").await;
+    delete(&client, &format!("{MUTATING}/zz-e2e-injector")).await;
 }

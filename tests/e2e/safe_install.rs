@@ -16,16 +16,18 @@ use serde_json::{Value, json};
 
 use super::certs::service_account_kubeconfig;
 use super::cluster::{
-    create, eventually, namespace, pods, rbac_collection, send, service_accounts, yaml_documents,
+    JSON_PATCH, bare, create, eventually, get, patch, pods, rbac_collection, send,
+    service_accounts, yaml_documents,
 };
-use super::webhook::{Server, apply, configurations, probe_pod, unregister, wait_active};
+use super::webhook::{
+    MUTATING, Server, VALIDATING, apply, command, configurations, probe_pod, unregister,
+    wait_active,
+};
 
 const TEST: &str = "safe-install";
 const CONFIG: &str = "dhi-e2e-safe-install";
 const SERVICE: &str = "dhi-admission";
 const ANNOTATION: &str = "dhi.io/failure-policy";
-const MUTATING: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
-const VALIDATING: &str = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
 
 /// The intent the enforce overlay declares, from its committed render.
 fn enforce_intent(kind: &str) -> String {
@@ -67,20 +69,26 @@ async fn apply_arm_rbac(client: &kube::Client, ns: &str) {
     }
 }
 
+/// `certs arm` (`--once`, or the loop every second) with `kubeconfig`, for the Service
+/// of `ns` and the configurations `config`.
+fn arm(kubeconfig: &Path, ns: &str, config: &str, once: bool) -> Command {
+    let mut cmd = command();
+    cmd.args(["certs", "arm"])
+        .args(if once {
+            &["--once"][..]
+        } else {
+            &["--interval-seconds", "1"]
+        })
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--namespace", ns, "--service", SERVICE])
+        .args(["--webhook-config", config]);
+    cmd
+}
+
 /// `certs arm` as the ServiceAccount, one round; returns its log.
 fn arm_once(kubeconfig: &Path, ns: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .args(["certs", "arm", "--once", "--kubeconfig"])
-        .arg(kubeconfig)
-        .args([
-            "--namespace",
-            ns,
-            "--service",
-            SERVICE,
-            "--webhook-config",
-            CONFIG,
-        ])
-        .stdin(Stdio::null())
+    let out = arm(kubeconfig, ns, CONFIG, true)
         .output()
         .expect("dhi-admission runs");
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -88,19 +96,12 @@ fn arm_once(kubeconfig: &Path, ns: &str) -> String {
     log
 }
 
-/// Each entry's failurePolicy, mutating then validating.
-async fn policies(client: &kube::Client) -> Vec<(String, String)> {
+/// Each entry's failurePolicy in the configurations `name`, mutating then validating.
+async fn policies(client: &kube::Client, name: &str) -> Vec<(String, String)> {
     let mut all = Vec::new();
     for path in [MUTATING, VALIDATING] {
-        let answer = send(
-            client,
-            "GET",
-            &format!("{path}/{CONFIG}"),
-            "application/json",
-            None,
-        )
-        .await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
+        let answer = get(client, &format!("{path}/{name}")).await;
+        answer.assert_status(200);
         for w in answer.body["webhooks"].as_array().unwrap() {
             all.push((
                 w["name"].as_str().unwrap().to_owned(),
@@ -136,14 +137,7 @@ async fn endpoint(client: &kube::Client, ns: &str, ready: bool) {
         "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}],
     });
     let path = format!("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices");
-    let existing = send(
-        client,
-        "GET",
-        &format!("{path}/{SERVICE}-e2e"),
-        "application/json",
-        None,
-    )
-    .await;
+    let existing = get(client, &format!("{path}/{SERVICE}-e2e")).await;
     let answer = if existing.status == 200 {
         let mut slice = slice;
         slice["metadata"]["resourceVersion"] = existing.body["metadata"]["resourceVersion"].clone();
@@ -168,26 +162,19 @@ async fn publish_ca(client: &kube::Client, ca_pem: &str) {
         let ops: Vec<Value> = (0..3)
             .map(|i| json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}))
             .collect();
-        let answer = send(
-            client,
-            "PATCH",
-            &format!("{path}/{CONFIG}"),
-            "application/json-patch+json",
-            Some(&Value::Array(ops)),
-        )
-        .await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
+        let path = format!("{path}/{CONFIG}");
+        patch(client, &path, JSON_PATCH, &Value::Array(ops))
+            .await
+            .assert_status(200);
     }
 }
 
 #[tokio::test]
 async fn fail_is_armed_only_once_a_replica_is_ready() {
-    let Some(cp) = super::cluster::control_plane() else {
+    let Some(bare) = bare(TEST, true).await else {
         return;
     };
-    let client = cp.client().await;
-    let ns = namespace(&client, TEST, &[]).await;
-    let dir = cp.test_dir(TEST);
+    let (cp, client, ns, dir) = (bare.cp, bare.client, bare.ns, bare.dir);
     service_accounts(&client, &ns, &[SERVICE]).await;
     apply_arm_rbac(&client, &ns).await;
     let kubeconfig = service_account_kubeconfig(cp, &client, &ns, &dir).await;
@@ -222,11 +209,11 @@ async fn fail_is_armed_only_once_a_replica_is_ready() {
         log.contains(&format!("Service {ns}/{SERVICE} has no ready endpoint")),
         "{log}"
     );
-    assert_eq!(policies(&client).await, expect("Ignore"));
+    assert_eq!(policies(&client, CONFIG).await, expect("Ignore"));
     endpoint(&client, &ns, false).await;
     let log = arm_once(&kubeconfig, &ns);
     assert!(log.contains("has no ready endpoint"), "{log}");
-    assert_eq!(policies(&client).await, expect("Ignore"));
+    assert_eq!(policies(&client, CONFIG).await, expect("Ignore"));
 
     // A ready endpoint, but no caBundle yet: still nothing.
     endpoint(&client, &ns, true).await;
@@ -235,28 +222,17 @@ async fn fail_is_armed_only_once_a_replica_is_ready() {
         log.contains("MutatingWebhookConfiguration entry mutate.dhi.io has no caBundle"),
         "{log}"
     );
-    assert_eq!(policies(&client).await, expect("Ignore"));
+    assert_eq!(policies(&client, CONFIG).await, expect("Ignore"));
 
     // The sidecar's way: the loop, which arms by itself once the bundle lands.
-    let mut sidecar = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .args(["certs", "arm", "--interval-seconds", "1", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args([
-            "--namespace",
-            &ns,
-            "--service",
-            SERVICE,
-            "--webhook-config",
-            CONFIG,
-        ])
-        .stdin(Stdio::null())
+    let mut sidecar = arm(&kubeconfig, &ns, CONFIG, false)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("arm.log")).unwrap())
         .spawn()
         .expect("certs arm runs");
     publish_ca(&client, &server.ca_pem).await;
     eventually("certs arm to set Fail", Duration::from_secs(15), || async {
-        (policies(&client).await == expect("Fail")).then_some(())
+        (policies(&client, CONFIG).await == expect("Fail")).then_some(())
     })
     .await;
     // SIGTERM (what the kubelet sends) ends it promptly and cleanly.
@@ -289,16 +265,12 @@ async fn fail_is_armed_only_once_a_replica_is_ready() {
         "fail closed without a webhook: {}",
         answer.body
     );
-    assert!(
-        answer.message().contains("failed calling webhook"),
-        "{}",
-        answer.message()
-    );
+    answer.assert_message(|m| m.contains("failed calling webhook"));
 
     // Every endpoint gone: arming never goes back to Ignore by itself.
     endpoint(&client, &ns, false).await;
     arm_once(&kubeconfig, &ns);
-    assert_eq!(policies(&client).await, expect("Fail"));
+    assert_eq!(policies(&client, CONFIG).await, expect("Fail"));
 
     // Uninstall, configurations first: the namespace is unblocked at once.
     unregister(&client, CONFIG).await;
@@ -317,12 +289,11 @@ async fn fail_is_armed_only_once_a_replica_is_ready() {
 /// at once, with nothing ready.
 #[tokio::test]
 async fn an_intended_ignore_needs_no_ready_replica() {
-    let Some(cp) = super::cluster::control_plane() else {
+    let test = "safe-install-ignore";
+    let Some(bare) = bare(test, true).await else {
         return;
     };
-    let test = "safe-install-ignore";
-    let client = cp.client().await;
-    let ns = namespace(&client, test, &[]).await;
+    let (cp, client, ns) = (bare.cp, bare.client, bare.ns);
     let name = format!("dhi-e2e-{test}");
     let mut configs = configurations(&name, test, "https://127.0.0.1:9", None);
     for config in &mut configs {
@@ -336,37 +307,14 @@ async fn an_intended_ignore_needs_no_ready_replica() {
         });
     }
     apply(&client, &configs).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
-        .args(["certs", "arm", "--once", "--kubeconfig"])
-        .arg(&cp.kubeconfig)
-        .args([
-            "--namespace",
-            &ns,
-            "--service",
-            SERVICE,
-            "--webhook-config",
-            &name,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = arm(&cp.kubeconfig, &ns, &name, true).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for path in [MUTATING, VALIDATING] {
-        let answer = send(
-            &client,
-            "GET",
-            &format!("{path}/{name}"),
-            "application/json",
-            None,
-        )
-        .await;
-        for w in answer.body["webhooks"].as_array().unwrap() {
-            assert_eq!(w["failurePolicy"], "Ignore", "{}", w["name"]);
-        }
+    for (webhook, policy) in policies(&client, &name).await {
+        assert_eq!(policy, "Ignore", "{webhook}");
     }
     unregister(&client, &name).await;
 }
@@ -389,13 +337,12 @@ fn compliant_pod() -> Value {
 /// is refused by the Fail entry, not let through.
 #[tokio::test]
 async fn large_pods_stay_within_the_cel_cost_budget() {
-    let Some(cp) = super::cluster::control_plane() else {
+    let test = "cel-cost";
+    let Some(bare) = bare(test, true).await else {
         return;
     };
-    let test = "cel-cost";
-    let client = cp.client().await;
-    let ns = namespace(&client, test, &[]).await;
-    let server = Server::start(&cp.test_dir(test), &[]).await;
+    let (client, ns) = (bare.client, bare.ns);
+    let server = Server::start(&bare.dir, &[]).await;
     let name = format!("dhi-e2e-{test}");
     // The validating configuration alone: the mutating one has no conditions, and its
     // calls would fail while the webhook is down.
@@ -429,11 +376,7 @@ async fn large_pods_stay_within_the_cel_cost_budget() {
         },
     )
     .await;
-    assert!(
-        denied.message().contains("[privileged-port]"),
-        "{}",
-        denied.message()
-    );
+    denied.assert_message(|m| m.contains("[privileged-port]"));
 
     drop(server);
     let answer = create(&client, &pods(&ns), &large_pod(false), true).await;
@@ -452,12 +395,8 @@ async fn large_pods_stay_within_the_cel_cost_budget() {
     // evaluation is an error and the Fail entry refuses the pod: never waved through.
     let answer = create(&client, &pods(&ns), &sized_pod(1000, false), true).await;
     assert_eq!(answer.status, 403, "{}", answer.body);
-    assert!(
-        answer
-            .message()
-            .ends_with("resulted in error: operation cancelled: actual cost limit exceeded"),
-        "{}",
-        answer.message()
-    );
+    answer.assert_message(|m| {
+        m.ends_with("resulted in error: operation cancelled: actual cost limit exceeded")
+    });
     unregister(&client, &name).await;
 }

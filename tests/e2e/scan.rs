@@ -4,10 +4,12 @@
 
 use serde_json::{Value, json};
 
-use super::cluster::{Answer, apps, control_plane, create, namespace_with, pods};
+use super::cluster::{apps, bare, create, namespace_with, pods};
 use super::webhook::run;
 
-fn created(answer: Answer) -> Value {
+/// Creates `object` in the collection at `path`, asserting success; returns it as stored.
+async fn created(client: &kube::Client, path: &str, object: &Value) -> Value {
+    let answer = create(client, path, object, false).await;
     assert!(
         (200..300).contains(&answer.status),
         "{}: {}",
@@ -93,6 +95,12 @@ fn scan(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, Value) {
     (out.status.code().unwrap(), report)
 }
 
+/// The report of the workload `name`.
+fn workload_named<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let workloads = report["workloads"].as_array().unwrap();
+    workloads.iter().find(|w| w["name"] == name).unwrap()
+}
+
 /// What each workload's report says, without uids and patches.
 fn rows(report: &Value, namespace: &str) -> Vec<Value> {
     report["workloads"]
@@ -124,37 +132,27 @@ fn rules(run_as_root: &str, hardened_image: &str) -> Value {
 
 #[tokio::test]
 async fn scan_reports_each_owner_once_with_fixes_patches_and_equivalents() {
-    let Some(cp) = control_plane() else {
-        return;
-    };
-    let client = cp.client().await;
     // Unrouted: no webhook of any test sees these namespaces, as in a cluster before
     // dhi-admission is installed.
-    let ns = namespace_with(&client, "scan", false, &[]).await;
+    let Some(bare) = bare("scan", false).await else {
+        return;
+    };
+    let (cp, client, ns) = (bare.cp, bare.client, bare.ns);
     let audit = namespace_with(&client, "scan-audit", false, &[("dhi.io/mode", "audit")]).await;
     let off = namespace_with(&client, "scan-off", false, &[("dhi.io/mode", "off")]).await;
 
-    let deployment = created(
-        create(
-            &client,
-            &apps(&ns, "deployments"),
-            &workload("Deployment", "apps/v1", "web", "nginx:1.31"),
-            false,
-        )
-        .await,
-    );
+    let web = workload("Deployment", "apps/v1", "web", "nginx:1.31");
+    let deployment = created(&client, &apps(&ns, "deployments"), &web).await;
     let mut replica_set = workload("ReplicaSet", "apps/v1", "web-5d8f", "nginx:1.31");
     replica_set["metadata"]["ownerReferences"] = owner(&deployment);
-    let replica_set =
-        created(create(&client, &apps(&ns, "replicasets"), &replica_set, false).await);
+    let replica_set = created(&client, &apps(&ns, "replicasets"), &replica_set).await;
     // Two pods as the ReplicaSet made them, and one left from an older template.
     for (name, image) in [
         ("web-5d8f-a", "nginx:1.31"),
         ("web-5d8f-b", "nginx:1.31"),
         ("web-5d8f-c", "nginx:1.27"),
     ] {
-        let p = web_pod(name, image, &replica_set);
-        created(create(&client, &pods(&ns), &p, false).await);
+        created(&client, &pods(&ns), &web_pod(name, image, &replica_set)).await;
     }
     for p in [
         pod("debug", "dhi.io/python:3.13-dev"),
@@ -162,26 +160,16 @@ async fn scan_reports_each_owner_once_with_fixes_patches_and_equivalents() {
         pod("proxy", "docker.io/istio/proxyv2:1.30.3-distroless"),
         pod("app", "registry.example.com/team/app:2"),
     ] {
-        created(create(&client, &pods(&ns), &p, false).await);
+        created(&client, &pods(&ns), &p).await;
     }
-    created(
-        create(
+    for other in [&audit, &off] {
+        created(
             &client,
-            &pods(&audit),
+            &pods(other),
             &pod("debug", "dhi.io/python:3.13-dev"),
-            false,
         )
-        .await,
-    );
-    created(
-        create(
-            &client,
-            &pods(&off),
-            &pod("debug", "dhi.io/python:3.13-dev"),
-            false,
-        )
-        .await,
-    );
+        .await;
+    }
 
     // One namespace: the exact report, exit 1 (a denied workload).
     let (code, report) = scan(&cp.kubeconfig, &["-n", &ns, "--page-size", "2"]);
@@ -224,12 +212,7 @@ async fn scan_reports_each_owner_once_with_fixes_patches_and_equivalents() {
                    "patch_ops": 0, "patched_by": "none"}),
         ]
     );
-    let proxy = report["workloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == "proxy")
-        .unwrap();
+    let proxy = workload_named(&report, "proxy");
     assert_eq!(
         proxy["patch"],
         json!([
@@ -240,12 +223,7 @@ async fn scan_reports_each_owner_once_with_fixes_patches_and_equivalents() {
             {"op": "add", "path": "/spec/securityContext/fsGroup", "value": 1337},
         ])
     );
-    let debug = report["workloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == "debug")
-        .unwrap();
+    let debug = workload_named(&report, "debug");
     assert_eq!(
         debug["violations"][0]["fix"],
         "use the runtime variant (tag without -dev), which runs as nonroot, or set a non-zero runAsUser"

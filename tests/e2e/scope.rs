@@ -2,12 +2,15 @@
 //! the real API server accepts them, and with the webhook DOWN and `failurePolicy: Fail`
 //! it admits the pods they exclude and refuses the ones they include.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::cluster::{create, pods, send};
-use super::webhook::{apply, configurations, unregister};
+use super::cluster::{
+    Answer, Bare, JSON_PATCH, bare, create, delete, eventually, free_port, get, patch, pods,
+    send_with, yaml_documents,
+};
+use super::webhook::{apply, command, configurations, unregister};
 
 /// The shipped configurations, pointed at `url`, with the shipped conditions on both: the
 /// validating one as shipped, the mutating one as an install with no sidecar injector
@@ -23,26 +26,17 @@ fn scoped(name: &str, test: &str, url: &str) -> [Value; 2] {
 }
 
 fn pod(image: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "scoped"},
-        "spec": {"containers": [{"name": "app", "image": image}]},
-    })
+    super::cluster::pod("scoped", json!([{"name": "app", "image": image}]))
 }
 
 #[tokio::test]
 async fn excluded_pods_do_not_depend_on_the_webhook() {
     const TEST: &str = "scope";
-    let Some(cp) = super::cluster::control_plane() else {
+    let Some(Bare { client, ns, .. }) = bare(TEST, true).await else {
         return;
     };
-    let client = cp.client().await;
-    let ns = super::cluster::namespace(&client, TEST, &[]).await;
     // Nothing listens there: every call fails, and the enforce entries fail closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+    let port = free_port();
     let name = format!("dhi-e2e-{TEST}");
     let configs = scoped(&name, TEST, &format!("https://127.0.0.1:{port}"));
     // The API server validates (compiles, and checks the cost of) every expression here.
@@ -50,22 +44,22 @@ async fn excluded_pods_do_not_depend_on_the_webhook() {
 
     // The API server's configuration informer lags behind the write: wait until a pod the
     // conditions include is refused, then ask about every other image once.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let answer = create(&client, &pods(&ns), &pod("dhi.io/nginx:1.31"), true).await;
-        if answer.status >= 400 {
-            assert_eq!(answer.status, 500, "{answer:?}");
-            assert!(
-                answer
-                    .message()
-                    .contains("failed calling webhook \"mutate.dhi.io\""),
-                "{answer:?}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "never refused: {answer:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let refused = eventually(
+        "a hardened pod refused",
+        Duration::from_secs(20),
+        || async {
+            let answer = create(&client, &pods(&ns), &pod("dhi.io/nginx:1.31"), true).await;
+            (answer.status >= 400).then_some(answer)
+        },
+    )
+    .await;
+    assert_eq!(refused.status, 500, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("failed calling webhook \"mutate.dhi.io\""),
+        "{refused:?}"
+    );
     for image in [
         "dhi.io:443/python:3.13",
         "DHI.IO/python:3.13",
@@ -100,11 +94,10 @@ async fn excluded_pods_do_not_depend_on_the_webhook() {
 #[tokio::test]
 async fn bootstrap_publishes_the_conditions() {
     const TEST: &str = "scope-bootstrap";
-    let Some(cp) = super::cluster::control_plane() else {
+    let Some(bare) = bare(TEST, true).await else {
         return;
     };
-    let client = cp.client().await;
-    let ns = super::cluster::namespace(&client, TEST, &[]).await;
+    let (cp, client, ns, dir) = (bare.cp, bare.client, bare.ns, bare.dir);
     let name = format!("dhi-e2e-{TEST}");
     let mut configs = configurations(&name, TEST, "https://127.0.0.1:9", None);
     let expected = configs[1]["webhooks"][0]["matchConditions"].clone();
@@ -113,7 +106,7 @@ async fn bootstrap_publishes_the_conditions() {
     }
     apply(&client, &configs).await;
     let kubeconfig = cp.kubeconfig.to_str().unwrap();
-    let out = cp.test_dir(TEST).join("out");
+    let out = dir.join("out");
     let args = [
         "certs",
         "bootstrap",
@@ -132,11 +125,10 @@ async fn bootstrap_publishes_the_conditions() {
         "--config",
         "deploy/base/policy.yaml",
     ];
-    let dir = env!("CARGO_MANIFEST_DIR");
     for round in 0..2 {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dhi-admission"))
+        let output = command()
             .args(args)
-            .current_dir(dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
         let log = String::from_utf8_lossy(&output.stderr);
@@ -149,7 +141,7 @@ async fn bootstrap_publishes_the_conditions() {
     }
     let path =
         format!("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}");
-    let answer = send(&client, "GET", &path, "application/json", None).await;
+    let answer = get(&client, &path).await;
     for webhook in answer.body["webhooks"].as_array().unwrap() {
         assert_eq!(webhook["matchConditions"], expected, "{}", webhook["name"]);
     }
@@ -160,35 +152,15 @@ async fn bootstrap_publishes_the_conditions() {
 async fn label_as(
     client: &kube::Client,
     ns: &str,
-    key: &str,
-    value: &str,
+    (key, value): (&str, &str),
     groups: &[&str],
-) -> (u16, Value) {
+) -> Answer {
     let patch = json!({"metadata": {"labels": {key: value}}});
-    let mut request = http::Request::builder()
-        .method("PATCH")
-        .uri(format!("/api/v1/namespaces/{ns}"))
-        .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
-        .header(http::header::ACCEPT, "application/json")
-        .header("Impersonate-User", "e2e-alice");
-    for group in groups {
-        request = request.header("Impersonate-Group", *group);
-    }
-    let request = request
-        .body(kube::client::Body::from(
-            serde_json::to_vec(&patch).unwrap(),
-        ))
-        .unwrap();
-    let response = client.send(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let mut headers = vec![("Impersonate-User", "e2e-alice")];
+    headers.extend(groups.iter().map(|group| ("Impersonate-Group", *group)));
+    let path = format!("/api/v1/namespaces/{ns}");
+    let merge = "application/merge-patch+json";
+    send_with(client, "PATCH", &path, merge, Some(&patch), &headers).await
 }
 
 /// The shipped ValidatingAdmissionPolicy is accepted, and only its groups may change the
@@ -196,12 +168,10 @@ async fn label_as(
 #[tokio::test]
 async fn only_mode_admins_change_the_mode_label() {
     const TEST: &str = "scope-vap";
-    let Some(cp) = super::cluster::control_plane() else {
+    let Some(Bare { client, ns, .. }) = bare(TEST, true).await else {
         return;
     };
-    let client = cp.client().await;
-    let ns = super::cluster::namespace(&client, TEST, &[]).await;
-    let docs = super::cluster::yaml_documents("deploy/base/modelabelpolicy.yaml");
+    let docs = yaml_documents("deploy/base/modelabelpolicy.yaml");
     let (mut policy, mut binding) = (docs[0].clone(), docs[1].clone());
     let name = format!("dhi-e2e-{TEST}");
     policy["metadata"]["name"] = json!(name);
@@ -209,23 +179,6 @@ async fn only_mode_admins_change_the_mode_label() {
     binding["spec"]["policyName"] = json!(name);
     binding["spec"]["matchResources"] =
         json!({"objectSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}});
-    let base = "/apis/admissionregistration.k8s.io/v1";
-    let answer = create(
-        &client,
-        &format!("{base}/validatingadmissionpolicies"),
-        &policy,
-        false,
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{answer:?}");
-    let answer = create(
-        &client,
-        &format!("{base}/validatingadmissionpolicybindings"),
-        &binding,
-        false,
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{answer:?}");
     // RBAC lets the impersonated user patch namespaces; only the policy can refuse it.
     let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": name},
@@ -234,91 +187,57 @@ async fn only_mode_admins_change_the_mode_label() {
         "metadata": {"name": name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "e2e-alice"}]});
+    let base = "/apis/admissionregistration.k8s.io/v1";
     let rbac = "/apis/rbac.authorization.k8s.io/v1";
-    assert_eq!(
-        create(&client, &format!("{rbac}/clusterroles"), &role, false)
-            .await
-            .status,
-        201
-    );
-    assert_eq!(
-        create(
-            &client,
-            &format!("{rbac}/clusterrolebindings"),
-            &role_binding,
-            false
-        )
-        .await
-        .status,
-        201
-    );
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = label_as(
-            &client,
-            &ns,
-            "dhi.io/mode",
-            "off",
-            &["system:authenticated"],
-        )
-        .await;
-        if status == 403
-            && body["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("dhi-admission:mode-admins")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never refused: {status} {body}");
-        // Put the label back as it was, should the policy not be active yet.
-        send(
-            &client,
-            "PATCH",
-            &format!("/api/v1/namespaces/{ns}"),
-            "application/json-patch+json",
-            Some(&json!([{"op": "remove", "path": "/metadata/labels/dhi.io~1mode"}])),
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let collections = [
+        (format!("{base}/validatingadmissionpolicies"), policy),
+        (format!("{base}/validatingadmissionpolicybindings"), binding),
+        (format!("{rbac}/clusterroles"), role),
+        (format!("{rbac}/clusterrolebindings"), role_binding),
+    ];
+    for (collection, object) in &collections {
+        let answer = create(&client, collection, object, false).await;
+        assert_eq!(answer.status, 201, "{answer:?}");
     }
-    let (status, body) = label_as(
-        &client,
-        &ns,
-        "dhi.io/mode",
-        "audit",
-        &["system:authenticated", "dhi-admission:mode-admins"],
-    )
+
+    let user = ["system:authenticated"];
+    eventually("the policy to refuse", Duration::from_secs(20), || async {
+        let answer = label_as(&client, &ns, ("dhi.io/mode", "off"), &user).await;
+        if answer.status == 403 && answer.message().contains("dhi-admission:mode-admins") {
+            return Some(());
+        }
+        // Put the label back as it was, should the policy not be active yet.
+        let remove = json!([{"op": "remove", "path": "/metadata/labels/dhi.io~1mode"}]);
+        patch(
+            &client,
+            &format!("/api/v1/namespaces/{ns}"),
+            JSON_PATCH,
+            &remove,
+        )
+        .await;
+        None
+    })
     .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["metadata"]["labels"]["dhi.io/mode"], "audit");
+    let admin = ["system:authenticated", "dhi-admission:mode-admins"];
+    let answer = label_as(&client, &ns, ("dhi.io/mode", "audit"), &admin).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["metadata"]["labels"]["dhi.io/mode"], "audit");
     // Another label, changed by a user outside the groups, is not judged.
-    let (status, body) = label_as(&client, &ns, "team", "a", &["system:authenticated"]).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["metadata"]["labels"]["dhi.io/mode"], "audit");
+    let answer = label_as(&client, &ns, ("team", "a"), &user).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["metadata"]["labels"]["dhi.io/mode"], "audit");
     // Only the values the webhook configurations route, even for a mode admin: a misspelt
     // mode would otherwise silently mean enforce.
-    let admin = ["system:authenticated", "dhi-admission:mode-admins"];
-    let (status, body) = label_as(&client, &ns, "dhi.io/mode", "wran", &admin).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("the dhi.io/mode label takes enforce, warn, audit or off"),
-        "{body}"
-    );
-    let (status, body) = label_as(&client, &ns, "dhi.io/mode", "warn", &admin).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["metadata"]["labels"]["dhi.io/mode"], "warn");
+    let answer = label_as(&client, &ns, ("dhi.io/mode", "wran"), &admin).await;
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    answer
+        .assert_message(|m| m.contains("the dhi.io/mode label takes enforce, warn, audit or off"));
+    let answer = label_as(&client, &ns, ("dhi.io/mode", "warn"), &admin).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["metadata"]["labels"]["dhi.io/mode"], "warn");
 
-    for path in [
-        format!("{base}/validatingadmissionpolicybindings/{name}"),
-        format!("{base}/validatingadmissionpolicies/{name}"),
-        format!("{rbac}/clusterrolebindings/{name}"),
-        format!("{rbac}/clusterroles/{name}"),
-    ] {
-        send(&client, "DELETE", &path, "application/json", None).await;
+    for (collection, object) in collections.iter().rev() {
+        let name = object["metadata"]["name"].as_str().unwrap();
+        delete(&client, &format!("{collection}/{name}")).await;
     }
 }

@@ -1,21 +1,57 @@
 //! The seed workloads of the README, created through the API server and read back.
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
-use super::cluster::{apps, create, pod_from_template, pods, service_accounts, yaml};
-use super::webhook::setup;
+use super::cluster::{Answer, apps, create, pod_from_template, stored_pod, yaml, yaml_documents};
+use super::webhook::{root_pod, setup};
 
-/// The stored pod as JSON.
-async fn stored_pod(client: &kube::Client, ns: &str, name: &str) -> Value {
-    let pod = Api::<Pod>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap();
-    serde_json::to_value(pod).unwrap()
+/// A seed workload of deploy/examples/ and the pod its controller would make from it.
+struct Seed {
+    file: &'static str,
+    pod: &'static str,
+    /// The image of the first container, as written.
+    image: &'static str,
+    /// The image that container runs once admitted.
+    hardened: &'static str,
+}
+
+const HUBBLE_RELAY: Seed = Seed {
+    file: "hubble-relay-deployment.yaml",
+    pod: "hubble-relay-5d8f7c9b4-x2x9z",
+    image: "quay.io/cilium/hubble-relay:v1.20.1",
+    hardened: "dhi.io/hubble-relay:1.20.1",
+};
+
+const ISTIO_CNI: Seed = Seed {
+    file: "istio-cni-daemonset.yaml",
+    pod: "istio-cni-node-7xk2p",
+    image: "docker.io/istio/install-cni:1.30.3",
+    hardened: "dhi.io/istio-install-cni:1.30.3",
+};
+
+/// For `test`, the workload of `seed` and its pod (there is no controller-manager here),
+/// both admitted: the stored template keeps `image` (templates are judged, not patched:
+/// templates.mutate is off by default), the stored pod's first container runs `hardened`,
+/// with the catalog's fsGroup. Returns the pod's answer and the stored pod; `None` when
+/// the suite is skipped.
+async fn workload_and_pod(test: &str, seed: Seed) -> Option<(Answer, Value)> {
+    let env = setup(test, &[], &[]).await?;
+    let manifest = env.example(seed.file).await;
+    let plural = format!("{}s", manifest["kind"].as_str().unwrap().to_lowercase());
+    let stored = create(&env.client, &apps(&env.ns, &plural), &manifest, false).await;
+    let template = &stored.assert_status(201).body["spec"]["template"];
+    assert_eq!(template["spec"]["containers"][0]["image"], seed.image);
+    let answer = env
+        .create_pod(&pod_from_template(&manifest, seed.pod), false)
+        .await;
+    answer.assert_status(201);
+    let stored = stored_pod(&env.client, &env.ns, seed.pod).await;
+    assert_eq!(stored["spec"]["containers"][0]["image"], seed.hardened);
+    assert_eq!(stored["spec"]["securityContext"]["fsGroup"], 65532);
+    Some((answer, stored))
 }
 
 #[tokio::test]
@@ -23,9 +59,7 @@ async fn istio_injected_pod_is_stored_patched() {
     let Some(env) = setup("seed-istio", &[], &[]).await else {
         return;
     };
-    service_accounts(&env.client, &env.ns, &["bookinfo-reviews"]).await;
-    let mut pod = yaml("deploy/examples/istio-injected-pod.yaml");
-    pod["metadata"]["namespace"] = json!(env.ns);
+    let pod = env.example("istio-injected-pod.yaml").await;
 
     // As a person would: kubectl shows the webhook's warning.
     let out = env
@@ -66,42 +100,14 @@ async fn istio_injected_pod_is_stored_patched() {
 
 #[tokio::test]
 async fn hubble_relay_deployment_is_admitted_and_its_pods_rewritten() {
-    let Some(env) = setup("seed-hubble", &[], &[]).await else {
+    let Some((answer, pod)) = workload_and_pod("seed-hubble", HUBBLE_RELAY).await else {
         return;
     };
-    service_accounts(&env.client, &env.ns, &["hubble-relay"]).await;
-    let manifest = yaml("deploy/examples/hubble-relay-deployment.yaml");
-    let deployment: Deployment = serde_json::from_value(manifest.clone()).unwrap();
-    let api = Api::<Deployment>::namespaced(env.client.clone(), &env.ns);
-    api.create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
-
-    // Templates are judged, not patched (templates.mutate is off by default).
-    let stored = serde_json::to_value(api.get("hubble-relay").await.unwrap()).unwrap();
+    answer.assert_no_warnings();
     assert_eq!(
-        stored["spec"]["template"]["spec"]["containers"][0]["image"],
-        "quay.io/cilium/hubble-relay:v1.20.1"
-    );
-
-    // The pod its ReplicaSet would create (there is no controller-manager here).
-    let answer = create(
-        &env.client,
-        &pods(&env.ns),
-        &pod_from_template(&manifest, "hubble-relay-5d8f7c9b4-x2x9z"),
-        false,
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{}", answer.body);
-    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
-    let pod = stored_pod(&env.client, &env.ns, "hubble-relay-5d8f7c9b4-x2x9z").await;
-    let container = &pod["spec"]["containers"][0];
-    assert_eq!(container["image"], "dhi.io/hubble-relay:1.20.1");
-    assert_eq!(
-        container["securityContext"]["runAsUser"], 65532,
+        pod["spec"]["containers"][0]["securityContext"]["runAsUser"], 65532,
         "already the image's user: nothing else changes"
     );
-    assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 65532);
     assert!(
         pod["spec"]["imagePullSecrets"].is_null(),
         "the built-in policy names no pull secret"
@@ -110,39 +116,15 @@ async fn hubble_relay_deployment_is_admitted_and_its_pods_rewritten() {
 
 #[tokio::test]
 async fn istio_cni_daemonset_is_admitted_as_root_and_its_pods_rewritten() {
-    let Some(env) = setup("seed-istio-cni", &[], &[]).await else {
+    let Some((_, pod)) = workload_and_pod("seed-istio-cni", ISTIO_CNI).await else {
         return;
     };
-    service_accounts(&env.client, &env.ns, &["istio-cni"]).await;
-    let manifest = yaml("deploy/examples/istio-cni-daemonset.yaml");
-    let daemonset: DaemonSet = serde_json::from_value(manifest.clone()).unwrap();
-    let api = Api::<DaemonSet>::namespaced(env.client.clone(), &env.ns);
-    api.create(&PostParams::default(), &daemonset)
-        .await
-        .unwrap();
-    let stored = serde_json::to_value(api.get("istio-cni-node").await.unwrap()).unwrap();
+    let security = &pod["spec"]["containers"][0]["securityContext"];
     assert_eq!(
-        stored["spec"]["template"]["spec"]["containers"][0]["image"],
-        "docker.io/istio/install-cni:1.30.3"
-    );
-
-    let answer = create(
-        &env.client,
-        &pods(&env.ns),
-        &pod_from_template(&manifest, "istio-cni-node-7xk2p"),
-        false,
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{}", answer.body);
-    let pod = stored_pod(&env.client, &env.ns, "istio-cni-node-7xk2p").await;
-    let container = &pod["spec"]["containers"][0];
-    assert_eq!(container["image"], "dhi.io/istio-install-cni:1.30.3");
-    assert_eq!(
-        container["securityContext"]["runAsUser"], 0,
+        security["runAsUser"], 0,
         "root by design for istio-install-cni"
     );
-    assert_eq!(container["securityContext"]["privileged"], true);
-    assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 65532);
+    assert_eq!(security["privileged"], true);
 }
 
 #[tokio::test]
@@ -164,8 +146,7 @@ async fn cilium_startup_script_pod_is_rewritten_and_admitted_as_root() {
             }],
         },
     });
-    let answer = create(&env.client, &pods(&env.ns), &pod, false).await;
-    assert_eq!(answer.status, 201, "{}", answer.body);
+    env.create_pod(&pod, false).await.assert_status(201);
     let stored = stored_pod(&env.client, &env.ns, "cilium-node-init-4kq8d").await;
     let container = &stored["spec"]["containers"][0];
     assert_eq!(
@@ -212,57 +193,21 @@ async fn violations_reach_the_client_with_rule_ids_and_fixes() {
     );
 
     // kubectl, as a person would run it.
-    let out = env
-        .cp
-        .kubectl(
-            &[
-                "apply",
-                "-n",
-                &env.ns,
-                "-f",
-                concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/deploy/examples/violations-deployment.yaml"
-                ),
-            ],
-            None,
-        )
-        .await;
-    out.assert_failed();
-    assert!(
-        out.stderr.contains("[privileged-port]")
-            && out.stderr.contains("[run-as-root]")
-            && out.stderr.contains("Fix: "),
-        "{}",
-        out.stderr
-    );
+    env.cp
+        .kubectl_apply(&env.ns, "deploy/examples/violations-deployment.yaml")
+        .await
+        .assert_failed()
+        .assert_stderr(|e| {
+            e.contains("[privileged-port]") && e.contains("[run-as-root]") && e.contains("Fix: ")
+        });
 
     // A pod is judged after it is patched: a hardened container forced to root.
-    let pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "root-python"},
-        "spec": {"containers": [{"name": "app", "image": "dhi.io/python:3.13",
-                                 "securityContext": {"runAsUser": 0}}]},
-    });
-    let answer = create(&env.client, &pods(&env.ns), &pod, false).await;
+    let answer = env.create_pod(&root_pod(), false).await;
     assert!(answer.status >= 400, "{}", answer.body);
-    assert!(
-        answer.message().contains("[run-as-root] container \"app\"")
-            && answer.message().contains("Fix: "),
-        "{}",
-        answer.message()
-    );
+    answer.assert_message(|m| m.contains("[run-as-root] container \"app\"") && m.contains("Fix: "));
 
     // The compliant Deployment of the same name is admitted untouched.
-    let compliant =
-        super::cluster::yaml_documents("deploy/examples/compliant-deployment.yaml").remove(0);
-    let answer = create(
-        &env.client,
-        &apps(&env.ns, "deployments"),
-        &compliant,
-        false,
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{}", answer.body);
-    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    let compliant = yaml_documents("deploy/examples/compliant-deployment.yaml").remove(0);
+    let answer = env.create_deployment(&compliant).await;
+    answer.assert_status(201).assert_no_warnings();
 }

@@ -10,21 +10,40 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::cluster::{TEST_LABEL, apps, create, eventually, namespace_with, pods, send, yaml};
+use super::cluster::{
+    ControlPlane, JSON_PATCH, Kubectl, TEST_LABEL, apps, bare, create, eventually, patch, pod,
+    pods, yaml,
+};
 use super::webhook::{Server, register, setup, wait_active};
 
 const MERGE: &str = "application/merge-patch+json";
 
+/// `kubectl set image -n ns target container=image`.
+async fn set_image(cp: &ControlPlane, ns: &str, target: &str, container_image: &str) -> Kubectl {
+    cp.kubectl(&["set", "image", "-n", ns, target, container_image], None)
+        .await
+}
+
+/// `kubectl debug` of the pod `web`: the container `container` of `image`, running python3.
+async fn debug(cp: &ControlPlane, ns: &str, image: &str, container: &str) -> Kubectl {
+    let (image, container) = (
+        format!("--image={image}"),
+        format!("--container={container}"),
+    );
+    let args = [
+        "debug", "-n", ns, "web", &image, &container, "--", "python3",
+    ];
+    cp.kubectl(&args, None).await
+}
+
 #[tokio::test]
 async fn deployment_updates_are_judged_when_the_pod_spec_changes() {
-    let Some(cp) = super::cluster::control_plane() else {
+    let test = "updates-deploy";
+    // Created before the webhook sees the namespace: a Deployment the policy would deny.
+    let Some(bare) = bare(test, false).await else {
         return;
     };
-    let client = cp.client().await;
-    let test = "updates-deploy";
-    let dir = cp.test_dir(test);
-    // Created before the webhook sees the namespace: a Deployment the policy would deny.
-    let ns = namespace_with(&client, test, false, &[]).await;
+    let (cp, client, ns, dir) = (bare.cp, bare.client, bare.ns, bare.dir);
     let violating = yaml("deploy/examples/violations-deployment.yaml");
     let answer = create(&client, &apps(&ns, "deployments"), &violating, false).await;
     assert_eq!(answer.status, 201, "{}", answer.body);
@@ -45,7 +64,7 @@ async fn deployment_updates_are_judged_when_the_pod_spec_changes() {
     let merge = |body: Value| {
         let client = client.clone();
         let path = path.clone();
-        async move { send(&client, "PATCH", &path, MERGE, Some(&body)).await }
+        async move { patch(&client, &path, MERGE, &body).await }
     };
 
     // Scaling through the resource itself: an UPDATE the webhook sees, spec unchanged.
@@ -78,40 +97,20 @@ async fn deployment_updates_are_judged_when_the_pod_spec_changes() {
     // Any change to the pod spec is judged, fields no rule reads (env) included: its new
     // pods would be judged at creation anyway, and a rollout stalled halfway is worse
     // than an early no. The Deployment still has its old violations.
-    let answer = send(
-        &client,
-        "PATCH",
-        &path,
-        "application/json-patch+json",
-        Some(
-            &json!([{"op": "add", "path": "/spec/template/spec/containers/0/env",
-                      "value": [{"name": "WORKERS", "value": "4"}]}]),
-        ),
-    )
-    .await;
-    assert_eq!(answer.status, 403, "{}", answer.body);
-    assert!(
-        answer.message().contains("[privileged-port]"),
-        "{}",
-        answer.message()
-    );
+    let env = json!([{"op": "add", "path": "/spec/template/spec/containers/0/env",
+                      "value": [{"name": "WORKERS", "value": "4"}]}]);
+    patch(&client, &path, JSON_PATCH, &env)
+        .await
+        .assert_status(403)
+        .assert_message(|m| m.contains("[privileged-port]"));
 
     // A change to a judged field is judged: the old violations are still there.
-    let answer = send(
-        &client,
-        "PATCH",
-        &path,
-        "application/json-patch+json",
-        Some(&json!([{"op": "replace", "path": "/spec/template/spec/containers/0/ports/0/containerPort",
-                      "value": 81}])),
-    )
-    .await;
-    assert_eq!(answer.status, 403, "{}", answer.body);
-    assert!(
-        answer.message().contains("declares port 81") && answer.message().contains("[run-as-root]"),
-        "{}",
-        answer.message()
-    );
+    let port = json!([{"op": "replace", "path": "/spec/template/spec/containers/0/ports/0/containerPort",
+                       "value": 81}]);
+    patch(&client, &path, JSON_PATCH, &port)
+        .await
+        .assert_status(403)
+        .assert_message(|m| m.contains("declares port 81") && m.contains("[run-as-root]"));
 
     // Fixing both violations is admitted.
     let fixed = json!({"spec": {"template": {"spec": {"containers": [
@@ -122,27 +121,14 @@ async fn deployment_updates_are_judged_when_the_pod_spec_changes() {
     assert_eq!(answer.status, 200, "{}", answer.body);
 
     // And breaking it again through kubectl is refused with the rule and the fix.
-    let out = cp
-        .kubectl(
-            &[
-                "set",
-                "image",
-                "-n",
-                &ns,
-                "deployment/storefront",
-                "debug-tools=dhi.io/python:3.13-dev",
-            ],
-            None,
-        )
-        .await;
-    out.assert_failed();
-    assert!(
-        out.stderr
-            .contains("[run-as-root] container \"debug-tools\" (dhi.io/python:3.13-dev)")
-            && out.stderr.contains("Fix: "),
-        "{}",
-        out.stderr
-    );
+    let dev = "debug-tools=dhi.io/python:3.13-dev";
+    set_image(cp, &ns, "deployment/storefront", dev)
+        .await
+        .assert_failed()
+        .assert_stderr(|e| {
+            e.contains("[run-as-root] container \"debug-tools\" (dhi.io/python:3.13-dev)")
+                && e.contains("Fix: ")
+        });
 }
 
 #[tokio::test]
@@ -150,14 +136,11 @@ async fn pod_updates_and_kubectl_debug() {
     let Some(env) = setup("updates-pod", &[], &[]).await else {
         return;
     };
-    let pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "web"},
-        "spec": {"containers": [{"name": "app", "image": "dhi.io/python:3.13",
-                                 "command": ["python3", "-m", "http.server", "8080"]}]},
-    });
-    let answer = create(&env.client, &pods(&env.ns), &pod, false).await;
-    assert_eq!(answer.status, 201, "{}", answer.body);
+    let app = json!({"name": "app", "image": "dhi.io/python:3.13",
+                     "command": ["python3", "-m", "http.server", "8080"]});
+    env.create_pod(&pod("web", json!([app])), false)
+        .await
+        .assert_status(201);
     let api = Api::<Pod>::namespaced(env.client.clone(), &env.ns);
     let stored = api.get("web").await.unwrap();
     let spec = stored.spec.as_ref().unwrap();
@@ -172,100 +155,38 @@ async fn pod_updates_and_kubectl_debug() {
 
     // A label change on the pod: admitted, not judged.
     let path = format!("{}/web", pods(&env.ns));
-    let answer = send(
-        &env.client,
-        "PATCH",
-        &path,
-        MERGE,
-        Some(&json!({"metadata": {"labels": {"release": "canary"}}})),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
+    let label = json!({"metadata": {"labels": {"release": "canary"}}});
+    patch(&env.client, &path, MERGE, &label)
+        .await
+        .assert_status(200);
 
     // The image is one of the few mutable pod fields, and a change is judged. A dev variant
     // is admitted here (with a warning): the UID injected at creation keeps it nonroot.
-    let out = env
-        .cp
-        .kubectl(
-            &[
-                "set",
-                "image",
-                "-n",
-                &env.ns,
-                "pod/web",
-                "app=dhi.io/python:3.13-dev",
-            ],
-            None,
-        )
-        .await;
-    out.assert_ok();
-    assert!(
-        out.stderr
-            .contains("Warning: container \"app\" uses dev variant dhi.io/python:3.13-dev"),
-        "{}",
-        out.stderr
-    );
+    let (cp, ns) = (env.cp, &env.ns);
+    set_image(cp, ns, "pod/web", "app=dhi.io/python:3.13-dev")
+        .await
+        .assert_ok()
+        .assert_stderr(|e| {
+            e.contains("Warning: container \"app\" uses dev variant dhi.io/python:3.13-dev")
+        });
     // An image the kubelet could not pull is refused.
-    let out = env
-        .cp
-        .kubectl(
-            &[
-                "set",
-                "image",
-                "-n",
-                &env.ns,
-                "pod/web",
-                "app=dhi.io/Python:3.13",
-            ],
-            None,
-        )
-        .await;
-    out.assert_failed();
-    assert!(out.stderr.contains("[invalid-image]"), "{}", out.stderr);
+    set_image(cp, ns, "pod/web", "app=dhi.io/Python:3.13")
+        .await
+        .assert_failed()
+        .assert_stderr(|e| e.contains("[invalid-image]"));
 
     // kubectl debug with a root dev image: the pods/ephemeralcontainers UPDATE is refused.
-    let out = env
-        .cp
-        .kubectl(
-            &[
-                "debug",
-                "-n",
-                &env.ns,
-                "web",
-                "--image=dhi.io/python:3.13-dev",
-                "--container=dbg-root",
-                "--",
-                "python3",
-            ],
-            None,
-        )
-        .await;
-    out.assert_failed();
-    assert!(
-        out.stderr
-            .contains("[run-as-root] container \"dbg-root\" (dhi.io/python:3.13-dev)")
-            && out.stderr.contains("Fix: "),
-        "kubectl debug shows the denial:\n{}",
-        out.stderr
-    );
+    // kubectl debug shows the denial.
+    debug(cp, ns, "dhi.io/python:3.13-dev", "dbg-root")
+        .await
+        .assert_failed()
+        .assert_stderr(|e| {
+            e.contains("[run-as-root] container \"dbg-root\" (dhi.io/python:3.13-dev)")
+                && e.contains("Fix: ")
+        });
 
     // A runtime image is admitted.
-    env.cp
-        .kubectl(
-            &[
-                "debug",
-                "-n",
-                &env.ns,
-                "web",
-                "--image=dhi.io/python:3.13",
-                "--container=dbg",
-                "--",
-                "python3",
-            ],
-            None,
-        )
-        .await
-        .assert_ok();
+    debug(cp, ns, "dhi.io/python:3.13", "dbg").await.assert_ok();
     let stored = eventually("the debug container", Duration::from_secs(10), || async {
         let pod = api.get("web").await.unwrap();
         let found = pod

@@ -8,12 +8,16 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use kube::Client;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::cluster::{Answer, TEST_LABEL, create, pods, send, yaml};
+use super::cluster::{
+    Answer, TEST_LABEL, apps, create, delete, free_port, http_get, pod, pods, service_accounts,
+    yaml,
+};
 
-const MUTATING: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
-const VALIDATING: &str = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
+/// The collections of the two kinds of webhook configuration.
+pub const MUTATING: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
+pub const VALIDATING: &str =
+    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
 
 /// `dhi-admission serve` on loopback ports, killed when dropped.
 pub struct Server {
@@ -25,24 +29,52 @@ pub struct Server {
     child: Child,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_dhi-admission")
 }
 
+/// The binary, to be given its arguments: nothing on its stdin, and without the `DHI_*`
+/// environment of whoever runs the tests (the flags' fallbacks must not leak in).
+pub fn command() -> Command {
+    let mut command = Command::new(binary());
+    command.stdin(Stdio::null());
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("DHI_")) {
+        command.env_remove(key);
+    }
+    command
+}
+
+/// Spawns `cmd` (see [`command`]) for a test, its stderr to `log`; then waits until it
+/// answers 200 on `path` of `metrics`, and panics with the log if it exits first or is not
+/// up in 30 s.
+pub async fn spawn_serving(mut cmd: Command, log: &Path, metrics: SocketAddr, path: &str) -> Child {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn dhi-admission");
+    // The subcommand, after `--log-level LEVEL`.
+    let what = cmd.get_args().nth(2).unwrap_or_default().to_string_lossy();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(metrics, path).await.is_none() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "dhi-admission {what} exited ({status}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dhi-admission {what} not up on {path} in 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
 /// Runs the binary with `args` to completion.
 pub fn run(args: &[&str]) -> std::process::Output {
-    Command::new(binary())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("dhi-admission runs")
+    command().args(args).output().expect("dhi-admission runs")
 }
 
 impl Server {
@@ -87,7 +119,7 @@ impl Server {
         let port = port.unwrap_or_else(free_port);
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.join(format!("dhi-admission-{port}.log"));
-        let mut cmd = Command::new(binary());
+        let mut cmd = command();
         cmd.args(["--log-level", "info", "serve", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--metrics-listen")
@@ -103,34 +135,7 @@ impl Server {
                 "1",
             ])
             .args(extra);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DHI_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn dhi-admission serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "dhi-admission serve exited ({status}):\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            if ready(metrics).await {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("dhi-admission serve not ready in 30s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let child = spawn_serving(cmd, &log, metrics, "/readyz").await;
         Server {
             url: format!("https://127.0.0.1:{port}"),
             ca_pem,
@@ -145,19 +150,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn ready(metrics: SocketAddr) -> bool {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(metrics).await else {
-        return false;
-    };
-    let request = "GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer).await;
-    answer.starts_with("HTTP/1.1 200")
 }
 
 /// The shipped configurations (deploy/base; the validating one with its generated
@@ -222,12 +214,16 @@ pub async fn register(client: &Client, test: &str, server: &Server) {
 
 /// A pod that every mode reports: a hardened nginx declaring port 80.
 pub fn probe_pod() -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "probe"},
-        "spec": {"containers": [{"name": "nginx", "image": "dhi.io/nginx:1.31",
-                                 "ports": [{"containerPort": 80}]}]},
-    })
+    let nginx = json!({"name": "nginx", "image": "dhi.io/nginx:1.31",
+                       "ports": [{"containerPort": 80}]});
+    pod("probe", json!([nginx]))
+}
+
+/// A pod that every mode reports as run-as-root: a hardened container `app` forced to root.
+pub fn root_pod() -> Value {
+    let app = json!({"name": "app", "image": "dhi.io/python:3.13",
+                     "securityContext": {"runAsUser": 0}});
+    pod("root-python", json!([app]))
 }
 
 /// Waits until the API server sends `ns`'s pods to the webhook (its configuration informer
@@ -260,14 +256,7 @@ pub async fn wait_active(client: &Client, ns: &str, audit: bool) -> Answer {
 /// Deletes both configurations named `name`.
 pub async fn unregister(client: &Client, name: &str) {
     for path in [MUTATING, VALIDATING] {
-        send(
-            client,
-            "DELETE",
-            &format!("{path}/{name}"),
-            "application/json",
-            None,
-        )
-        .await;
+        delete(client, &format!("{path}/{name}")).await;
     }
 }
 
@@ -280,6 +269,39 @@ pub struct Env {
     pub ns: String,
     /// Kept running for the test.
     _server: Server,
+}
+
+impl Env {
+    /// POSTs `pod` to the namespace's pods (a dry run when `dry_run`).
+    pub async fn create_pod(&self, pod: &Value, dry_run: bool) -> Answer {
+        create(&self.client, &pods(&self.ns), pod, dry_run).await
+    }
+
+    /// POSTs `deployment` to the namespace's Deployments.
+    pub async fn create_deployment(&self, deployment: &Value) -> Answer {
+        create(
+            &self.client,
+            &apps(&self.ns, "deployments"),
+            deployment,
+            false,
+        )
+        .await
+    }
+
+    /// The example `file` (deploy/examples/) placed in the namespace, with the ServiceAccount
+    /// its pod (or its pod template) runs as created.
+    pub async fn example(&self, file: &str) -> Value {
+        let mut example = yaml(&format!("deploy/examples/{file}"));
+        example["metadata"]["namespace"] = json!(self.ns);
+        let spec = match example["kind"].as_str() {
+            Some("Pod") => &example["spec"],
+            _ => &example["spec"]["template"]["spec"],
+        };
+        if let Some(account) = spec["serviceAccountName"].as_str() {
+            service_accounts(&self.client, &self.ns, &[account]).await;
+        }
+        example
+    }
 }
 
 /// `None` when the suite is skipped (see [`super::cluster::control_plane`]).
