@@ -16,6 +16,14 @@ fn patch_json(d: &dhi_policy::Decision) -> Value {
     support::patch_json(&d.patch)
 }
 
+/// The first operation of the patch rewrites container 0 to `image`.
+fn assert_rewritten_to(d: &dhi_policy::Decision, image: &str) {
+    assert_eq!(
+        patch_json(d)[0],
+        json!({"op": "replace", "path": "/spec/containers/0/image", "value": image})
+    );
+}
+
 // === rewrites must point at images that exist ===
 
 #[test]
@@ -56,10 +64,7 @@ fn rewrite_to_a_tag_the_catalog_lacks_is_skipped_with_the_lines_that_exist() {
     }
     // A listed tag is still rewritten.
     let m = mutate(&e, &one("relay", "quay.io/cilium/hubble-relay:v1.20.1"));
-    assert_eq!(
-        patch_json(&m)[0],
-        json!({"op": "replace", "path": "/spec/containers/0/image", "value": "dhi.io/hubble-relay:1.20.1"})
-    );
+    assert_rewritten_to(&m, "dhi.io/hubble-relay:1.20.1");
     assert!(m.skipped.is_empty() && m.warnings.is_empty());
 }
 
@@ -67,10 +72,7 @@ fn rewrite_to_a_tag_the_catalog_lacks_is_skipped_with_the_lines_that_exist() {
 fn rewrite_tags_any_opts_out_of_the_tag_check() {
     let e = engine("rewrite: {tags: any}");
     let m = mutate(&e, &one("relay", "quay.io/cilium/hubble-relay:v1.16.5"));
-    assert_eq!(
-        patch_json(&m)[0],
-        json!({"op": "replace", "path": "/spec/containers/0/image", "value": "dhi.io/hubble-relay:1.16.5"})
-    );
+    assert_rewritten_to(&m, "dhi.io/hubble-relay:1.16.5");
     assert!(m.skipped.is_empty() && m.warnings.is_empty());
 }
 
@@ -78,10 +80,7 @@ fn rewrite_tags_any_opts_out_of_the_tag_check() {
 fn official_images_are_rewritten_only_to_listed_tags() {
     let e = engine("rewrite: {officialImages: true}");
     let m = mutate(&e, &one("web", "nginx:1.31"));
-    assert_eq!(
-        patch_json(&m)[0],
-        json!({"op": "replace", "path": "/spec/containers/0/image", "value": "dhi.io/nginx:1.31"})
-    );
+    assert_rewritten_to(&m, "dhi.io/nginx:1.31");
     let m = mutate(&e, &one("web", "nginx:1.27"));
     assert_eq!(patch_json(&m), json!([]));
     assert_eq!(

@@ -70,6 +70,16 @@ fn verdict(engine: &Engine, kind: WorkloadKind, object: &Value) -> (bool, Vec<(S
     (d.allowed, rules_of(&d.violations))
 }
 
+/// Which of [`engines`], and a generated object of a kind.
+fn case() -> impl Strategy<Value = (usize, WorkloadKind, Value)> {
+    (
+        0usize..4,
+        prop::sample::select(&WorkloadKind::ALL[..]),
+        pod_spec(),
+    )
+        .prop_map(|(which, kind, spec)| (which, kind, wrap(kind, spec)))
+}
+
 fn wrap(kind: WorkloadKind, spec: Value) -> Value {
     let mut object = nest(kind, spec);
     object["metadata"] = json!({"name": "generated"});
@@ -88,12 +98,9 @@ proptest! {
 
     #[test]
     fn patches_apply_are_idempotent_and_preserve_the_verdict(
-        spec in pod_spec(),
-        kind in prop::sample::select(&WorkloadKind::ALL[..]),
-        which in 0usize..4,
+        (which, kind, object) in case(),
     ) {
         let engine = &engines()[which];
-        let object = wrap(kind, spec);
         let eval = Ask::of(kind, &object).evaluate(engine);
         let mut fixed = object.clone();
         json_patch::patch(&mut fixed, &eval.patch).expect("the patch applies to its input");
@@ -168,12 +175,9 @@ proptest! {
 
     #[test]
     fn check_the_webhook_and_fix_agree(
-        spec in pod_spec(),
-        kind in prop::sample::select(&WorkloadKind::ALL[..]),
-        which in 0usize..4,
+        (which, kind, object) in case(),
     ) {
         let engine = &engines()[which];
-        let object = wrap(kind, spec);
         let found = check(engine, kind, &object);
         let validated = webhook(engine, Webhook::Validate, kind, &object);
         let mutated = webhook(engine, Webhook::Mutate, kind, &object);
