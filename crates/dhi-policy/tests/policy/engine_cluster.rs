@@ -16,6 +16,13 @@ fn patch_json(d: &dhi_policy::Decision) -> Value {
     support::patch_json(&d.patch)
 }
 
+/// `image` in container "relay" is rewritten to `want`, with nothing skipped or warned.
+fn assert_rewritten_cleanly(e: &Engine, image: &str, want: &str) {
+    let m = mutate(e, &one("relay", image));
+    assert_rewritten_to(&m, want);
+    assert!(m.skipped.is_empty() && m.warnings.is_empty());
+}
+
 /// The first operation of the patch rewrites container 0 to `image`.
 fn assert_rewritten_to(d: &dhi_policy::Decision, image: &str) {
     assert_eq!(
@@ -63,17 +70,21 @@ fn rewrite_to_a_tag_the_catalog_lacks_is_skipped_with_the_lines_that_exist() {
         );
     }
     // A listed tag is still rewritten.
-    let m = mutate(&e, &one("relay", "quay.io/cilium/hubble-relay:v1.20.1"));
-    assert_rewritten_to(&m, "dhi.io/hubble-relay:1.20.1");
-    assert!(m.skipped.is_empty() && m.warnings.is_empty());
+    assert_rewritten_cleanly(
+        &e,
+        "quay.io/cilium/hubble-relay:v1.20.1",
+        "dhi.io/hubble-relay:1.20.1",
+    );
 }
 
 #[test]
 fn rewrite_tags_any_opts_out_of_the_tag_check() {
     let e = engine("rewrite: {tags: any}");
-    let m = mutate(&e, &one("relay", "quay.io/cilium/hubble-relay:v1.16.5"));
-    assert_rewritten_to(&m, "dhi.io/hubble-relay:1.16.5");
-    assert!(m.skipped.is_empty() && m.warnings.is_empty());
+    assert_rewritten_cleanly(
+        &e,
+        "quay.io/cilium/hubble-relay:v1.16.5",
+        "dhi.io/hubble-relay:1.16.5",
+    );
 }
 
 #[test]
