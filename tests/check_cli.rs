@@ -30,6 +30,13 @@ fn check_with_stdin(args: &[&str], stdin: &str) -> Run {
     output_with_stdin(command, stdin.as_bytes()).into()
 }
 
+/// `check ARGS` exits with `code` and prints exactly `stdout`.
+fn assert_prints(args: &[&str], code: i32, stdout: &str) {
+    let run = check(args);
+    assert_eq!(run.code, code, "{}", run.stderr);
+    assert_eq!(run.stdout, stdout);
+}
+
 fn check(args: &[&str]) -> Run {
     check_with_stdin(args, "")
 }
@@ -266,17 +273,16 @@ fn an_admission_review_is_judged_as_its_request() {
 
 #[test]
 fn a_multi_document_file_lists_what_it_skips() {
-    let run = check(&[&fixture("multi-doc.yaml")]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(
-        run.stdout,
+    assert_prints(
+        &[&fixture("multi-doc.yaml")],
+        0,
         "SKIPPED Service shop/storefront (tests/fixtures/check/multi-doc.yaml, document 1): no pod spec\n\
          ADMITTED Deployment shop/storefront (tests/fixtures/check/multi-doc.yaml, document 2)\n  \
            patch (applied by the webhook when the pods are created):\n    \
              add /spec/template/spec/containers/0/securityContext {\"runAsGroup\":65532,\"runAsNonRoot\":true,\"runAsUser\":65532}\n    \
              add /spec/template/spec/securityContext {\"fsGroup\":65532}\n\
          SKIPPED ConfigMap shop/storefront-site (tests/fixtures/check/multi-doc.yaml, document 3): no pod spec\n\
-         1 object: 1 admitted, 0 denied, 2 skipped\n"
+         1 object: 1 admitted, 0 denied, 2 skipped\n",
     );
 }
 
