@@ -222,7 +222,9 @@ pub(crate) fn merge_warnings(first: Vec<String>, second: Vec<String>) -> Vec<Str
 /// A message is written `container "NAME" (IMAGE) WHAT. Fix: FIX`; the full message
 /// stays in the violation, for denials, `check` and the audit annotations.
 pub(crate) fn headline(v: &Violation) -> String {
-    let Some((what, fix)) = v.message.split_once(". Fix: ") else {
+    // The last one: the fix is the engine's own text, while the part before it quotes
+    // what the object says (an invalid image may contain anything).
+    let Some((what, fix)) = v.message.rsplit_once(". Fix: ") else {
         return format!("[{}] {}", v.rule, v.message);
     };
     let named = format!("container {:?}", v.container);
@@ -284,15 +286,15 @@ fn ascii(s: &str) -> String {
     if s.is_ascii() {
         return s.to_owned();
     }
-    s.chars()
-        .map(|c| {
-            if c.is_ascii() {
-                c.to_string()
-            } else {
-                c.escape_unicode().to_string()
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    out
 }
 
 /// `image_rewrite x2, run_as_user x2`

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod answer;
+mod by_name;
 pub mod catalog;
 mod context;
 mod decision;

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use crate::by_name::ByName;
 use crate::catalog::{ImageUser, Resolution, Variant};
 use crate::context::Context;
 use crate::image_ref::{ImageField, ImageRef};
@@ -46,15 +47,25 @@ struct Judged<'c> {
 enum Shown<'c> {
     /// A hardened image, as written (normalised).
     Hardened(ImageRef<'c>),
-    /// The hardened image an upstream one is rewritten to.
-    Rewritten(String),
+    /// The hardened image an upstream one is rewritten to, and its DHI repository.
+    Rewritten { image: String, repo: String },
+}
+
+impl Shown<'_> {
+    /// The DHI repository, for the catalog and the guides.
+    fn repo(&self) -> Option<&str> {
+        match self {
+            Self::Hardened(image) => image.hardened_repo(),
+            Self::Rewritten { repo, .. } => Some(repo),
+        }
+    }
 }
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Hardened(image) => image.fmt(f),
-            Self::Rewritten(image) => f.write_str(image),
+            Self::Rewritten { image, .. } => f.write_str(image),
         }
     }
 }
@@ -91,7 +102,9 @@ pub(crate) fn evaluate(
         // never swapped for another image.
         rewrite: scope == Scope::All,
         fs_group: None,
-        old: old.filter(|_| scope == Scope::All),
+        // Only ephemeral containers are judged in that scope, and they keep no image
+        // from before.
+        by_name: ByName::new(spec, old),
     };
     let lists = [
         (ContainerList::Init, &spec.init_containers),
@@ -103,7 +116,7 @@ pub(crate) fn evaluate(
             continue;
         }
         for (index, c) in containers.iter().flatten().enumerate() {
-            if scope == Scope::EphemeralOnly && existed(old, c) {
+            if scope == Scope::EphemeralOnly && pass.by_name.existed(c) {
                 continue;
             }
             if let Some(judged) = pass.plan(c, list, index) {
@@ -133,8 +146,8 @@ struct Pass<'e, 's, 'a> {
     rewrite: bool,
     /// The group of the first hardened container, for the pod's `fsGroup`.
     fs_group: Option<i64>,
-    /// The pod before an UPDATE of the pod itself: its security contexts are fixed.
-    old: Option<&'s SpecView<'a>>,
+    /// Host-path volumes, and the pod before an UPDATE (its security contexts are fixed).
+    by_name: ByName<'s>,
 }
 
 impl Pass<'_, '_, '_> {
@@ -162,7 +175,7 @@ impl Pass<'_, '_, '_> {
         if explicit_uid == Some(0) && !user.root_allowed {
             user.root_allowed = self.root_by_guide(&c.name, &shown);
         }
-        if explicit_uid.is_none() && user.ids.uid != 0 && self.switched_image(c, list) {
+        if explicit_uid.is_none() && user.ids.uid != 0 && self.by_name.switched_image(c, list) {
             // A running pod's security context cannot change: the mutating webhook cannot
             // give the new image its numeric user, and the kubelet refuses an image that
             // names its user (`nonroot`) under runAsNonRoot.
@@ -272,7 +285,11 @@ impl Pass<'_, '_, '_> {
         }
         self.eval.mutations.push(MutationKind::ImageRewrite);
         self.rewrote = true;
-        Some((user, Shown::Rewritten(target.image)))
+        let shown = Shown::Rewritten {
+            image: target.image,
+            repo: target.repo.to_owned(),
+        };
+        Some((user, shown))
     }
 
     /// Gives a container without a user of its own the image's numeric user (and group
@@ -367,7 +384,7 @@ impl Pass<'_, '_, '_> {
             Shown::Hardened(image) => image
                 .hardened_repo()
                 .and_then(|repo| self.context.catalog().bind_by_file_cap(repo)),
-            Shown::Rewritten(_) => None,
+            Shown::Rewritten { .. } => None,
         };
         let bounded = caps.is_some_and(|caps| caps.removes(NET_BIND_SERVICE));
         if file_cap.is_some() && !bounded {
@@ -471,23 +488,6 @@ impl Pass<'_, '_, '_> {
 }
 
 impl Pass<'_, '_, '_> {
-    /// On an UPDATE of a pod, whether this container's image is not the one it had.
-    fn switched_image(&self, c: &ContainerView<'_>, list: ContainerList) -> bool {
-        let Some(old) = self.old else {
-            return false;
-        };
-        let before = match list {
-            ContainerList::Init => &old.init_containers,
-            ContainerList::Regular => &old.containers,
-            ContainerList::Ephemeral => return false,
-        };
-        before
-            .iter()
-            .flatten()
-            .find(|b| b.name == c.name)
-            .is_some_and(|b| b.image != c.image)
-    }
-
     /// Whether the hardened image's own guide sets the `runAsUser: 0` this container has,
     /// and the policy takes the guide's word (`guides.rootByDesign`): then its root is
     /// by design (it binds low ports as root does), admitted with a warning citing the
@@ -525,18 +525,11 @@ impl Pass<'_, '_, '_> {
         let spec = self.spec;
         let privileged = c.security_context.as_ref().and_then(|s| s.privileged) == Some(true);
         let host = spec.host_network == Some(true) || spec.host_pid == Some(true);
-        if !privileged || !host || !writes_host_path(spec, c) {
+        if !privileged || !host || !self.by_name.writes_host_path(c) {
             return false;
         }
-        let repo = match shown {
-            Shown::Hardened(image) => image.hardened_repo().map(str::to_owned),
-            Shown::Rewritten(image) => match ImageField::parse(image) {
-                Ok(ImageField::Ref(image)) => image.hardened_repo().map(str::to_owned),
-                _ => None,
-            },
-        };
-        let repo = repo.unwrap_or_default();
-        let fix = match self.context.guide_prescribing_root(&repo) {
+        let repo = shown.repo().unwrap_or_default();
+        let fix = match self.context.guide_prescribing_root(repo) {
             Some(guide) => {
                 format!("set runAsUser: 0, as the image's own guide prescribes ({guide})")
             }
@@ -624,24 +617,6 @@ impl Pass<'_, '_, '_> {
         ports.dedup();
         ports
     }
-}
-
-/// An ephemeral container the pod already had before this UPDATE (by name, which the
-/// API server keeps unique and immutable).
-fn existed(old: Option<&SpecView<'_>>, c: &ContainerView<'_>) -> bool {
-    old.and_then(|o| o.ephemeral_containers.as_deref())
-        .is_some_and(|before| before.iter().any(|b| b.name == c.name))
-}
-
-/// Whether the container mounts a host path without `readOnly`.
-fn writes_host_path(spec: &SpecView<'_>, c: &ContainerView<'_>) -> bool {
-    let volumes = spec.volumes.as_deref().unwrap_or_default();
-    c.volume_mounts.iter().flatten().any(|m| {
-        m.read_only != Some(true)
-            && volumes
-                .iter()
-                .any(|v| v.name == m.name && v.host_path.is_some())
-    })
 }
 
 fn explicit_pod_uid(spec: &SpecView<'_>) -> Option<i64> {

@@ -9,6 +9,7 @@ mod engine;
 mod engine_cluster;
 mod engine_props;
 mod fuzz_regressions;
+mod hostile_specs;
 mod no_bypass;
 mod reference_oracle;
 mod scope_props;
