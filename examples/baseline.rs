@@ -16,7 +16,6 @@
 //!
 //! `/readyz` on the metrics listener answers 200 once the TLS listener is bound.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,8 +30,6 @@ use axum::routing::{get, post};
 use clap::Parser;
 use dhi_admission::config::Limits;
 use dhi_admission::tls::{KeyPairPaths, SwappableCert};
-use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -55,60 +52,22 @@ struct Args {
     tls_key: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+// As `dhi-admission serve`: the multi-threaded runtime, one worker per allowed CPU.
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // As `dhi-admission serve`: the multi-threaded runtime, one worker per allowed CPU.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(args))
-}
-
-#[derive(Deserialize)]
-struct ReviewUid<'a> {
-    #[serde(borrow)]
-    request: RequestUid<'a>,
-}
-
-#[derive(Deserialize)]
-struct RequestUid<'a> {
-    #[serde(borrow)]
-    uid: Cow<'a, str>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'a str,
-    kind: &'a str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
+    serve(args).await
 }
 
 /// Reads the uid (skipping the rest of the body, as serde does) and allows.
 async fn echo(body: Bytes) -> Response {
-    let Ok(review) = serde_json::from_slice::<ReviewUid<'_>>(&body) else {
-        return (StatusCode::BAD_REQUEST, "not an AdmissionReview\n").into_response();
-    };
-    let out = ReviewOut {
-        api_version: "admission.k8s.io/v1",
-        kind: "AdmissionReview",
-        response: ResponseOut {
-            uid: &review.request.uid,
-            allowed: true,
-        },
-    };
-    let json = serde_json::to_vec(&out).unwrap_or_default();
+    let answer = dhi_policy::answer::allow_unread(&body);
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST);
     (
-        StatusCode::OK,
+        status,
         [(header::CONTENT_TYPE, "application/json")],
-        Body::from(json),
+        Body::from(answer.body),
     )
         .into_response()
 }
@@ -131,12 +90,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let certs = Arc::new(SwappableCert::new(pair.certified));
     let tls = dhi_admission::tls::server_config(certs, None)?;
     let tls = Arc::new(ArcSwap::from_pointee(tls));
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let metrics_listener = TcpListener::bind(args.metrics_listen)
-        .await
-        .with_context(|| format!("binding {}", args.metrics_listen))?;
+    let listener = dhi_admission::server::bind(args.listen, "webhooks").await?;
+    let metrics_listener = dhi_admission::server::bind(args.metrics_listen, "/metrics").await?;
     let health = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }));

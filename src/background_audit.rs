@@ -128,7 +128,7 @@ pub async fn run(args: BackgroundAuditArgs) -> anyhow::Result<()> {
     let sources = inputs::Sources(args.policy.clone());
     // A broken policy or catalog at start is fatal, as for `serve`.
     let (loaded, fingerprint) = sources.load()?;
-    let listener = metrics::bind(args.metrics_listen).await?;
+    let listener = crate::server::bind(args.metrics_listen, "/metrics").await?;
     let (client, own_namespace) =
         crate::kube_client::connect(args.kubeconfig.as_deref(), Fallback::InCluster).await?;
     let lease_config = lease::LeaseConfig {

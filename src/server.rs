@@ -13,7 +13,7 @@ mod state;
 mod timed_io;
 
 pub use admit::webhook_router;
-pub use listen::serve_tls;
+pub use listen::{bind, serve_tls};
 pub use state::AppState;
 
 use std::future::Future;
@@ -156,12 +156,8 @@ impl Server {
         let certs = Arc::new(SwappableCert::new(pair.certified.clone()));
         let ca = config.client_ca.as_deref().zip(client_ca.as_deref());
         let tls = crate::tls::server_config_with_ca(certs.clone(), ca)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let metrics_listener = TcpListener::bind(config.metrics_listen)
-            .await
-            .with_context(|| format!("binding {}", config.metrics_listen))?;
+        let listener = bind(config.listen, "webhooks").await?;
+        let metrics_listener = bind(config.metrics_listen, "/metrics").await?;
         Ok(Self {
             config,
             listener,

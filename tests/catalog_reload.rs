@@ -64,13 +64,36 @@ fn catalog_info(metrics: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_catalog_file_replaces_the_snapshot_and_reloads_like_the_policy() {
-    let server = TestServer::start_with(ServerOptions {
+/// A server with `policy` and the catalog file of 2027-01-31, whose `app` runs as 10001.
+async fn start_with_export(policy: &str) -> TestServer {
+    TestServer::start_with(ServerOptions {
+        policy: policy.to_owned(),
         catalog: Some(export("2027-01-31", 10001)),
         ..Default::default()
     })
-    .await;
+    .await
+}
+
+/// The (snapshot, source) labels of the catalog `export` wrote for `date`.
+fn exported(date: &str) -> (String, String) {
+    (date.to_owned(), format!("test export ({date})"))
+}
+
+/// The catalog the info gauge names, and when it was last loaded.
+async fn catalog_loaded(t: &Target) -> (Vec<(String, String)>, f64) {
+    let metrics = t.metrics().await;
+    let at = metric(
+        &metrics,
+        "dhi_admission_reload_last_success_timestamp_seconds",
+        &[("what", "catalog")],
+    )
+    .expect("a catalog was loaded");
+    (catalog_info(&metrics), at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_file_replaces_the_snapshot_and_reloads_like_the_policy() {
+    let server = start_with_export(DEFAULT_POLICY).await;
     let t = server.target();
     // The file is in force: `app` is known, `nginx` (compiled in) is not.
     assert_eq!(injected_user(&t, "dhi.io/app:1.2").await, Some(10001));
@@ -93,20 +116,8 @@ async fn a_catalog_file_replaces_the_snapshot_and_reloads_like_the_policy() {
           UID 65532 assumed"
         ]
     );
-    let metrics = t.metrics().await;
-    assert_eq!(
-        catalog_info(&metrics),
-        [(
-            "2027-01-31".to_owned(),
-            "test export (2027-01-31)".to_owned()
-        )]
-    );
-    let loaded_at = metric(
-        &metrics,
-        "dhi_admission_reload_last_success_timestamp_seconds",
-        &[("what", "catalog")],
-    )
-    .unwrap();
+    let (info, loaded_at) = catalog_loaded(&t).await;
+    assert_eq!(info, [exported("2027-01-31")]);
     assert!(loaded_at > 0.0, "loaded at start: {loaded_at}");
 
     // Broken versions: each refused and counted once; the catalog in force stays.
@@ -143,32 +154,14 @@ async fn a_catalog_file_replaces_the_snapshot_and_reloads_like_the_policy() {
         "each counted once"
     );
     assert_eq!(reloads(&t, "catalog", "success").await, 0.0);
-    assert_eq!(
-        catalog_info(&t.metrics().await),
-        [(
-            "2027-01-31".to_owned(),
-            "test export (2027-01-31)".to_owned()
-        )]
-    );
+    assert_eq!(catalog_info(&t.metrics().await), [exported("2027-01-31")]);
 
     // A good version is applied, and named by the info gauge.
     server.material.write_catalog(&export("2027-03-01", 20002));
     until_injected(&t, "dhi.io/app:1.2", 20002, "the new catalog applies").await;
     assert_eq!(reloads(&t, "catalog", "success").await, 1.0);
-    let metrics = t.metrics().await;
-    assert_eq!(
-        catalog_info(&metrics),
-        [(
-            "2027-03-01".to_owned(),
-            "test export (2027-03-01)".to_owned()
-        )]
-    );
-    let reloaded_at = metric(
-        &metrics,
-        "dhi_admission_reload_last_success_timestamp_seconds",
-        &[("what", "catalog")],
-    )
-    .unwrap();
+    let (info, reloaded_at) = catalog_loaded(&t).await;
+    assert_eq!(info, [exported("2027-03-01")]);
     assert!(reloaded_at >= loaded_at, "{reloaded_at} < {loaded_at}");
     // The policy file's reload counters did not move.
     assert_eq!(reloads(&t, "config", "success").await, 0.0);
@@ -179,12 +172,7 @@ async fn a_catalog_file_replaces_the_snapshot_and_reloads_like_the_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_and_catalog_reloads_compose() {
     // The policy's `catalog:` additions layer over whichever snapshot is in force.
-    let server = TestServer::start_with(ServerOptions {
-        policy: "catalog:\n  team-app: {uid: 4242}\n".to_owned(),
-        catalog: Some(export("2027-01-31", 10001)),
-        ..Default::default()
-    })
-    .await;
+    let server = start_with_export("catalog:\n  team-app: {uid: 4242}\n").await;
     let t = server.target();
     assert_eq!(injected_user(&t, "dhi.io/app:1.2").await, Some(10001));
     assert_eq!(injected_user(&t, "dhi.io/team-app:1").await, Some(4242));

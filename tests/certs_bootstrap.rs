@@ -563,25 +563,31 @@ async fn secret_for_another_service_is_renewed() {
     assert_published(&api, &report);
 }
 
+/// Two bootstraps at once, both past their read of the Secret before either writes:
+/// one does `winner`, the other adopts its result.
+async fn race(
+    api: &FakeApi,
+    client: kube::Client,
+    winner: BootstrapOutcome,
+) -> (BootstrapReport, BootstrapReport) {
+    api.hold_secret_reads(2);
+    let opts = options();
+    let (a, b) = tokio::join!(
+        bootstrap_with(client.clone(), &opts),
+        bootstrap_with(client, &opts)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut outcomes = [a.outcome, b.outcome];
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(outcomes, [BootstrapOutcome::AdoptedFromPeer, winner]);
+    (a, b)
+}
+
 #[tokio::test]
 async fn concurrent_bootstraps_agree_on_one_secret() {
     let (api, client) = FakeApi::start().await;
     seed_configs(&api);
-    api.hold_secret_reads(2);
-
-    let opts = options();
-    let (a, b) = tokio::join!(
-        bootstrap_with(client.clone(), &opts),
-        bootstrap_with(client.clone(), &opts)
-    );
-    let (a, b) = (a.unwrap(), b.unwrap());
-
-    let mut outcomes = [a.outcome, b.outcome];
-    outcomes.sort_by_key(|o| format!("{o:?}"));
-    assert_eq!(
-        outcomes,
-        [BootstrapOutcome::AdoptedFromPeer, BootstrapOutcome::Created]
-    );
+    let (a, b) = race(&api, client, BootstrapOutcome::Created).await;
     assert_eq!(a.material, b.material, "both use the same certificate");
     assert_eq!(api.count_secrets(), 1);
     let posts = api
@@ -603,21 +609,7 @@ async fn concurrent_renewals_agree_on_the_winner() {
         not_after: now + time::Duration::days(5),
     });
     seed_secret_from(&api, &old);
-    api.hold_secret_reads(2);
-
-    let opts = options();
-    let (a, b) = tokio::join!(
-        bootstrap_with(client.clone(), &opts),
-        bootstrap_with(client.clone(), &opts)
-    );
-    let (a, b) = (a.unwrap(), b.unwrap());
-
-    let mut outcomes = [a.outcome, b.outcome];
-    outcomes.sort_by_key(|o| format!("{o:?}"));
-    assert_eq!(
-        outcomes,
-        [BootstrapOutcome::AdoptedFromPeer, BootstrapOutcome::Renewed]
-    );
+    let (a, b) = race(&api, client, BootstrapOutcome::Renewed).await;
     assert_eq!(a.material, b.material);
     let puts = api.writes().iter().filter(|w| w.starts_with("PUT")).count();
     assert_eq!(puts, 2, "both tried to update; one got a Conflict");

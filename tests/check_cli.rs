@@ -37,6 +37,11 @@ fn assert_prints(args: &[&str], code: i32, stdout: &str) {
     assert_eq!(run.stdout, stdout);
 }
 
+/// Bad input: exit code 2, and exactly this on stderr.
+fn assert_bad_input(run: &Run, stderr: impl AsRef<str>) {
+    assert_eq!((run.code, run.stderr.as_str()), (2, stderr.as_ref()));
+}
+
 fn check(args: &[&str]) -> Run {
     check_with_stdin(args, "")
 }
@@ -289,10 +294,9 @@ fn a_multi_document_file_lists_what_it_skips() {
 #[test]
 fn broken_yaml_names_the_file_the_document_and_the_line() {
     let run = check(&[&fixture("broken.yaml")]);
-    assert_eq!(run.code, 2);
-    assert_eq!(
-        run.stderr,
-        "error: tests/fixtures/check/broken.yaml, document 2: invalid YAML: unclosed bracket '{' at line 13, column 16\n"
+    assert_bad_input(
+        &run,
+        "error: tests/fixtures/check/broken.yaml, document 2: invalid YAML: unclosed bracket '{' at line 13, column 16\n",
     );
     // The document before the mistake is still read.
     assert!(
@@ -316,11 +320,10 @@ fn broken_yaml_names_the_file_the_document_and_the_line() {
 #[test]
 fn a_field_of_the_wrong_type_is_bad_input_naming_its_path() {
     let run = check(&[&fixture("run-as-user-string.yaml")]);
-    assert_eq!(run.code, 2);
-    assert_eq!(
-        run.stderr,
+    assert_bad_input(
+        &run,
         "error: tests/fixtures/check/run-as-user-string.yaml, document 2: cannot read Deployment: \
-         spec.template.spec.containers[0].securityContext.runAsUser: invalid type: string \"zero\", expected i64\n"
+         spec.template.spec.containers[0].securityContext.runAsUser: invalid type: string \"zero\", expected i64\n",
     );
 }
 
@@ -698,12 +701,11 @@ fn a_catalog_file_replaces_the_compiled_in_snapshot() {
     // A broken file is refused, naming it.
     std::fs::write(&path, r#"{"source": "x", "images": {}}"#).unwrap();
     let run = check_with_stdin(&["--catalog", catalog, "-"], OLD_RELAY);
-    assert_eq!(run.code, 2);
-    assert_eq!(
-        run.stderr,
+    assert_bad_input(
+        &run,
         format!(
             "error: catalog {catalog}: invalid catalog: source \"x\" names no date (YYYY-MM-DD)\n"
-        )
+        ),
     );
 }
 
@@ -728,8 +730,7 @@ const EMPTY: &str = "no Kubernetes objects found; nothing was checked (pass --al
 #[test]
 fn input_without_objects_fails_unless_allowed() {
     let run = check_with_stdin(&["-"], "");
-    assert_eq!(run.code, 2);
-    assert_eq!(run.stderr, format!("error: <stdin>: {EMPTY}\n"));
+    assert_bad_input(&run, format!("error: <stdin>: {EMPTY}\n"));
     assert_eq!(
         run.stdout,
         "0 objects: 0 admitted, 0 denied, 0 skipped, 1 error\n"
@@ -849,12 +850,11 @@ metadata:
     {{- include \"chart.labels\" . | nindent 4 }}
 ";
     let run = check_with_stdin(&["-"], template);
-    assert_eq!(run.code, 2);
-    assert_eq!(
-        run.stderr,
+    assert_bad_input(
+        &run,
         "error: <stdin>, document 1: invalid YAML: \"-\" is only valid inside a block at line \
          6, column 7; it looks like an unrendered Helm template: render it first (helm \
-         template RELEASE CHART | dhi-admission check -)\n"
+         template RELEASE CHART | dhi-admission check -)\n",
     );
     // Without template actions, no hint.
     let run = check_with_stdin(&["-"], "kind: [a\n");
@@ -1277,11 +1277,10 @@ fn fix_marks_sources_and_leaves_out_admission_reviews() {
 
     // Files are written only from files.
     let run = check_with_stdin(&["--fix", "--out-dir", "/nonexistent", "-"], OLD_RELAY);
-    assert_eq!(run.code, 2);
-    assert_eq!(
-        run.stderr,
+    assert_bad_input(
+        &run,
         "error: --out-dir and --in-place write files: standard input (-) has none to write; \
-         use --fix alone to print the fixed manifests\n"
+         use --fix alone to print the fixed manifests\n",
     );
     assert_eq!(
         check(&["--in-place", &fixture("compliant-pod.yaml")]).code,

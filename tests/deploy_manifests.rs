@@ -25,8 +25,8 @@ use dhi_policy::{
     catalog, decode_object,
 };
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhookConfiguration,
-    WebhookClientConfig,
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::CronJob;
@@ -475,43 +475,33 @@ struct Entry {
 }
 
 fn mutating_entries(c: &MutatingWebhookConfiguration) -> Vec<Entry> {
-    c.webhooks
-        .iter()
-        .flatten()
-        .map(|w| Entry {
-            name: w.name.clone(),
-            review_versions: w.admission_review_versions.clone(),
-            side_effects: w.side_effects.clone(),
-            timeout: w.timeout_seconds,
-            match_policy: w.match_policy.clone(),
-            failure_policy: w.failure_policy.clone(),
-            reinvocation: w.reinvocation_policy.clone(),
-            client: w.client_config.clone(),
-            namespaces: w.namespace_selector.clone(),
-            objects: w.object_selector.clone(),
-            rules: w.rules.clone().unwrap_or_default(),
-        })
-        .collect()
+    c.webhooks.iter().flatten().map(entry).collect()
 }
 
+/// A validating webhook has the fields of a mutating one but `reinvocationPolicy`, so
+/// it reads as one.
 fn validating_entries(c: &ValidatingWebhookConfiguration) -> Vec<Entry> {
     c.webhooks
         .iter()
         .flatten()
-        .map(|w| Entry {
-            name: w.name.clone(),
-            review_versions: w.admission_review_versions.clone(),
-            side_effects: w.side_effects.clone(),
-            timeout: w.timeout_seconds,
-            match_policy: w.match_policy.clone(),
-            failure_policy: w.failure_policy.clone(),
-            reinvocation: None,
-            client: w.client_config.clone(),
-            namespaces: w.namespace_selector.clone(),
-            objects: w.object_selector.clone(),
-            rules: w.rules.clone().unwrap_or_default(),
-        })
+        .map(|w| entry(&serde_json::from_value(serde_json::to_value(w).unwrap()).unwrap()))
         .collect()
+}
+
+fn entry(w: &MutatingWebhook) -> Entry {
+    Entry {
+        name: w.name.clone(),
+        review_versions: w.admission_review_versions.clone(),
+        side_effects: w.side_effects.clone(),
+        timeout: w.timeout_seconds,
+        match_policy: w.match_policy.clone(),
+        failure_policy: w.failure_policy.clone(),
+        reinvocation: w.reinvocation_policy.clone(),
+        client: w.client_config.clone(),
+        namespaces: w.namespace_selector.clone(),
+        objects: w.object_selector.clone(),
+        rules: w.rules.clone().unwrap_or_default(),
+    }
 }
 
 /// Where each kind the engine understands is served.

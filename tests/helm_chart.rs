@@ -732,6 +732,16 @@ fn cert_manager_renders_the_cert_manager_overlay() {
     );
 }
 
+/// The objects that `values` add to the default rendering.
+fn added_by(helm: &Path, values: &[&str]) -> BTreeMap<Id, Value> {
+    let without = normalise(&template(helm, &[]), true).objects;
+    normalise(&template(helm, values), true)
+        .objects
+        .into_iter()
+        .filter(|(id, _)| !without.contains_key(id))
+        .collect()
+}
+
 #[test]
 fn monitoring_renders_the_monitoring_overlay() {
     let Some(helm) = helm() else { return };
@@ -743,12 +753,7 @@ fn monitoring_renders_the_monitoring_overlay() {
         "--set",
         "monitoring.dashboard.enabled=true",
     ];
-    let with = normalise(&template(&helm, &on), true).objects;
-    let without = normalise(&template(&helm, &[]), true).objects;
-    let added: BTreeMap<Id, Value> = with
-        .into_iter()
-        .filter(|(id, _)| !without.contains_key(id))
-        .collect();
+    let added = added_by(&helm, &on);
     let monitoring = overlay_objects("monitoring");
     assert_same(&added, &monitoring, "monitoring.*.enabled vs monitoring");
     // The dashboard's ConfigMap is what Grafana's sidecar looks for.
@@ -769,12 +774,7 @@ fn audit_renders_the_audit_reports_overlays() {
         "--set",
         "audit.crds.install=true",
     ];
-    let with = normalise(&template(&helm, &on), true).objects;
-    let without = normalise(&template(&helm, &[]), true).objects;
-    let mut added: BTreeMap<Id, Value> = with
-        .into_iter()
-        .filter(|(id, _)| !without.contains_key(id))
-        .collect();
+    let mut added = added_by(&helm, &on);
     // The chart keeps the CRDs on uninstall: deleting them would delete every report,
     // Kyverno's and Policy Reporter's included.
     for (id, o) in added

@@ -6,7 +6,6 @@
 //! namespaces are unbounded, and each one multiplies the series by rules × results.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use tokio::sync::watch;
@@ -216,13 +215,6 @@ pub(crate) async fn serve(
         let _ = stop.wait_for(|s| *s).await;
     };
     crate::metrics::serve(listener, metrics.registry, None, stopped).await
-}
-
-/// Binds the metrics listener (before anything else starts, so a taken port fails fast).
-pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot listen on {addr} for /metrics: {err}"))
 }
 
 #[cfg(test)]

@@ -214,12 +214,7 @@ fn the_json_field_names_are_stable() {
         &dev_pod(),
     );
     let value = serde_json::to_value(&report).unwrap();
-    let keys: Vec<&str> = value
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
         [

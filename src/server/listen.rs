@@ -19,6 +19,14 @@ use super::timed_io::TimedIo;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 
+/// Binds a listener, saying which one could not be (`what`: "webhooks", "/metrics"):
+/// before anything else starts, so a taken port fails fast.
+pub async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot listen on {addr} for {what}: {err}"))
+}
+
 /// Serves `app` over TLS on `listener` until `shutdown` completes, then drains: the
 /// listener closes, idle connections close, busy ones finish their request and answer
 /// it with `Connection: close`, all within `limits.shutdown_grace`.

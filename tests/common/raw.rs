@@ -94,24 +94,37 @@ pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<R
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no response"))?
 }
 
+/// Appends what the stream has next to `buf`, at most `max` bytes (never past what the
+/// response declares, so a pipelined next response stays unread); the end of the
+/// stream is an error, `cut_short` saying what it cut (given what was read).
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    max: usize,
+    cut_short: impl FnOnce(&[u8]) -> String,
+) -> io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk[..max.min(4096)]).await?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, cut_short(buf)));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
 async fn read_response_inner<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<RawResponse> {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(pos) = find(&buf, b"\r\n\r\n") {
             break pos;
         }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "closed before a full response head; got {:?}",
-                    String::from_utf8_lossy(&buf)
-                ),
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, &mut buf, 4096, |got| {
+            format!(
+                "closed before a full response head; got {:?}",
+                String::from_utf8_lossy(got)
+            )
+        })
+        .await?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut rest = buf[head_end + 4..].to_vec();
@@ -145,15 +158,8 @@ async fn read_response_inner<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result
     let body = if let Some(len) = get("content-length") {
         let len: usize = len.parse().map_err(io::Error::other)?;
         while rest.len() < len {
-            let mut chunk = vec![0u8; (len - rest.len()).min(65536)];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "body cut short",
-                ));
-            }
-            rest.extend_from_slice(&chunk[..n]);
+            let missing = len - rest.len();
+            read_more(stream, &mut rest, missing, |_| "body cut short".to_owned()).await?;
         }
         rest.truncate(len);
         rest
@@ -161,30 +167,17 @@ async fn read_response_inner<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result
         let mut body = Vec::new();
         loop {
             while find(&rest, b"\r\n").is_none() {
-                let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "chunked body cut short",
-                    ));
-                }
-                rest.extend_from_slice(&chunk[..n]);
+                read_more(stream, &mut rest, 4096, |_| {
+                    "chunked body cut short".to_owned()
+                })
+                .await?;
             }
             let line_end = find(&rest, b"\r\n").unwrap();
             let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..line_end]).trim(), 16)
                 .map_err(io::Error::other)?;
             rest.drain(..line_end + 2);
             while rest.len() < size + 2 {
-                let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "chunk cut short",
-                    ));
-                }
-                rest.extend_from_slice(&chunk[..n]);
+                read_more(stream, &mut rest, 4096, |_| "chunk cut short".to_owned()).await?;
             }
             if size == 0 {
                 break;

@@ -172,6 +172,29 @@ pub fn handle(engine: &Engine, webhook: Webhook, mode: Mode, body: &[u8]) -> Ans
     }
 }
 
+/// What a webhook that allows everything unread answers: the review's uid echoed, and
+/// nothing else of the body decoded. `examples/baseline.rs` serves it: the floor that
+/// `bench/load.sh` measures [`handle`] against.
+pub fn allow_unread(body: &[u8]) -> Answer {
+    let Ok(review) = serde_json::from_slice::<UidOnly<'_>>(body) else {
+        return http_error(400, "not an AdmissionReview".to_owned());
+    };
+    let out = ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: ResponseOut {
+            uid: &review.request.uid,
+            allowed: true,
+            status: None,
+            patch_type: None,
+            patch: None,
+            warnings: &[],
+            audit_annotations: &BTreeMap::new(),
+        },
+    };
+    unlabelled(200, to_json(&out), Outcome::Allowed)
+}
+
 /// Whether the body holds an `oldObject` that is an object, as kube-apiserver writes it.
 /// Inside a JSON string the quotes would be escaped, so only a key can match.
 fn has_old_object(body: &[u8]) -> bool {
@@ -359,7 +382,7 @@ fn review_error(uid: &str, message: String) -> Answer {
             audit_annotations: &BTreeMap::new(),
         },
     };
-    error_answer(200, to_json(&out))
+    unlabelled(200, to_json(&out), Outcome::Error)
 }
 
 /// A plain HTTP error with a `metav1.Status` body, for bodies that are not reviews.
@@ -396,14 +419,15 @@ pub fn http_error(code: u16, message: String) -> Answer {
         kind: "Status",
         status,
     };
-    error_answer(code, to_json(&doc))
+    unlabelled(code, to_json(&doc), Outcome::Error)
 }
 
-fn error_answer(status: u16, body: Vec<u8>) -> Answer {
+/// An answer that knows nothing of the request's object, so labels no metric with it.
+fn unlabelled(status: u16, body: Vec<u8>, outcome: Outcome) -> Answer {
     Answer {
         status,
         body,
-        outcome: Outcome::Error,
+        outcome,
         kind: None,
         operation: None,
         violations: Vec::new(),
