@@ -644,7 +644,7 @@ pub fn check_engine_object(engine: &Engine, kind: WorkloadKind, object: &Value) 
                 assert_eq!(d.violations, eval.violations);
             }
         }
-        // (Warnings are kept whole here; the admission layer shortens them, checked there.)
+        // (Warnings are kept whole here; `as_api_server_sends` cuts them, checked there.)
         // An UPDATE that leaves the pod spec as it was is not judged again.
         let same = Subject {
             old_object: Some(&view),

@@ -451,8 +451,8 @@ pub async fn send_with(
         .headers()
         .get_all(http::header::WARNING)
         .iter()
-        // Not `to_str`: our warnings end in "…" when shortened, and the API server passes
-        // that UTF-8 through in the header, which `to_str` refuses.
+        // Not `to_str`: the API server passes a webhook's UTF-8 through in the header
+        // (ours sends ASCII, but a test must see whatever came), which `to_str` refuses.
         .map(|v| decode_warning(&String::from_utf8_lossy(v.as_bytes())))
         .collect();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();

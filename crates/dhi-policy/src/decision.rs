@@ -8,10 +8,6 @@ use crate::model::{Mode, MutationKind, SkipReason, Violation, Warning};
 use crate::rules::Evaluation;
 use crate::workload::WorkloadKind;
 
-/// The cut of earlier releases ([`shorten`]); the webhook now cuts as kube-apiserver does
-/// ([`as_api_server_sends`]).
-pub const MAX_WARNING_LEN: usize = 255;
-
 /// kube-apiserver's warning recorder (k8s.io/apiserver) cuts each warning to this many
 /// characters, but only once the warnings of one response pass [`WARNINGS_TOTAL`].
 pub const WARNING_CUT: usize = 256;
@@ -37,7 +33,7 @@ pub struct Decision {
     pub violations: Vec<Violation>,
     /// Why rewrites were skipped, for metrics.
     pub skipped: Vec<SkipReason>,
-    /// Messages for the client (the admission layer shortens them for kube-apiserver).
+    /// Messages for the client, whole ([`as_api_server_sends`] shapes them for the wire).
     pub warnings: Vec<String>,
     /// Audit-log annotations (audit mode).
     pub audit_annotations: BTreeMap<String, String>,
@@ -307,20 +303,6 @@ fn summarize(mutations: &[MutationKind]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Cuts a warning to [`MAX_WARNING_LEN`] bytes on a char boundary, marking the cut: the
-/// cut of earlier releases, which lost the fix at the end. The webhook no longer uses it.
-pub fn shorten(mut s: String) -> String {
-    if s.len() > MAX_WARNING_LEN {
-        let mut end = MAX_WARNING_LEN - '…'.len_utf8();
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
 }
 
 #[cfg(test)]

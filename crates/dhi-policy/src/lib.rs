@@ -51,8 +51,7 @@ pub mod workload;
 
 pub use catalog::Catalog;
 pub use decision::{
-    Decision, Finding, MAX_LISTED, MAX_WARNING_LEN, PatchedBy, WARNING_CUT, WARNINGS_TOTAL,
-    as_api_server_sends, shorten,
+    Decision, Finding, MAX_LISTED, PatchedBy, WARNING_CUT, WARNINGS_TOTAL, as_api_server_sends,
 };
 pub use engine::{Admission, Bypass, Engine, RequestInfo, Route, Subject};
 pub use model::{

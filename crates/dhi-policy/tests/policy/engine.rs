@@ -457,14 +457,20 @@ fn warnings_fit_kube_apiserver_limit() {
     );
     let d = validate(&Engine::default(), &p);
     assert_eq!(d.warnings.len(), 1);
-    // The decision keeps the whole text (check prints it); the webhook edge cuts it.
+    // The decision keeps the whole text (check prints it); the webhook sends it as
+    // kube-apiserver passes it on: whole while one answer's warnings fit in 4 KiB.
     assert!(d.warnings[0].len() > 400);
-    let cut = dhi_policy::shorten(d.warnings[0].clone());
-    assert!(cut.len() <= 255 && cut.ends_with('…'), "{cut}");
-    assert!(d.warnings[0].starts_with(cut.trim_end_matches('…')));
-    // Multi-byte characters are never split.
-    let wide = dhi_policy::shorten("é".repeat(300));
-    assert!(wide.len() <= 255 && wide.ends_with('…'));
+    assert_eq!(dhi_policy::as_api_server_sends(&d.warnings), d.warnings);
+    // Past 4 KiB in all, each is cut to 256 bytes, as the API server's recorder cuts.
+    let many: Vec<String> = (0..12)
+        .map(|i| format!("{} ({i})", d.warnings[0]))
+        .collect();
+    let sent = dhi_policy::as_api_server_sends(&many);
+    assert_eq!(sent.len(), many.len());
+    for (w, whole) in sent.iter().zip(&many) {
+        assert_eq!(w.len(), dhi_policy::WARNING_CUT);
+        assert!(whole.starts_with(w.as_str()), "{w}");
+    }
 }
 
 // === templates and modes ===
