@@ -56,7 +56,8 @@ const RELEASE: &str = "dhi-admission";
 const NAMESPACE: &str = "dhi-system";
 const NAME: &str = "dhi-admission";
 const HOOK: &str = "helm.sh/hook";
-const HELM_VERSION: &str = "v3.22.0";
+/// The version tools/helm.sh builds and caches.
+const HELM_VERSION: &str = "v3.21.4";
 /// The one kubectl image the hooks run: in the DHI catalog, runtime variant, UID 65532.
 const KUBECTL: &str = "dhi.io/kubectl:1.36.4";
 
