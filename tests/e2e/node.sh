@@ -248,16 +248,22 @@ run_bg() { # NAME DIR COMMAND...: niced, in its own session, its pid in DIR/NAME
   echo $! > "$dir/$name.pid"
 }
 
-stop_pid_file() { # FILE EXE: TERM, then KILL after 5 s, if the pid still runs EXE
-  local pid
-  [ -f "$1" ] || return 0
-  pid="$(cat "$1")"
-  if kill -0 "$pid" 2>/dev/null && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$2" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$1"
+stop_pid_files() { # FILE=EXE...: TERM to each pid that still runs its EXE, KILL after 5 s
+  local spec pid pids=()
+  for spec in "$@"; do
+    [ -f "${spec%%=*}" ] || continue
+    pid="$(cat "${spec%%=*}")"
+    if kill -0 "$pid" 2>/dev/null && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "${spec#*=}" ]; then
+      kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+    fi
+    rm -f "${spec%%=*}"
+  done
+  for _ in $(seq 50); do
+    [ ${#pids[@]} -gt 0 ] && kill -0 "${pids[@]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}" 2>/dev/null
+  true
 }
 
 wait_for() { # SECONDS WHAT COMMAND...
@@ -470,9 +476,10 @@ cmd_stop() {
   set +e
   [ -d "$dir" ] || return 0
   dir="$(cd "$dir" && pwd)"
-  stop_pid_file "$dir/kube-scheduler.pid" "$BIN/kube-scheduler"
-  stop_pid_file "$dir/kube-controller-manager.pid" "$BIN/kube-controller-manager"
-  stop_pid_file "$dir/kubelet.pid" "$BIN/kubelet"
+  local t0=$SECONDS
+  stop_pid_files "$dir/kube-scheduler.pid=$BIN/kube-scheduler" "$dir/kubelet.pid=$BIN/kubelet" \
+    "$dir/kube-controller-manager.pid=$BIN/kube-controller-manager"
+  log "kubelet, controller-manager, scheduler stopped ($((SECONDS - t0))s)"
   local cd="$dir/containerd" id pid exe cg m
   if [ -S "$cd/containerd.sock" ] && ctr_in "$dir" version >/dev/null 2>&1; then
     # Every task, then every container: each shim exits with its last task.
@@ -482,11 +489,12 @@ cmd_stop() {
   fi
   if [ -f "$dir/containerd.pid" ]; then
     exe="$(readlink "/proc/$(cat "$dir/containerd.pid")/exe" 2>/dev/null || true)"
-    case "$exe" in */containerd) stop_pid_file "$dir/containerd.pid" "$exe" ;; esac
+    case "$exe" in */containerd) stop_pid_files "$dir/containerd.pid=$exe" ;; esac
     rm -f "$dir/containerd.pid"
   fi
   # Shims of this containerd (their command line names its socket), and whatever still runs
   # in the kubepods cgroups, which this node made.
+  log "containers and containerd stopped ($((SECONDS - t0))s)"
   for pid in $(pgrep -f -- "-address $cd/containerd.sock" || true); do kill -KILL "$pid" 2>/dev/null || true; done
   local new_kubepods=""
   if [ -f "$dir/host/kubepods" ]; then
@@ -509,6 +517,7 @@ cmd_stop() {
   # The kubepods cgroups, leaves first.
   for cg in $new_kubepods; do find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
   [ -d "$dir/cp" ] && bash "$HERE/controlplane.sh" stop "$dir/cp"
+  log "control plane stopped ($((SECONDS - t0))s)"
   # The host's network and sysctls.
   if [ -e "$dir/node.started" ]; then
     restore_iptables "$dir"
