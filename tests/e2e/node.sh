@@ -3,14 +3,17 @@
 # containerd, the kubelet, kube-controller-manager and kube-scheduler), joined to a control
 # plane of tests/e2e/controlplane.sh that listens on the bridge address so that pods reach it.
 #
-#   tests/e2e/node.sh build        build the kubelet, controller-manager and scheduler (and
-#                                  containerd v2) once per machine; install Debian's containerd
-#                                  1.6, runc, CNI plugins, iproute2, iptables, conntrack if missing
+#   tests/e2e/node.sh build        build the kubelet, controller-manager and scheduler, and
+#                                  containerd v2 (unless DHI_E2E_CONTAINERD2=0), once per machine;
+#                                  install the Debian packages below when missing (apt)
 #   tests/e2e/node.sh bin-dir      print where the binaries are; exit 1 if any is missing
 #   tests/e2e/node.sh start DIR    start a control plane and a node in DIR; returns once the Node
 #                                  is Ready and writes DIR/env
 #   tests/e2e/node.sh stop DIR     stop what `start DIR` started, and only that, and restore the
 #                                  host as `start` found it
+#   tests/e2e/node.sh import DIR ARCHIVE...      import OCI archives (tests/e2e/oci_image.py)
+#   tests/e2e/node.sh webhook-image BINARY OUT   the webhook's image around a release binary
+#   tests/e2e/node.sh host-state   what start changes on the host, for diffing before and after
 #
 # Needs root. Only one node can run per machine: the bridge, the kubepods cgroups and the
 # runtime's shim directory are host-wide. DIR must be short (unix socket paths live under it;
@@ -541,6 +544,29 @@ cmd_import() { # DIR ARCHIVE...: into the node's containerd, namespace k8s.io (t
   for tar in "$@"; do ctr_in "$dir" images import "$tar"; done
 }
 
+# The webhook's image as the Dockerfile makes it (its run-time contract: /dhi-admission, user
+# 65532:65532, entry point and command, MIMALLOC_ALLOW_THP=0, ports 8443 and 9090, an
+# /etc/passwd with nonroot and the CA certificates; no shell), around BINARY, named as
+# deploy/base names it. A static BINARY needs nothing else; a dynamic one gets the libraries
+# that ldd lists, at the paths it lists.
+cmd_webhook_image() { # BINARY OUT
+  local bin="${1:?usage: node.sh webhook-image BINARY OUT}" out="${2:?usage: node.sh webhook-image BINARY OUT}"
+  local name libs=() lib
+  name="$(sed -n 's/^ *image: *\(ghcr.io\/dhi-admission\/dhi-admission:.*\)$/\1/p' "$HERE/../../deploy/base/deployment.yaml" | head -n 1)"
+  [ -n "$name" ] || die "no dhi-admission image in deploy/base/deployment.yaml"
+  if ldd "$bin" 2>/dev/null | grep -q '=> /\|^\s*/'; then
+    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do libs+=(--add "$(readlink -f "$lib")=$lib:0555"); done
+  fi
+  python3 "$HERE/oci_image.py" --name "$name" --out "$out" --add "$bin=/dhi-admission:0555" "${libs[@]}" \
+    --add /etc/ssl/certs/ca-certificates.crt=/etc/ssl/certs/ca-certificates.crt \
+    --user-account nonroot:65532 --user 65532:65532 \
+    --entrypoint '["/dhi-admission"]' --cmd '["serve"]' --env MIMALLOC_ALLOW_THP=0 \
+    --port 8443 --port 9090 \
+    --label org.opencontainers.image.title=dhi-admission \
+    --label org.opencontainers.image.source=https://github.com/dhi-admission/dhi-admission \
+    --label org.opencontainers.image.licenses=Apache-2.0
+}
+
 case "${1:-}" in
   build) cmd_build ;;
   bin-dir)
@@ -551,5 +577,6 @@ case "${1:-}" in
   stop) cmd_stop "${2:-}" ;;
   import) shift; cmd_import "$@" ;;
   host-state) cmd_host_state ;;
-  *) echo "usage: $0 build | bin-dir | start DIR | stop DIR | import DIR ARCHIVE... | host-state" >&2; exit 2 ;;
+  webhook-image) shift; cmd_webhook_image "$@" ;;
+  *) echo "usage: $0 build | bin-dir | start DIR | stop DIR | import DIR ARCHIVE... | host-state | webhook-image BINARY OUT" >&2; exit 2 ;;
 esac
