@@ -385,7 +385,10 @@ cmd_start() {
   dir="$(cd "$dir" && pwd)"
   [ ${#dir} -le 60 ] || die "$dir is ${#dir} characters long: at most 60 (unix socket paths live under it)"
   [ -e "$dir/node.started" ] && die "$dir is in use: node.sh stop $dir"
-  ip link show "$BRIDGE" >/dev/null 2>&1 && die "the bridge $BRIDGE exists: another node runs on this machine (or a stop did not finish)"
+  # A node whose test binary just exited may still be stopping (its watcher's stop takes ~12 s).
+  bridge_gone() { ! ip link show "$BRIDGE" >/dev/null 2>&1; }
+  wait_for 30 "the bridge $BRIDGE to go" bridge_gone ||
+    die "the bridge $BRIDGE exists: another node runs on this machine (or a stop did not finish)"
   local version unpriv containerd_bin shim_path
   version="$(containerd_version)"
   if [ "$version" = 2 ]; then
@@ -401,7 +404,7 @@ cmd_start() {
   if [ -n "${DHI_E2E_WATCH_PID:-}" ]; then
     # Stops the node and restores the host when the process that asked for it is gone.
     setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -e "$2/node.started" ]; do sleep 1; done; [ -e "$2/node.started" ] && exec bash "$3" stop "$2"' \
-      watch "$DHI_E2E_WATCH_PID" "$dir" "$HERE/node.sh" >/dev/null 2>&1 </dev/null &
+      watch "$DHI_E2E_WATCH_PID" "$dir" "$HERE/node.sh" >"$dir/watch.log" 2>&1 </dev/null &
   fi
   trap 'log "start failed; stopping"; cmd_stop "$dir" >&2; exit 1' ERR
 
