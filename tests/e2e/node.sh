@@ -68,14 +68,14 @@ missing_packages() {
 }
 
 cmd_build() {
-  local start=$SECONDS missing
-  missing="$(missing_packages | tr '\n' ' ')"
-  if [ -n "${missing// /}" ]; then
-    log "installing $missing"
+  local start=$SECONDS missing=()
+  mapfile -t missing < <(missing_packages)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    # The packages only: containerd's own service is not wanted (start runs its own).
-    nice -n 19 apt-get install -y --no-install-recommends $missing >/dev/null ||
-      { nice -n 19 apt-get update >/dev/null && nice -n 19 apt-get install -y --no-install-recommends $missing >/dev/null; }
+    # An apt index first only when the packages are not found without one.
+    nice -n 19 apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+      { nice -n 19 apt-get update >/dev/null && nice -n 19 apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
     log "packages installed ($((SECONDS - start))s)"
   fi
   command -v go >/dev/null || die "go is not installed: it is needed once, to build $NODE_VERSION into $BIN"
@@ -93,7 +93,7 @@ cmd_build() {
       # The wrapper module of the control plane: the same versions of every dependency.
       cd "$HERE/controlplane"
       export GOFLAGS="-trimpath -mod=readonly -buildvcs=false" CGO_ENABLED=0
-      log "building $NODE_VERSION (3 minutes on a warm Go cache, 15 from an empty one)"
+      log "building $NODE_VERSION (20 s on a Go cache that has them, 4 minutes on the control plane's, 15 from none)"
       for name in kube-scheduler kube-controller-manager kubelet; do
         nice -n 19 go build -ldflags "$ldflags" -o "$tmp/$name" "k8s.io/kubernetes/cmd/$name"
         log "$name built ($((SECONDS - start))s)"
@@ -261,11 +261,13 @@ stop_pid_files() { # FILE=EXE...: TERM to each pid that still runs its EXE, KILL
     fi
     rm -f "${spec%%=*}"
   done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  any_alive() { for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
   for _ in $(seq 50); do
-    [ ${#pids[@]} -gt 0 ] && kill -0 "${pids[@]}" 2>/dev/null || break
+    any_alive "${pids[@]}" || break
     sleep 0.1
   done
-  [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}" 2>/dev/null
+  kill -KILL "${pids[@]}" 2>/dev/null
   true
 }
 
