@@ -15,7 +15,9 @@
 //!
 //! These tests assert what the kubelet and the runtime do with a hardened image's contract
 //! (its user is a name; it binds a port as 65532), with no webhook installed: the facts the
-//! webhook's rules are built on. Without the binaries, or not as root, and without
+//! webhook's rules are built on; then the shipped enforce overlay on the node, patching the
+//! pod the kubelet refused so that it runs. Every namespace but that test's is labelled
+//! `dhi.io/mode=off`, so the webhook judges none of the other tests' pods. Without the binaries, or not as root, and without
 //! `DHI_E2E`, each test prints one line and passes; with `DHI_E2E=1` a node that does not
 //! start fails them; `DHI_E2E=0` skips them.
 
@@ -253,10 +255,29 @@ impl Node {
     }
 
     /// Creates namespace `node-<test>` and waits for its `default` ServiceAccount (made by the
-    /// controller-manager), without which no pod is admitted.
+    /// controller-manager), without which no pod is admitted. Labelled `dhi.io/mode=off`, so
+    /// that the webhook, when a test installs it, never judges the other tests' pods.
     fn namespace(&self, test: &str) -> String {
+        self.namespace_with(test, "off")
+    }
+
+    /// Like [`Node::namespace`], with `dhi.io/mode` set to `mode` ("enforce": unset).
+    fn namespace_with(&self, test: &str, mode: &str) -> String {
         let ns = format!("node-{test}");
-        self.kubectl(&["create", "namespace", &ns], None);
+        let mut labels = serde_json::json!({});
+        if mode != "enforce" {
+            labels["dhi.io/mode"] = mode.into();
+        }
+        self.kubectl(
+            &["create", "-f", "-"],
+            Some(
+                &serde_json::json!({
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": ns, "labels": labels},
+                })
+                .to_string(),
+            ),
+        );
         eventually(&format!("ServiceAccount {ns}/default"), || {
             let out = Command::new(&self.kubectl)
                 .args(["get", "serviceaccount", "default", "-n", &ns])
@@ -271,6 +292,23 @@ impl Node {
     /// Creates `object` (JSON) in `ns`.
     fn create(&self, ns: &str, object: &Value) {
         self.kubectl(&["create", "-n", ns, "-f", "-"], Some(&object.to_string()));
+    }
+
+    /// Tries to create `object` in `ns`: kubectl's stderr when it is refused.
+    fn create_refused(&self, ns: &str, object: &Value) -> Option<String> {
+        let mut child = Command::new(&self.kubectl)
+            .args(["create", "-n", ns, "-f", "-", "--request-timeout=30s"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(object.to_string().as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     fn get(&self, ns: &str, what: &str) -> Value {
@@ -580,5 +618,90 @@ fn oci_image_archives_are_deterministic() {
     assert_eq!(
         config["rootfs"]["diff_ids"][0],
         manifest["layers"][0]["digest"]
+    );
+}
+
+/// The shipped enforce overlay, unchanged, on the node: the webhook's image (the test build
+/// of the binary, with the libraries ldd lists) runs as the Deployment says, `certs bootstrap`
+/// and `certs arm` reach the API server through the `kubernetes` Service, and the API server
+/// calls the webhook through its Service's EndpointSlice. The pod the kubelet refuses without
+/// the webhook (runAsNonRoot, a named user) is patched to UID 65532 and runs; a pod that sets
+/// runAsUser: 0 on a hardened image is denied.
+#[test]
+fn enforce_overlay_patches_the_named_user_pod_so_that_it_runs() {
+    let Some(node) = node() else { return };
+    let tar = node.dir.join("images/dhi-admission.tar");
+    let image = Command::new("bash")
+        .arg(script())
+        .arg("webhook-image")
+        .arg(env!("CARGO_BIN_EXE_dhi-admission"))
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        image.status.success(),
+        "{}",
+        String::from_utf8_lossy(&image.stderr)
+    );
+    let import = Command::new("bash")
+        .arg(script())
+        .arg("import")
+        .arg(&node.dir)
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/overlays/enforce");
+    node.kubectl(&["apply", "-k", overlay.to_str().unwrap()], None);
+    node.kubectl(
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "dhi-system",
+            "deployment/dhi-admission",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    // `certs arm` sets Fail once every entry has its caBundle and the Service a ready endpoint.
+    eventually("mutate.dhi.io armed (failurePolicy Fail)", || {
+        let config = node.get("default", "mutatingwebhookconfiguration/dhi-admission");
+        (config["webhooks"][0]["failurePolicy"] == "Fail").then_some(())
+    });
+
+    let ns = node.namespace_with("webhook", "enforce");
+    let pod = busybox_pod(
+        "named-user",
+        serde_json::json!({"runAsNonRoot": true}),
+        &["grep", "^Uid:", "/proc/self/status"],
+    );
+    node.create(&ns, &pod);
+    let pod = node.pod_until(&ns, "named-user", "phase Succeeded or Failed", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    assert_eq!(phase(&pod), "Succeeded", "{:#}", pod["status"]);
+    assert_eq!(
+        pod["spec"]["containers"][0]["securityContext"]["runAsUser"],
+        NONROOT_UID
+    );
+    let uid = NONROOT_UID;
+    assert_eq!(
+        node.logs(&ns, "named-user"),
+        format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    );
+
+    let as_root = busybox_pod("as-root", serde_json::json!({"runAsUser": 0}), &["true"]);
+    let refused = node
+        .create_refused(&ns, &as_root)
+        .expect("a root pod is denied");
+    assert!(
+        refused.contains(r#"admission webhook "validate.dhi.io" denied the request"#)
+            && refused.contains("[run-as-root] container \"main\" (dhi.io/busybox:1.37)"),
+        "{refused}"
     );
 }
