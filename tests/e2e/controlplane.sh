@@ -16,6 +16,12 @@
 # returns once /readyz answers ok. With DHI_E2E_WATCH_PID=PID, the control plane also stops by
 # itself when process PID exits (the test binary uses it, so a crashed test run leaves nothing behind).
 # `start` needs openssl, curl and python3 besides the binaries; `build` needs go.
+#
+# DHI_E2E_APISERVER_ADDRESS=IP (set by tests/e2e/node.sh) makes kube-apiserver listen on that
+# address instead of 127.0.0.1, so that pods on a node reach it: its certificate then also names
+# that address and the `kubernetes` Service (10.96.0.1, kubernetes.default.svc), it calls
+# webhooks at their EndpointSlice addresses (there is no kube-proxy) and authenticates to
+# kubelets with the admin certificate. Unset, nothing changes.
 set -euo pipefail
 
 K8S_VERSION=v1.36.3
@@ -62,10 +68,10 @@ cmd_build() {
   echo "controlplane.sh: built into $BIN in $((SECONDS - start))s"
 }
 
-# A free TCP port on 127.0.0.1 (the kernel picks it; a race with another process is possible
+# A free TCP port on 127.0.0.1 or ADDRESS (the kernel picks it; a race with another process is possible
 # but unlikely, and then the server fails to bind and `start` fails loudly).
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+free_port() { # [ADDRESS]
+  python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1]); s.close()' "${1:-127.0.0.1}"
 }
 
 wait_ready() { # URL CACERT TOKEN SECONDS
@@ -88,6 +94,13 @@ cmd_start() {
   local pki="$dir/pki"
   mkdir -p "$pki"
 
+  local addr="${DHI_E2E_APISERVER_ADDRESS:-127.0.0.1}" node_args=() san="IP:127.0.0.1,DNS:localhost"
+  if [ "$addr" != 127.0.0.1 ]; then
+    san+=",IP:$addr,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+    node_args=(--enable-aggregator-routing=true --kubelet-preferred-address-types InternalIP
+      --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key")
+  fi
+
   # Certificates: a CA, the API server's serving certificate (IP SAN 127.0.0.1), an admin client
   # certificate, and the service-account signing key.
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -96,7 +109,7 @@ cmd_start() {
     -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" 2>/dev/null
   openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
     -days 2 -out "$pki/apiserver.crt" \
-    -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n') 2>/dev/null
+    -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$san") 2>/dev/null
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=system:masters/CN=e2e-admin" \
     -keyout "$pki/admin.key" -out "$pki/admin.csr" 2>/dev/null
   openssl x509 -req -in "$pki/admin.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
@@ -120,7 +133,7 @@ rules:
 EOF
 
   local etcd_port etcd_peer_port api_port
-  etcd_port=$(free_port); etcd_peer_port=$(free_port); api_port=$(free_port)
+  etcd_port=$(free_port); etcd_peer_port=$(free_port); api_port=$(free_port "$addr")
 
   setsid "$BIN/etcd" --name e2e --data-dir "$dir/etcd" --unsafe-no-fsync \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
@@ -132,21 +145,21 @@ EOF
 
   setsid "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --bind-address "$addr" --advertise-address "$addr" --secure-port "$api_port" \
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-    --service-account-issuer "https://127.0.0.1:$api_port" \
+    --service-account-issuer "https://$addr:$api_port" \
     --authorization-mode RBAC \
     --enable-admission-plugins MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
     --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
     --endpoint-reconciler-type none \
     --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/audit.log" \
-    --audit-log-maxbackup 1 --audit-log-maxsize 200 \
+    --audit-log-maxbackup 1 --audit-log-maxsize 200 "${node_args[@]}" \
     >"$dir/kube-apiserver.log" 2>&1 </dev/null &
   echo $! > "$dir/kube-apiserver.pid"
 
-  local url="https://127.0.0.1:$api_port"
+  local url="https://$addr:$api_port"
   cat > "$dir/kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
