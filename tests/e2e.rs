@@ -28,6 +28,8 @@ mod common;
 mod cluster;
 #[path = "e2e/injector.rs"]
 mod injector;
+#[path = "e2e/tier.rs"]
+mod tier;
 #[path = "e2e/webhook.rs"]
 mod webhook;
 

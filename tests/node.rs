@@ -21,7 +21,6 @@
 //! `DHI_E2E`, each test prints one line and passes; with `DHI_E2E=1` a node that does not
 //! start fails them; `DHI_E2E=0` skips them.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,6 +28,13 @@ use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+// Shared with the control plane's tier, whose tests use all of it.
+#[path = "e2e/tier.rs"]
+#[allow(dead_code)]
+mod tier;
+
+use tier::{Tier, remove_stale_runs, run_kubectl, var};
 
 /// What the images built for the tests are called: a hardened image's name, so that the
 /// webhook's catalog applies to them (runtime `busybox:1.37` runs as `nonroot`, 65532).
@@ -51,43 +57,27 @@ struct Node {
 static NODE: OnceLock<Result<Node, String>> = OnceLock::new();
 static SKIP_NOTICE: Once = Once::new();
 
+const TIER: Tier = Tier {
+    name: "node",
+    script: "tests/e2e/node.sh",
+    how: "run `tests/e2e/controlplane.sh build && tests/e2e/node.sh build`, then, as root, \
+          `DHI_E2E=1 cargo test --test node`",
+};
+
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/node.sh")
+    TIER.script()
 }
 
-/// The node, started on first use; `None` when the tier is to be skipped (after one line on
-/// stderr). Panics when the node should run and does not.
+/// The node, started on first use; `None` when the tier is to be skipped (see
+/// [`Tier::runs`]; it also needs root). Panics when the node should run and does not.
 fn node() -> Option<&'static Node> {
-    let wanted = std::env::var("DHI_E2E").unwrap_or_default();
-    let why = match wanted.as_str() {
-        "1" => None,
-        "0" => Some("DHI_E2E=0"),
-        _ if !built() => Some("no node built"),
-        _ if !is_root() => Some("not root"),
-        _ => None,
-    };
-    if let Some(why) = why {
-        SKIP_NOTICE.call_once(|| {
-            // Straight to the file descriptor: libtest captures eprintln! of passing tests.
-            let _ = writeln!(
-                std::io::stderr(),
-                "node: skipped ({why}): run `tests/e2e/controlplane.sh build && tests/e2e/node.sh build`, then, as root, `DHI_E2E=1 cargo test --test node`"
-            );
-        });
+    if !TIER.runs(&SKIP_NOTICE, || (!is_root()).then_some("not root")) {
         return None;
     }
     match NODE.get_or_init(start) {
         Ok(node) => Some(node),
         Err(e) => panic!("e2e node: {e}"),
     }
-}
-
-fn built() -> bool {
-    Command::new("bash")
-        .arg(script())
-        .arg("bin-dir")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 fn is_root() -> bool {
@@ -114,38 +104,11 @@ fn run_dir() -> PathBuf {
 fn start() -> Result<Node, String> {
     let dir = run_dir();
     if let Some(runs) = dir.parent() {
-        remove_stale_runs(runs);
+        remove_stale_runs(runs, "node.started");
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let started = Instant::now();
-    let out = Command::new("bash")
-        .arg(script())
-        .arg("start")
-        .arg(&dir)
-        .env("DHI_E2E_WATCH_PID", std::process::id().to_string())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running {}: {e}", script().display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`node.sh start` failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let env_path = dir.join("env");
-    let env_file =
-        std::fs::read_to_string(&env_path).map_err(|e| format!("{}: {e}", env_path.display()))?;
-    let env: BTreeMap<&str, &str> = env_file
-        .lines()
-        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-        .collect();
-    let get = |k: &str| {
-        env.get(k)
-            .map(|v| v.to_string())
-            .ok_or_else(|| format!("{k} missing from {}", env_path.display()))
-    };
+    let env = TIER.start(&dir)?;
+    let get = |key: &str| var(&env, key);
     let node = Node {
         kubeconfig: get("KUBECONFIG")?.into(),
         kubectl: get("DHI_E2E_KUBECTL")?.into(),
@@ -162,20 +125,6 @@ fn start() -> Result<Node, String> {
         node.dir.display()
     );
     Ok(node)
-}
-
-/// Run directories of test binaries that are gone (their node stopped with them).
-fn remove_stale_runs(runs: &Path) {
-    let Ok(entries) = std::fs::read_dir(runs) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let pid = entry.file_name().to_string_lossy().parse::<u32>();
-        let alive = pid.is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        if !alive && !entry.path().join("node.started").exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 impl Node {
@@ -223,35 +172,19 @@ impl Node {
     /// Runs kubectl; panics showing its stderr when it fails.
     #[track_caller]
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let mut child = Command::new(&self.kubectl)
-            .args(args)
-            .arg("--request-timeout=30s")
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let run = self.try_kubectl(args, stdin);
+        run.assert_ok();
+        run.stdout
+    }
+
+    fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> tier::Kubectl {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        run_kubectl(
+            &self.kubectl,
+            &self.kubeconfig,
+            &args,
+            stdin.map(str::to_owned),
+        )
     }
 
     /// Creates namespace `node-<test>` and waits for its `default` ServiceAccount (made by the
@@ -279,13 +212,17 @@ impl Node {
             ),
         );
         eventually(&format!("ServiceAccount {ns}/default"), || {
-            let out = Command::new(&self.kubectl)
-                .args(["get", "serviceaccount", "default", "-n", &ns])
-                .env("KUBECONFIG", &self.kubeconfig)
-                .output()
-                .ok()?;
-            out.status.success().then_some(())
+            let run = self.try_kubectl(&["get", "serviceaccount", "default", "-n", &ns], None);
+            run.ok.then_some(())
         });
+        ns
+    }
+
+    /// In a namespace of its own ([`Node::namespace`]), a pod named `test` that runs
+    /// [`BUSYBOX`] once ([`busybox_pod`]); returns the namespace.
+    fn run_once(&self, test: &str, security: Value, args: &[&str]) -> String {
+        let ns = self.namespace(test);
+        self.create(&ns, &busybox_pod(test, security, args));
         ns
     }
 
@@ -296,19 +233,8 @@ impl Node {
 
     /// Tries to create `object` in `ns`: kubectl's stderr when it is refused.
     fn create_refused(&self, ns: &str, object: &Value) -> Option<String> {
-        let mut child = Command::new(&self.kubectl)
-            .args(["create", "-n", ns, "-f", "-", "--request-timeout=30s"])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(object.to_string().as_bytes()).unwrap();
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        let run = self.try_kubectl(&["create", "-n", ns, "-f", "-"], Some(&object.to_string()));
+        (!run.ok).then_some(run.stderr)
     }
 
     fn get(&self, ns: &str, what: &str) -> Value {
@@ -378,13 +304,11 @@ fn container_state(pod: &Value) -> &Value {
 #[test]
 fn image_user_name_runs_as_its_uid() {
     let Some(node) = node() else { return };
-    let ns = node.namespace("uid");
-    let pod = busybox_pod(
+    let ns = node.run_once(
         "uid",
         serde_json::json!({}),
         &["grep", "-E", "^(Uid|Gid):", "/proc/self/status"],
     );
-    node.create(&ns, &pod);
     let pod = node.pod_until(&ns, "uid", "phase Succeeded or Failed", |p| {
         matches!(phase(p), "Succeeded" | "Failed")
     });
@@ -400,13 +324,11 @@ fn image_user_name_runs_as_its_uid() {
 #[test]
 fn run_as_non_root_with_a_named_user_is_refused_by_the_kubelet() {
     let Some(node) = node() else { return };
-    let ns = node.namespace("named-user");
-    let pod = busybox_pod(
+    let ns = node.run_once(
         "named-user",
         serde_json::json!({"runAsNonRoot": true}),
         &["true"],
     );
-    node.create(&ns, &pod);
     let pod = node.pod_until(&ns, "named-user", "a waiting reason", |p| {
         container_state(p)["waiting"]["reason"]
             .as_str()

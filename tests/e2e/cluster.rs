@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,9 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::Value;
+
+pub use super::tier::Kubectl;
+use super::tier::{Tier, remove_stale_runs, run_kubectl, var};
 
 /// The label that routes a test's namespace to that test's webhook configurations.
 pub const TEST_LABEL: &str = "e2e.dhi.io/test";
@@ -35,33 +37,16 @@ pub struct ControlPlane {
 static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 static SKIP_NOTICE: Once = Once::new();
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/controlplane.sh")
-}
+const TIER: Tier = Tier {
+    name: "e2e",
+    script: "tests/e2e/controlplane.sh",
+    how: "run `tests/e2e/controlplane.sh build`, then `DHI_E2E=1 cargo test --test e2e`",
+};
 
-/// The control plane, started on first use; `None` when the suite is to be skipped (the
-/// binaries are not built and `DHI_E2E` is unset, or `DHI_E2E=0`), after printing one line.
-/// Panics when the control plane should run and does not.
+/// The control plane, started on first use; `None` when the suite is to be skipped (see
+/// [`Tier::runs`]). Panics when the control plane should run and does not.
 pub fn control_plane() -> Option<&'static ControlPlane> {
-    let wanted = std::env::var("DHI_E2E").unwrap_or_default();
-    let skip = match wanted.as_str() {
-        "1" => false,
-        "0" => true,
-        _ => !binaries_built(),
-    };
-    if skip {
-        SKIP_NOTICE.call_once(|| {
-            // Straight to the file descriptor: libtest captures eprintln! of passing tests.
-            let why = if wanted == "0" {
-                "DHI_E2E=0"
-            } else {
-                "no control plane built"
-            };
-            let _ = writeln!(
-                std::io::stderr(),
-                "e2e: skipped ({why}): run `tests/e2e/controlplane.sh build`, then `DHI_E2E=1 cargo test --test e2e`"
-            );
-        });
+    if !TIER.runs(&SKIP_NOTICE, || None) {
         return None;
     }
     match CONTROL_PLANE.get_or_init(start) {
@@ -70,48 +55,14 @@ pub fn control_plane() -> Option<&'static ControlPlane> {
     }
 }
 
-fn binaries_built() -> bool {
-    std::process::Command::new("bash")
-        .arg(script())
-        .arg("bin-dir")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn start() -> Result<ControlPlane, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
-    remove_stale_runs(&runs);
+    remove_stale_runs(&runs, "etcd.pid");
     let dir = runs.join(std::process::id().to_string());
-    let _ = std::fs::remove_dir_all(&dir);
     let started = Instant::now();
-    let out = std::process::Command::new("bash")
-        .arg(script())
-        .arg("start")
-        .arg(&dir)
-        .env("DHI_E2E_WATCH_PID", std::process::id().to_string())
-        .output()
-        .map_err(|e| format!("running {}: {e}", script().display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`controlplane.sh start` failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let env_file = std::fs::read_to_string(dir.join("env"))
-        .map_err(|e| format!("{}: {e}", dir.join("env").display()))?;
-    let env: BTreeMap<&str, &str> = env_file
-        .lines()
-        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-        .collect();
-    let env_path = dir.join("env");
-    let get = |k: &str| {
-        env.get(k)
-            .map(|v| v.to_string())
-            .ok_or_else(|| format!("{k} missing from {}", env_path.display()))
-    };
+    let env = TIER.start(&dir)?;
+    let get = |key: &str| var(&env, key);
     let version = get("DHI_E2E_VERSION")?;
     let cp = ControlPlane {
         kubeconfig: get("KUBECONFIG")?.into(),
@@ -128,21 +79,6 @@ fn start() -> Result<ControlPlane, String> {
         cp.dir.display()
     );
     Ok(cp)
-}
-
-/// Run directories of test binaries that are gone (their control plane stopped with them).
-fn remove_stale_runs(runs: &Path) {
-    let Ok(entries) = std::fs::read_dir(runs) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let pid = entry.file_name().to_string_lossy().parse::<u32>();
-        let alive = pid.is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        let stopped = !entry.path().join("etcd.pid").exists();
-        if !alive && stopped {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 impl ControlPlane {
@@ -216,73 +152,6 @@ pub async fn client_from(kubeconfig: &Path) -> Client {
         .await
         .unwrap();
     Client::try_from(config).unwrap()
-}
-
-fn run_kubectl(
-    kubectl: &Path,
-    kubeconfig: &Path,
-    args: &[String],
-    stdin: Option<String>,
-) -> Kubectl {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(kubectl)
-        .args(args)
-        .arg("--request-timeout=30s")
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(text.as_bytes()).unwrap();
-    }
-    let out: Output = child.wait_with_output().unwrap();
-    Kubectl {
-        args: args.join(" "),
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// What a kubectl run printed.
-#[derive(Debug)]
-pub struct Kubectl {
-    pub args: String,
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Kubectl {
-    #[track_caller]
-    pub fn assert_ok(&self) -> &Self {
-        assert!(self.ok, "kubectl {} failed:\n{}", self.args, self.stderr);
-        self
-    }
-
-    /// Asserts that what it printed on stderr satisfies `pred`, showing it otherwise.
-    #[track_caller]
-    pub fn assert_stderr(&self, pred: impl Fn(&str) -> bool) -> &Self {
-        assert!(pred(&self.stderr), "{}", self.stderr);
-        self
-    }
-
-    #[track_caller]
-    pub fn assert_failed(&self) -> &Self {
-        assert!(
-            !self.ok,
-            "kubectl {} succeeded, expected a failure:\n{}{}",
-            self.args, self.stdout, self.stderr
-        );
-        self
-    }
 }
 
 /// What a test that runs its own webhook, or none, starts from.

@@ -4,6 +4,7 @@
 #
 #   tests/e2e/controlplane.sh build        build kube-apiserver, kubectl and etcd once per machine
 #   tests/e2e/controlplane.sh bin-dir      print where they are; exit 1 if any is missing
+#   tests/e2e/controlplane.sh ldflags      print the linker flags its Kubernetes builds use (node.sh too)
 #   tests/e2e/controlplane.sh start DIR    start in DIR (certificates, logs, kubeconfig, env file)
 #   tests/e2e/controlplane.sh stop DIR     stop the processes that `start DIR` started, and only those
 #
@@ -35,6 +36,17 @@ die() { echo "controlplane.sh: $*" >&2; exit 1; }
 
 have_binaries() { [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ] && [ -x "$BIN/etcd" ]; }
 
+# The linker flags of a Kubernetes binary: stripped, and reporting the release it is built
+# from, as the official builds do (node.sh builds the node's binaries with them too).
+cmd_ldflags() {
+  local ldflags="-s -w" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1"
+    ldflags+=" -X $pkg.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X $pkg.gitTreeState=clean"
+  done
+  echo "$ldflags"
+}
+
 cmd_build() {
   if have_binaries; then
     echo "controlplane.sh: reusing $BIN"
@@ -44,13 +56,8 @@ cmd_build() {
   mkdir -p "$BIN"
   local tmp="$BIN.tmp.$$" start=$SECONDS
   rm -rf "$tmp" && mkdir -p "$tmp"
-  # kubectl and the server report the release they are built from, as the official builds do.
-  local ldflags="-s -w"
-  local pkg
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1"
-    ldflags+=" -X $pkg.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X $pkg.gitTreeState=clean"
-  done
+  local ldflags
+  ldflags=$(cmd_ldflags)
   (
     cd "$HERE/controlplane"
     export GOFLAGS="-trimpath -mod=readonly -buildvcs=false" CGO_ENABLED=0
@@ -222,6 +229,7 @@ cmd_stop() {
 case "${1:-}" in
   build) cmd_build ;;
   bin-dir) echo "$BIN"; have_binaries ;;
+  ldflags) cmd_ldflags ;;
   start) cmd_start "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
   *) echo "usage: $0 build | bin-dir | start DIR | stop DIR" >&2; exit 2 ;;

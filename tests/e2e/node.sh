@@ -74,8 +74,8 @@ cmd_build() {
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # An apt index first only when the packages are not found without one.
-    nice -n 19 apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
-      { nice -n 19 apt-get update >/dev/null && nice -n 19 apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+    apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+      { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
     log "packages installed ($((SECONDS - start))s)"
   fi
   command -v go >/dev/null || die "go is not installed: it is needed once, to build $NODE_VERSION into $BIN"
@@ -83,19 +83,16 @@ cmd_build() {
     log "reusing $BIN"
   else
     mkdir -p "$BIN"
-    local tmp="$BIN.tmp.$$" ldflags="-s -w" pkg name
+    local tmp="$BIN.tmp.$$" ldflags name
+    ldflags=$(bash "$HERE/controlplane.sh" ldflags)
     rm -rf "$tmp" && mkdir -p "$tmp"
-    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1"
-      ldflags+=" -X $pkg.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X $pkg.gitTreeState=clean"
-    done
     (
       # The wrapper module of the control plane: the same versions of every dependency.
       cd "$HERE/controlplane"
       export GOFLAGS="-trimpath -mod=readonly -buildvcs=false" CGO_ENABLED=0
       log "building $NODE_VERSION (20 s on a Go cache that has them, 4 minutes on the control plane's, 15 from none)"
       for name in kube-scheduler kube-controller-manager kubelet; do
-        nice -n 19 go build -ldflags "$ldflags" -o "$tmp/$name" "k8s.io/kubernetes/cmd/$name"
+        go build -ldflags "$ldflags" -o "$tmp/$name" "k8s.io/kubernetes/cmd/$name"
         log "$name built ($((SECONDS - start))s)"
       done
     )
@@ -117,7 +114,7 @@ cmd_build() {
       cd "$tmp2"
       export GOBIN="$tmp2" GOFLAGS="-trimpath -buildvcs=false" CGO_ENABLED=0
       local v="-X $mod/version.Version=$CONTAINERD2_VERSION -X $mod/version.Package=$mod"
-      nice -n 19 go install -tags no_btrfs -ldflags "-s -w $v" \
+      go install -tags no_btrfs -ldflags "-s -w $v" \
         "$mod/cmd/containerd@$CONTAINERD2_VERSION" "$mod/cmd/containerd-shim-runc-v2@$CONTAINERD2_VERSION"
     )
     mv "$tmp2"/containerd "$tmp2"/containerd-shim-runc-v2 "$C2BIN"/ && rm -rf "$tmp2"
@@ -244,10 +241,10 @@ restore_sysctls() { # DIR
 
 # === processes ===
 
-run_bg() { # NAME DIR COMMAND...: niced, in its own session, its pid in DIR/NAME.pid
+run_bg() { # NAME DIR COMMAND...: in its own session, its pid in DIR/NAME.pid
   local name="$1" dir="$2"
   shift 2
-  nice -n 19 setsid "$@" >"$dir/$name.log" 2>&1 </dev/null &
+  setsid "$@" >"$dir/$name.log" 2>&1 </dev/null &
   echo $! > "$dir/$name.pid"
 }
 
@@ -416,7 +413,7 @@ cmd_start() {
   ip link set "$BRIDGE" up
 
   # The control plane, listening on the bridge address (stopped by this script's stop).
-  DHI_E2E_APISERVER_ADDRESS="$NODE_IP" DHI_E2E_WATCH_PID='' nice -n 19 bash "$HERE/controlplane.sh" start "$dir/cp" >&2
+  DHI_E2E_APISERVER_ADDRESS="$NODE_IP" DHI_E2E_WATCH_PID='' bash "$HERE/controlplane.sh" start "$dir/cp" >&2
   # shellcheck disable=SC1091
   . "$dir/cp/env"
   local api_port="${DHI_E2E_APISERVER##*:}" pki="$dir/cp/pki"
