@@ -226,6 +226,34 @@ impl Node {
         ns
     }
 
+    /// Waits for `what` to roll out; when it does not, fails with its pods' states.
+    #[track_caller]
+    fn rolled_out(&self, ns: &str, what: &str) {
+        let rollout = self.try_kubectl(
+            &["rollout", "status", "-n", ns, what, "--timeout=120s"],
+            None,
+        );
+        if !rollout.ok {
+            let pods = self.get(ns, "pods");
+            let states: Vec<_> = pods["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    (
+                        &p["metadata"]["name"],
+                        &p["status"]["initContainerStatuses"],
+                        &p["status"]["containerStatuses"],
+                    )
+                })
+                .collect();
+            panic!(
+                "{what} not rolled out: {}\npods: {states:#?}",
+                rollout.stderr
+            );
+        }
+    }
+
     /// Creates `object` (JSON) in `ns`.
     fn create(&self, ns: &str, object: &Value) {
         self.kubectl(&["create", "-n", ns, "-f", "-"], Some(&object.to_string()));
@@ -579,17 +607,7 @@ fn enforce_overlay_patches_the_named_user_pod_so_that_it_runs() {
     );
     let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/overlays/enforce");
     node.kubectl(&["apply", "-k", overlay.to_str().unwrap()], None);
-    node.kubectl(
-        &[
-            "rollout",
-            "status",
-            "-n",
-            "dhi-system",
-            "deployment/dhi-admission",
-            "--timeout=120s",
-        ],
-        None,
-    );
+    node.rolled_out("dhi-system", "deployment/dhi-admission");
     // `certs arm` sets Fail once every entry has its caBundle and the Service a ready endpoint.
     eventually("mutate.dhi.io armed (failurePolicy Fail)", || {
         let config = node.get("default", "mutatingwebhookconfiguration/dhi-admission");

@@ -71,7 +71,7 @@ cmd_build() {
   )
   mv "$tmp"/* "$BIN"/ && rmdir "$tmp"
   "$BIN/kube-apiserver" --version
-  "$BIN/etcd" --version | head -1
+  "$BIN/etcd" --version | sed -n 1p
   echo "controlplane.sh: built into $BIN in $((SECONDS - start))s"
 }
 

@@ -207,11 +207,12 @@ restore_iptables() { # DIR
   # With the nf_tables backend, the first rule creates its table; a table that was not there
   # and holds nothing but empty built-in chains (ACCEPT) goes again.
   command -v nft >/dev/null || return 0
-  local family
+  local family rules
   for fam in iptables ip6tables; do
     family=ip && [ "$fam" = ip6tables ] && family=ip6
     for table in $("$fam-save" 2>/dev/null | sed -n 's/^\*//p' | grep -vxF -f "$1/host/$fam-tables"); do
-      if ! "$fam-save" -t "$table" 2>/dev/null | grep -v '^#' | grep -qvE '^(\*|COMMIT|:[A-Z]+ ACCEPT )'; then
+      rules="$("$fam-save" -t "$table" 2>/dev/null | grep -v '^#' || true)"
+      if ! grep -qvE '^(\*|COMMIT|:[A-Z]+ ACCEPT )' <<<"$rules"; then
         nft delete table "$family" "$table" 2>/dev/null || true
       fi
     done
@@ -553,11 +554,14 @@ cmd_import() { # DIR ARCHIVE...: into the node's containerd, namespace k8s.io (t
 # that ldd lists, at the paths it lists.
 cmd_webhook_image() { # BINARY OUT
   local bin="${1:?usage: node.sh webhook-image BINARY OUT}" out="${2:?usage: node.sh webhook-image BINARY OUT}"
-  local name libs=() lib
-  name="$(sed -n 's/^ *image: *\(ghcr.io\/dhi-admission\/dhi-admission:.*\)$/\1/p' "$HERE/../../deploy/base/deployment.yaml" | head -n 1)"
+  local name libs=() lib deps
+  name="$(sed -n 's/^ *image: *\(ghcr.io\/dhi-admission\/dhi-admission:.*\)$/\1/p' "$HERE/../../deploy/base/deployment.yaml" | sed -n 1p)"
   [ -n "$name" ] || die "no dhi-admission image in deploy/base/deployment.yaml"
-  if ldd "$bin" 2>/dev/null | grep -q '=> /\|^\s*/'; then
-    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do libs+=(--add "$(readlink -f "$lib")=$lib:0555"); done
+  # Read whole before matching: under pipefail, `ldd | grep -q` fails whenever grep's early
+  # exit cuts ldd off (SIGPIPE), and the image then went out without its libraries.
+  deps="$(ldd "$bin" 2>/dev/null || true)"
+  if grep -q '=> /\|^\s*/' <<<"$deps"; then
+    for lib in $(grep -o '/[^ ]*' <<<"$deps"); do libs+=(--add "$(readlink -f "$lib")=$lib:0555"); done
   fi
   python3 "$HERE/oci_image.py" --name "$name" --out "$out" --add "$bin=/dhi-admission:0555" "${libs[@]}" \
     --add /etc/ssl/certs/ca-certificates.crt=/etc/ssl/certs/ca-certificates.crt \
